@@ -1,0 +1,330 @@
+//! The seam between the bus and where messages live.
+//!
+//! The bus owns the behaviour (dispatch, outcomes, retry decisions, idempotency, drain);
+//! a backend owns storage and its atomic transitions. Every backend implements the same
+//! small set of primitives, modelled on Redis Streams consumer groups:
+//!
+//! * a topic is an append-only log; a group has a cursor and a pending list (PEL) of
+//!   entries delivered to a consumer but not yet settled;
+//! * each group also has a **retry lane**: a second log only that group reads, so a retry
+//!   affects only the group that failed (B-RET-2);
+//! * every transition that settles an entry (ack, ack + schedule retry, ack + dead-letter,
+//!   ack + requeue) is one atomic step.
+//!
+//! User code never sees this trait; it picks a backend through [`AnyBackend`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::dead_letter::DeadLetter;
+use crate::error::Result;
+use crate::message::{EntryId, Envelope, Published};
+use crate::name::{ConsumerName, GroupName, TopicName};
+use crate::topic::{StartFrom, TopicOptions, TrimReport};
+
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// Which log of a topic a stream key refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum StreamKind {
+    /// The topic's messages.
+    Main,
+    /// The topic's dead-letter queue, which can be consumed like a topic.
+    DeadLetters,
+}
+
+/// A consumable log: a topic or its dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct StreamKey {
+    pub(crate) topic: TopicName,
+    pub(crate) kind: StreamKind,
+}
+
+impl StreamKey {
+    pub(crate) fn main(topic: TopicName) -> Self {
+        StreamKey {
+            topic,
+            kind: StreamKind::Main,
+        }
+    }
+
+    pub(crate) fn dead_letters(topic: TopicName) -> Self {
+        StreamKey {
+            topic,
+            kind: StreamKind::DeadLetters,
+        }
+    }
+}
+
+/// Which of a group's two logs an entry was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Lane {
+    /// The shared log every group reads.
+    Main,
+    /// The group's own retry lane.
+    Retry,
+}
+
+/// An entry as a group sees it: its lane and its id in that lane.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct EntryRef {
+    pub(crate) lane: Lane,
+    pub(crate) id: EntryId,
+}
+
+/// Why an entry could not be turned into a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Malformation {
+    /// Fields missing or not decodable.
+    Decode(String),
+    /// The payload is over the size limit.
+    TooLarge(usize),
+}
+
+/// What a read returned for one entry.
+#[derive(Debug, Clone)]
+pub(crate) enum Record {
+    /// A well-formed message.
+    Message(Envelope),
+    /// A dead-letter record (when reading a dead-letter queue).
+    DeadLetter(Box<DeadLetter>),
+    /// Something that is not a valid entry; salvaged fields travel to the dead-letter queue.
+    Malformed {
+        problem: Malformation,
+        envelope: Envelope,
+    },
+}
+
+/// One entry delivered to a consumer.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadEntry {
+    pub(crate) entry: EntryRef,
+    pub(crate) record: Record,
+    /// How many times the group has delivered this entry (1 on a first delivery).
+    pub(crate) delivery_count: u64,
+}
+
+/// The result of a reclaim pass.
+#[derive(Debug, Default)]
+pub(crate) struct Reclaimed {
+    /// Entries now owned by the reclaiming consumer.
+    pub(crate) entries: Vec<ReadEntry>,
+    /// Pending entries whose data the log no longer holds (trimmed or deleted by someone
+    /// else). They have been removed from the pending list and must be reported.
+    pub(crate) missing: Vec<EntryRef>,
+}
+
+/// The result of moving due retries into their groups' retry lanes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RetrySweep {
+    /// How many entries were moved.
+    pub(crate) moved: usize,
+    /// Due time (ms since epoch) of the earliest entry still scheduled, if any.
+    pub(crate) next_due_ms: Option<u64>,
+}
+
+/// How a message is to be written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PublishOpts {
+    /// Set when the caller supplied the message id: write at most once per id within
+    /// this window (B-PUB-4).
+    pub(crate) dedup_window: Option<Duration>,
+    /// Per-topic limits (retention, backpressure).
+    pub(crate) topic: TopicOptions,
+    /// Wait for this many replicas to acknowledge, up to the timeout (B-PUB-5).
+    pub(crate) wait_replicas: Option<(u32, Duration)>,
+}
+
+/// A message received on a live channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveMessage {
+    /// The channel it was published on.
+    pub channel: String,
+    /// The pattern that matched it.
+    pub pattern: String,
+    /// The raw payload.
+    pub payload: Bytes,
+}
+
+/// A blocking reader on its own connection (B-SUB-6). Dropping it releases the
+/// connection, which is how a blocking read is interrupted at shutdown.
+#[async_trait]
+pub(crate) trait Reader: Send + fmt::Debug {
+    /// Reads up to `count` entries not yet delivered to the group (main log and retry
+    /// lane), waiting up to `block` when there are none.
+    async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<ReadEntry>>;
+}
+
+/// The primitives every backend provides. See the module docs.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// "memory", "redis", …
+    fn name(&self) -> &'static str;
+
+    /// The dispatch concurrency used when neither handler nor bus sets one.
+    fn default_concurrency(&self) -> usize;
+
+    /// Appends messages to a topic in one round trip, in order.
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        batch: Vec<Envelope>,
+        opts: &PublishOpts,
+    ) -> Result<Vec<Published>>;
+
+    /// Creates the group if it does not exist (with its retry lane).
+    async fn ensure_group(&self, key: &StreamKey, group: &GroupName, start: &StartFrom)
+    -> Result<()>;
+
+    /// Removes a group, its pending list and its retry lane.
+    async fn destroy_group(&self, key: &StreamKey, group: &GroupName) -> Result<()>;
+
+    /// Opens a reader for one consumer of a group.
+    async fn reader(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<Box<dyn Reader>>;
+
+    /// Settles entries as handled.
+    async fn ack(&self, key: &StreamKey, group: &GroupName, entries: &[EntryRef]) -> Result<()>;
+
+    /// Atomically settles `entry` and schedules `next` for the group at `due_ms`.
+    async fn retry_later(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entry: &EntryRef,
+        next: &Envelope,
+        due_ms: u64,
+    ) -> Result<()>;
+
+    /// Atomically settles `entry` and appends `envelope` to the group's retry lane now,
+    /// so any consumer of the group takes it at once.
+    async fn requeue(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entry: &EntryRef,
+        envelope: &Envelope,
+    ) -> Result<()>;
+
+    /// Atomically settles `entry` and appends `dead` to the topic's dead-letter queue.
+    async fn dead_letter(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entry: &EntryRef,
+        dead: &DeadLetter,
+    ) -> Result<()>;
+
+    /// Moves up to `limit` scheduled retries due at `now_ms` into their groups' retry
+    /// lanes. Safe to run from several processes at once.
+    async fn move_due_retries(&self, key: &StreamKey, now_ms: u64, limit: usize)
+    -> Result<RetrySweep>;
+
+    /// Takes over up to `count` entries of the group that have been pending on any
+    /// consumer for at least `min_idle`.
+    async fn reclaim(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Reclaimed>;
+
+    /// Resets the idle time of entries a consumer is still handling (lease extension),
+    /// without counting a new delivery.
+    async fn extend_lease(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        entries: &[EntryRef],
+    ) -> Result<()>;
+
+    /// Requeues every entry pending on `consumer` except those in `keep`, so other
+    /// consumers take them without waiting for `min_idle`. Returns how many.
+    async fn hand_back(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        keep: &[EntryRef],
+    ) -> Result<usize>;
+
+    /// Lists dead letters after `after` (exclusive), oldest first.
+    async fn dead_letters(
+        &self,
+        topic: &TopicName,
+        after: Option<&EntryId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>>;
+
+    /// How many dead letters the topic holds.
+    async fn dead_letter_count(&self, topic: &TopicName) -> Result<u64>;
+
+    /// Deletes dead letters by id. Returns how many existed.
+    async fn remove_dead_letters(&self, topic: &TopicName, ids: &[EntryId]) -> Result<u64>;
+
+    /// Atomically removes a dead letter and appends its message (attempt 1) to its
+    /// group's retry lane. Returns `false` when the dead letter no longer exists.
+    async fn replay_dead_letter(&self, topic: &TopicName, dead: &DeadLetter) -> Result<bool>;
+
+    /// Applies retention now (B-TRIM-1).
+    async fn trim(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport>;
+
+    /// Marks a broadcast group as alive for `ttl`.
+    async fn broadcast_heartbeat(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        ttl: Duration,
+    ) -> Result<()>;
+
+    /// Destroys broadcast groups derived from `base` whose heartbeat has expired.
+    /// Returns their names.
+    async fn remove_orphan_broadcast_groups(
+        &self,
+        key: &StreamKey,
+        base: &GroupName,
+    ) -> Result<Vec<String>>;
+
+    /// Publishes on a live channel; returns how many subscribers received it.
+    async fn live_publish(&self, channel: &str, payload: Bytes) -> Result<u64>;
+
+    /// Subscribes to live channels matching any of the glob patterns.
+    async fn live_subscribe(&self, patterns: &[String]) -> Result<mpsc::Receiver<LiveMessage>>;
+
+    /// Closes the connections the backend owns. Idempotent.
+    async fn close(&self);
+}
+
+/// A backend, ready to hand to [`Bus::builder`](crate::Bus::builder).
+///
+/// Obtain one from [`MemoryBackend`](crate::MemoryBackend) or, with the `redis` feature,
+/// [`RedisBackend`](crate::RedisBackend). Clones share the same backend.
+#[derive(Clone)]
+pub struct AnyBackend(pub(crate) Arc<dyn Backend>);
+
+impl AnyBackend {
+    /// The backend's name ("memory", "redis").
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+impl fmt::Debug for AnyBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}

@@ -1,0 +1,587 @@
+//! The consumer engine: read loops (batch and sliding), outcome handling, reclaim of idle
+//! entries, lease extension for running handlers, broadcast heartbeats.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::join_all;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::Shared;
+use super::subscribe::{Counters, Failure, Input, SubState};
+use super::{Dispatch, lock};
+use crate::backend::{EntryRef, ReadEntry, Record, StreamKind};
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::error::Result;
+use crate::handler::DeliveryMeta;
+use crate::idempotency::Claim;
+use crate::message::{EntryId, Envelope, now_ms};
+use crate::name::ConsumerName;
+
+/// How many idle entries one reclaim pass takes at most.
+const RECLAIM_BATCH: usize = 100;
+
+/// Entries being handled: owner consumer and start time.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(Mutex<HashMap<EntryRef, (ConsumerName, Instant)>>);
+
+impl InFlight {
+    fn insert(&self, entry: &EntryRef, consumer: &ConsumerName) {
+        lock(&self.0).insert(entry.clone(), (consumer.clone(), Instant::now()));
+        metrics::gauge!("rivulet_in_flight").increment(1.0);
+    }
+
+    fn remove(&self, entry: &EntryRef) {
+        if lock(&self.0).remove(entry).is_some() {
+            metrics::gauge!("rivulet_in_flight").decrement(1.0);
+        }
+    }
+
+    fn of(&self, consumer: &ConsumerName) -> Vec<EntryRef> {
+        lock(&self.0)
+            .iter()
+            .filter(|(_, (c, _))| c == consumer)
+            .map(|(e, _)| e.clone())
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
+
+    /// Entries running for at least `age`, grouped by owner.
+    fn older_than(&self, age: Duration) -> HashMap<ConsumerName, Vec<EntryRef>> {
+        let now = Instant::now();
+        let mut out: HashMap<ConsumerName, Vec<EntryRef>> = HashMap::new();
+        for (e, (c, since)) in lock(&self.0).iter() {
+            if now.duration_since(*since) >= age {
+                out.entry(c.clone()).or_default().push(e.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Opens the readers and starts every task of a subscription.
+pub(crate) async fn start(shared: &Arc<Shared>, sub: &Arc<SubState>) -> Result<()> {
+    let lanes: Vec<(ConsumerName, usize)> = match sub.dispatch {
+        Dispatch::Batch => vec![(sub.consumer.clone(), sub.concurrency)],
+        Dispatch::Sliding => (0..sub.concurrency)
+            .map(|i| {
+                ConsumerName::new(format!("{}:lane{i}", sub.consumer)).map(|c| (c, 1usize))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut readers = Vec::with_capacity(lanes.len());
+    for (consumer, count) in lanes {
+        let reader = shared
+            .backend
+            .reader(&sub.key, &sub.group, &consumer)
+            .await?;
+        readers.push((reader, consumer, count));
+    }
+    let spawn = |fut| {
+        shared.tasks.spawn(sub.tasks.track_future(fut));
+    };
+    for (reader, consumer, count) in readers {
+        spawn(read_loop(shared.clone(), sub.clone(), reader, consumer, count).boxed());
+    }
+    spawn(reclaim_loop(shared.clone(), sub.clone()).boxed());
+    spawn(lease_loop(shared.clone(), sub.clone()).boxed());
+    if sub.broadcast {
+        spawn(heartbeat_loop(shared.clone(), sub.clone()).boxed());
+    }
+    Ok(())
+}
+
+/// Bounded exponential backoff for errors talking to the backend: no busy loops.
+struct ErrorBackoff(Duration);
+
+impl ErrorBackoff {
+    const MIN: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        ErrorBackoff(Self::MIN)
+    }
+
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::MIN;
+    }
+}
+
+async fn read_loop(
+    shared: Arc<Shared>,
+    sub: Arc<SubState>,
+    mut reader: Box<dyn crate::backend::Reader>,
+    consumer: ConsumerName,
+    count: usize,
+) {
+    let mut backoff = ErrorBackoff::new();
+    loop {
+        let read = tokio::select! {
+            biased;
+            _ = sub.stop.cancelled() => break,
+            r = reader.read(count, shared.cfg.block_timeout) => r,
+        };
+        match read {
+            Ok(entries) => {
+                backoff.reset();
+                if !entries.is_empty() {
+                    process_batch(&shared, &sub, &consumer, entries).await;
+                }
+            }
+            Err(e) => {
+                let wait = backoff.next();
+                tracing::warn!(topic = %sub.key.topic, group = %sub.group, error = %e, retry_in = ?wait, "read failed");
+                tokio::select! {
+                    _ = sub.stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                // The reader's connection may be broken: open a fresh one.
+                match shared.backend.reader(&sub.key, &sub.group, &consumer).await {
+                    Ok(r) => reader = r,
+                    Err(e) => tracing::warn!(error = %e, "could not reopen reader"),
+                }
+            }
+        }
+    }
+    drop(reader);
+    hand_back(&shared, &sub, &consumer).await;
+}
+
+/// Requeues entries read by `consumer` but not started (for example when a blocking read
+/// was interrupted after the server had delivered), so other consumers take them now.
+async fn hand_back(shared: &Shared, sub: &SubState, consumer: &ConsumerName) {
+    let keep = sub.in_flight.of(consumer);
+    match shared
+        .backend
+        .hand_back(&sub.key, &sub.group, consumer, &keep)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(group = %sub.group, %consumer, n, "handed back unstarted entries"),
+        Err(e) => {
+            tracing::warn!(group = %sub.group, error = %e, "hand back failed; entries will be reclaimed after min_idle")
+        }
+    }
+}
+
+/// Handles a batch concurrently, then acknowledges the successes in one call.
+async fn process_batch(
+    shared: &Arc<Shared>,
+    sub: &Arc<SubState>,
+    consumer: &ConsumerName,
+    entries: Vec<ReadEntry>,
+) {
+    let refs: Vec<EntryRef> = entries.iter().map(|e| e.entry.clone()).collect();
+    for e in &refs {
+        sub.in_flight.insert(e, consumer);
+    }
+    let outcomes = join_all(
+        entries
+            .into_iter()
+            .map(|e| process_one(shared, sub, e)),
+    )
+    .await;
+    let acks: Vec<EntryRef> = outcomes.into_iter().flatten().collect();
+    if !acks.is_empty() {
+        if let Err(e) = shared.backend.ack(&sub.key, &sub.group, &acks).await {
+            tracing::warn!(group = %sub.group, error = %e, n = acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
+        }
+    }
+    for e in &refs {
+        sub.in_flight.remove(e);
+    }
+}
+
+/// What to do with an entry after handling: `Some` = acknowledge it with the batch;
+/// `None` = already settled by an atomic transition, or deliberately left pending.
+type Settle = Option<EntryRef>;
+
+struct Ctx<'a> {
+    shared: &'a Arc<Shared>,
+    sub: &'a SubState,
+    entry: EntryRef,
+    envelope: Envelope,
+}
+
+impl Ctx<'_> {
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [
+            ("topic", self.sub.key.topic.to_string()),
+            ("group", self.sub.group.to_string()),
+        ]
+    }
+
+    fn is_dead_letter_stream(&self) -> bool {
+        self.sub.key.kind == StreamKind::DeadLetters
+    }
+
+    /// Retries with backoff if attempts remain, otherwise gives up.
+    async fn retry_or_give_up(&self, error: String, requested: Option<Duration>) -> Settle {
+        if self.is_dead_letter_stream() {
+            // Dead letters are not rescheduled; the entry stays pending and is
+            // redelivered after min_idle (see `subscribe_dead_letters`).
+            return None;
+        }
+        let attempt = self.envelope.attempt;
+        if attempt >= self.sub.retry.max_attempts {
+            return self.give_up(DeadLetterReason::Attempts, error).await;
+        }
+        let delay = requested.unwrap_or_else(|| self.sub.retry.delay_after(attempt));
+        let mut next = self.envelope.clone();
+        next.attempt = attempt + 1;
+        self.schedule(&next, delay).await;
+        Counters::add(&self.sub.counters.retried, 1);
+        metrics::counter!("rivulet_retries_total", &self.labels()).increment(1);
+        tracing::debug!(message_id = %self.envelope.message_id, attempt, ?delay, %error, "retry scheduled");
+        None
+    }
+
+    async fn schedule(&self, next: &Envelope, delay: Duration) {
+        let due = now_ms().saturating_add(delay.as_millis() as u64);
+        let res = self
+            .shared
+            .backend
+            .retry_later(&self.sub.key, &self.sub.group, &self.entry, next, due)
+            .await;
+        match res {
+            Ok(()) => self.shared.wake_retry_mover(&self.sub.key),
+            Err(e) => tracing::warn!(
+                message_id = %self.envelope.message_id, error = %e,
+                "could not schedule retry; the entry stays pending and will be reclaimed"
+            ),
+        }
+    }
+
+    /// Dead-letters the message (or drops it when dead-lettering is off).
+    async fn give_up(&self, reason: DeadLetterReason, error: String) -> Settle {
+        let env = &self.envelope;
+        if self.is_dead_letter_stream() {
+            tracing::error!(message_id = %env.message_id, %reason, %error, "dead-letter handler gave up; the dead letter stays in the queue");
+            return Some(self.entry.clone());
+        }
+        if !self.sub.retry.dead_letter {
+            tracing::error!(topic = %self.sub.key.topic, group = %self.sub.group, message_id = %env.message_id, %reason, %error, "message dropped (dead-lettering is off)");
+            Counters::add(&self.sub.counters.dropped, 1);
+            return Some(self.entry.clone());
+        }
+        let dead = DeadLetter {
+            id: EntryId(String::new()),
+            topic: self.sub.key.topic.clone(),
+            group: self.sub.group.clone(),
+            message_id: env.message_id.clone(),
+            original_entry_id: self.entry.id.clone(),
+            payload: env.payload.clone(),
+            headers: env.headers.clone(),
+            attempts: env.attempt,
+            reason,
+            error,
+            published_at_ms: env.published_at_ms,
+            dead_at_ms: now_ms(),
+        };
+        match self
+            .shared
+            .backend
+            .dead_letter(&self.sub.key, &self.sub.group, &self.entry, &dead)
+            .await
+        {
+            Ok(()) => {
+                Counters::add(&self.sub.counters.dead_lettered, 1);
+                let mut labels = self.labels().to_vec();
+                labels.push(("reason", reason.as_str().to_owned()));
+                metrics::counter!("rivulet_dead_lettered_total", &labels).increment(1);
+                tracing::warn!(topic = %dead.topic, group = %dead.group, message_id = %dead.message_id, %reason, error = %dead.error, "dead-lettered");
+            }
+            Err(e) => tracing::warn!(
+                message_id = %env.message_id, error = %e,
+                "could not dead-letter; the entry stays pending and will be reclaimed"
+            ),
+        }
+        None
+    }
+}
+
+async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry) -> Settle {
+    let ReadEntry {
+        entry,
+        record,
+        delivery_count,
+    } = read;
+    let (input, envelope, malformed) = match record {
+        Record::Message(env) => (Input::Payload(env.payload.clone()), env, None),
+        Record::DeadLetter(d) => {
+            let env = Envelope {
+                message_id: d.message_id.clone(),
+                payload: d.payload.clone(),
+                headers: d.headers.clone(),
+                attempt: 1,
+                published_at_ms: d.published_at_ms,
+            };
+            (Input::DeadLetter(d), env, None)
+        }
+        Record::Malformed { problem, envelope } => {
+            (Input::Payload(envelope.payload.clone()), envelope, Some(problem))
+        }
+    };
+    let ctx = Ctx {
+        shared,
+        sub,
+        entry,
+        envelope,
+    };
+    if let Some(problem) = malformed {
+        let (reason, error) = match problem {
+            crate::backend::Malformation::Decode(e) => (DeadLetterReason::Decode, e),
+            crate::backend::Malformation::TooLarge(n) => (
+                DeadLetterReason::TooLarge,
+                format!(
+                    "payload of {n} bytes exceeds the limit of {} bytes",
+                    shared.cfg.max_payload
+                ),
+            ),
+        };
+        return ctx.give_up(reason, error).await;
+    }
+
+    // B-RET-5: an entry redelivered past its attempts (its consumers keep dying on it)
+    // is dead-lettered instead of run again.
+    let effective = u64::from(ctx.envelope.attempt) + delivery_count.saturating_sub(1);
+    if delivery_count > 1 && effective > u64::from(sub.retry.max_attempts) {
+        return ctx
+            .give_up(
+                DeadLetterReason::Deliveries,
+                format!(
+                    "delivered {delivery_count} times without being settled (consumer crashed or stalled)"
+                ),
+            )
+            .await;
+    }
+
+    // B-IDEM-2/3: claim the key as a lease; "done" only after success.
+    let idem_key = sub.idempotency.as_ref().map(|i| {
+        i.key
+            .as_ref()
+            .and_then(|f| f(&ctx.envelope.payload))
+            .unwrap_or_else(|| format!("{}:{}", ctx.envelope.message_id, sub.handler_name))
+    });
+    let store = shared.idempotency.as_ref();
+    if let (Some(key), Some(store)) = (&idem_key, store) {
+        let lease = shared.cfg.idempotency_lease.unwrap_or(shared.cfg.min_idle);
+        match store.claim(key, lease).await {
+            Ok(Claim::Acquired) => {}
+            Ok(Claim::Done) => {
+                Counters::add(&sub.counters.duplicates, 1);
+                metrics::counter!("rivulet_duplicates_total", &ctx.labels()).increment(1);
+                return Some(ctx.entry.clone());
+            }
+            Ok(_) => {
+                // Another run holds the lease: try again later without using an attempt,
+                // so a crash of that run cannot turn this message into a skip.
+                let delay = sub.retry.delay_after(1).max(Duration::from_millis(50));
+                ctx.schedule(&ctx.envelope, delay).await;
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "idempotency claim failed; leaving the entry pending");
+                return None;
+            }
+        }
+    }
+
+    let meta = Arc::new(DeliveryMeta {
+        topic: sub.key.topic.clone(),
+        group: sub.group.clone(),
+        handler: sub.handler_name.clone(),
+        message_id: ctx.envelope.message_id.clone(),
+        entry_id: ctx.entry.id.clone(),
+        headers: ctx.envelope.headers.clone(),
+        attempt: ctx.envelope.attempt,
+        delivery_count,
+        published_at_ms: ctx.envelope.published_at_ms,
+    });
+    let span = tracing::info_span!(
+        "rivulet.handle",
+        topic = %sub.key.topic,
+        group = %sub.group,
+        message_id = %ctx.envelope.message_id,
+        attempt = ctx.envelope.attempt,
+        traceparent = ctx.envelope.headers.get(crate::message::TRACEPARENT).map(String::as_str),
+    );
+    let cancel = shared.abort.child_token();
+    let handler = sub.handler.clone();
+    let started = Instant::now();
+    let result = AssertUnwindSafe(async move { handler(input, meta, cancel).await })
+        .catch_unwind()
+        .instrument(span)
+        .await;
+    metrics::histogram!("rivulet_handler_duration_seconds", &ctx.labels())
+        .record(started.elapsed().as_secs_f64());
+
+    let outcome = match &result {
+        Ok(Ok(())) => "ok",
+        Ok(Err(Failure::Decode(_))) => "decode",
+        Ok(Err(Failure::Handler(e))) if e.is_retryable() => "retryable",
+        Ok(Err(Failure::Handler(_))) => "permanent",
+        Err(_) => "panic",
+    };
+    let mut labels = ctx.labels().to_vec();
+    labels.push(("outcome", outcome.to_owned()));
+    metrics::counter!("rivulet_handled_total", &labels).increment(1);
+
+    if let Ok(Ok(())) = result {
+        if let (Some(key), Some(store)) = (&idem_key, store) {
+            // "Done" before the ack: a crash between the two makes the redelivery a
+            // skip of a message that did run, never a skip of one that did not.
+            if let Err(e) = store.complete(key, shared.cfg.idempotency_ttl).await {
+                tracing::warn!(error = %e, "could not record idempotency key as done");
+            }
+        }
+        Counters::add(&sub.counters.handled, 1);
+        return Some(ctx.entry.clone());
+    }
+
+    Counters::add(&sub.counters.failed, 1);
+    if let (Some(key), Some(store)) = (&idem_key, store) {
+        if let Err(e) = store.release(key).await {
+            tracing::warn!(error = %e, "could not release idempotency claim; it expires by itself");
+        }
+    }
+    match result {
+        Ok(Ok(())) => Some(ctx.entry.clone()),
+        Ok(Err(Failure::Decode(error))) => ctx.give_up(DeadLetterReason::Decode, error).await,
+        Ok(Err(Failure::Handler(err))) if err.is_retryable() => {
+            ctx.retry_or_give_up(err.message().to_owned(), err.requested_delay())
+                .await
+        }
+        Ok(Err(Failure::Handler(err))) => {
+            ctx.give_up(DeadLetterReason::Permanent, err.message().to_owned())
+                .await
+        }
+        Err(panic) => {
+            Counters::add(&sub.counters.panics, 1);
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            tracing::error!(message_id = %ctx.envelope.message_id, panic = %msg, "handler panicked");
+            ctx.retry_or_give_up(format!("panic: {msg}"), None).await
+        }
+    }
+}
+
+/// Every `reclaim_interval`, takes over entries idle for `min_idle` on any consumer of
+/// the group (crashed or stuck ones) and handles them as fresh deliveries (B-REC-1).
+async fn reclaim_loop(shared: Arc<Shared>, sub: Arc<SubState>) {
+    let consumer = sub.consumer.clone();
+    let mut wait = shared.cfg.reclaim_interval;
+    loop {
+        tokio::select! {
+            _ = sub.stop.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = shared.cfg.reclaim_interval;
+        let res = shared
+            .backend
+            .reclaim(
+                &sub.key,
+                &sub.group,
+                &consumer,
+                shared.cfg.min_idle,
+                RECLAIM_BATCH,
+            )
+            .await;
+        let reclaimed = match res {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(group = %sub.group, error = %e, "reclaim failed");
+                continue;
+            }
+        };
+        if !reclaimed.missing.is_empty() {
+            let n = reclaimed.missing.len() as u64;
+            Counters::add(&sub.counters.missing, n);
+            metrics::counter!("rivulet_reclaim_missing_total", "topic" => sub.key.topic.to_string(), "group" => sub.group.to_string()).increment(n);
+            let ids: Vec<&str> = reclaimed.missing.iter().map(|e| e.id.as_str()).collect();
+            tracing::error!(topic = %sub.key.topic, group = %sub.group, ?ids, "pending entries no longer exist in the topic (trimmed or deleted outside rivulet)");
+        }
+        if reclaimed.entries.is_empty() {
+            continue;
+        }
+        let n = reclaimed.entries.len();
+        Counters::add(&sub.counters.reclaimed, n as u64);
+        metrics::counter!("rivulet_reclaimed_total", "topic" => sub.key.topic.to_string(), "group" => sub.group.to_string()).increment(n as u64);
+        tracing::info!(group = %sub.group, n, "reclaimed idle entries");
+        if n == RECLAIM_BATCH {
+            wait = Duration::ZERO;
+        }
+        let mut entries = reclaimed.entries;
+        while !entries.is_empty() {
+            let rest = entries.split_off(entries.len().min(sub.concurrency));
+            process_batch(&shared, &sub, &consumer, entries).await;
+            entries = rest;
+        }
+    }
+    hand_back(&shared, &sub, &consumer).await;
+}
+
+/// Keeps the entries of running handlers fresh so they are not reclaimed while a long
+/// handler is still working on them (B-REC-2). Runs until the subscription stopped and
+/// nothing is in flight.
+async fn lease_loop(shared: Arc<Shared>, sub: Arc<SubState>) {
+    let period = (shared.cfg.min_idle / 3).max(Duration::from_millis(10));
+    let mut stopping = false;
+    loop {
+        let tick = if stopping {
+            period.min(Duration::from_millis(20))
+        } else {
+            period
+        };
+        tokio::select! {
+            _ = sub.stop.cancelled(), if !stopping => { stopping = true; }
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if stopping && sub.in_flight.is_empty() {
+            break;
+        }
+        for (consumer, entries) in sub.in_flight.older_than(period) {
+            if let Err(e) = shared
+                .backend
+                .extend_lease(&sub.key, &sub.group, &consumer, &entries)
+                .await
+            {
+                tracing::warn!(group = %sub.group, error = %e, "lease extension failed");
+            }
+        }
+    }
+}
+
+/// Keeps a broadcast group's heartbeat alive so no process takes it for an orphan.
+async fn heartbeat_loop(shared: Arc<Shared>, sub: Arc<SubState>) {
+    let ttl = shared.cfg.broadcast_ttl;
+    loop {
+        tokio::select! {
+            _ = sub.stop.cancelled() => break,
+            _ = tokio::time::sleep(ttl / 3) => {}
+        }
+        if let Err(e) = shared
+            .backend
+            .broadcast_heartbeat(&sub.key, &sub.group, ttl)
+            .await
+        {
+            tracing::warn!(group = %sub.group, error = %e, "broadcast heartbeat failed");
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! The bus: durable publish/subscribe over topics with consumer groups.
+
+mod consumer;
+mod publish;
+mod retry_mover;
+mod subscribe;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use publish::{Publish, PublishBatch};
+pub use subscribe::{Subscribe, Subscription, SubscriptionStats};
+
+use crate::backend::{AnyBackend, Backend, StreamKey};
+use crate::dead_letter::DeadLetters;
+use crate::error::{Error, Result};
+use crate::idempotency::IdempotencyStore;
+use crate::live::Live;
+use crate::name::{ConsumerName, GroupName, TopicName};
+use crate::retry::RetryPolicy;
+use crate::topic::{TopicOptions, TrimReport};
+
+/// How a subscription reads and runs messages (B-SUB-5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Dispatch {
+    /// One blocking read of up to `concurrency` entries, handled concurrently, acked
+    /// together, then the next read. One connection per subscription. The slowest
+    /// handler of a batch holds back the next read.
+    #[default]
+    Batch,
+    /// `concurrency` lanes, each with its own connection and consumer name
+    /// (`<consumer>:lane<N>`), reading one entry at a time. A slow message holds back only
+    /// its lane.
+    Sliding,
+}
+
+/// The longest concurrency accepted.
+const MAX_CONCURRENCY: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) app: String,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) dispatch: Dispatch,
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) block_timeout: Duration,
+    pub(crate) reclaim_interval: Duration,
+    pub(crate) min_idle: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) retry_scheduler_interval: Duration,
+    pub(crate) trim_interval: Duration,
+    pub(crate) broadcast_ttl: Duration,
+    pub(crate) max_payload: usize,
+    pub(crate) dedup_window: Duration,
+    pub(crate) idempotency_ttl: Duration,
+    pub(crate) idempotency_lease: Option<Duration>,
+    pub(crate) consumer_name: Option<String>,
+    pub(crate) topics: HashMap<TopicName, TopicOptions>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            app: "rivulet".into(),
+            retry: RetryPolicy::default(),
+            dispatch: Dispatch::Batch,
+            concurrency: None,
+            block_timeout: Duration::from_secs(5),
+            reclaim_interval: Duration::from_secs(30),
+            min_idle: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(5),
+            retry_scheduler_interval: Duration::from_secs(1),
+            trim_interval: Duration::from_secs(60),
+            broadcast_ttl: Duration::from_secs(30),
+            max_payload: 1024 * 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            idempotency_lease: None,
+            consumer_name: None,
+            topics: HashMap::new(),
+        }
+    }
+}
+
+/// Builds a [`Bus`]. Every setting has the documented default.
+#[derive(Debug)]
+#[must_use]
+pub struct BusBuilder {
+    backend: AnyBackend,
+    cfg: Config,
+    topics: Vec<(String, TopicOptions)>,
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
+}
+
+macro_rules! duration_setter {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub fn $name(mut self, d: Duration) -> Self {
+            self.cfg.$name = d;
+            self
+        }
+    };
+}
+
+impl BusBuilder {
+    /// The application name, the first part of derived group names
+    /// (`<app>:<topic>__<handler>`). Default `rivulet`.
+    pub fn app(mut self, app: impl Into<String>) -> Self {
+        self.cfg.app = app.into();
+        self
+    }
+
+    /// The bus-wide retry policy; handlers may override it.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.cfg.retry = policy;
+        self
+    }
+
+    /// The bus-wide dispatch mode; handlers may override it.
+    pub fn dispatch(mut self, mode: Dispatch) -> Self {
+        self.cfg.dispatch = mode;
+        self
+    }
+
+    /// The bus-wide concurrency; handlers may override it. Default: the backend's
+    /// (1 on Redis, 8 on memory).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.cfg.concurrency = Some(n);
+        self
+    }
+
+    duration_setter!(
+        /// How long one blocking read waits for messages (default 5 s). Affects only idle
+        /// traffic; shutdown interrupts reads at once.
+        block_timeout
+    );
+    duration_setter!(
+        /// How often idle pending entries are reclaimed (default 30 s).
+        reclaim_interval
+    );
+    duration_setter!(
+        /// How long an entry must be idle before another consumer may reclaim it
+        /// (default 60 s). Entries of running handlers are kept fresh (lease extension).
+        min_idle
+    );
+    duration_setter!(
+        /// How long `shutdown` waits for in-flight handlers (default 5 s).
+        drain_timeout
+    );
+    duration_setter!(
+        /// The longest the retry mover sleeps between checks (default 1 s); it also wakes
+        /// at the next due time.
+        retry_scheduler_interval
+    );
+    duration_setter!(
+        /// How often the background trimmer applies retention (default 60 s).
+        trim_interval
+    );
+    duration_setter!(
+        /// How long a broadcast group's heartbeat lives (default 30 s); a group whose
+        /// heartbeat has expired is an orphan any process may remove.
+        broadcast_ttl
+    );
+    duration_setter!(
+        /// The window in which a caller-supplied message id is written only once
+        /// (default 24 h).
+        dedup_window
+    );
+    duration_setter!(
+        /// How long an idempotent handler's key is remembered as done (default 24 h).
+        idempotency_ttl
+    );
+
+    /// How long an idempotency claim lasts before it expires by itself (default: the
+    /// bus's `min_idle`).
+    pub fn idempotency_lease(mut self, d: Duration) -> Self {
+        self.cfg.idempotency_lease = Some(d);
+        self
+    }
+
+    /// The largest payload accepted, in bytes (default 1 MiB).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.cfg.max_payload = bytes;
+        self
+    }
+
+    /// Overrides the consumer name (default `<hostname>:<pid>:<rand8>`). Each running
+    /// process must use a different one.
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.cfg.consumer_name = Some(name.into());
+        self
+    }
+
+    /// Sets retention and backpressure for one topic.
+    pub fn topic(mut self, topic: impl Into<String>, options: TopicOptions) -> Self {
+        self.topics.push((topic.into(), options));
+        self
+    }
+
+    /// The idempotency store used by handlers marked idempotent.
+    pub fn idempotency(mut self, store: impl IdempotencyStore) -> Self {
+        self.idempotency = Some(Arc::new(store));
+        self
+    }
+
+    /// Validates the settings and builds the bus. Must be called inside a Tokio runtime.
+    pub fn build(self) -> Result<Bus> {
+        let BusBuilder {
+            backend,
+            mut cfg,
+            topics,
+            idempotency,
+        } = self;
+        if cfg.app.is_empty() || cfg.app.contains(['{', '}', ' ']) {
+            return Err(Error::config(
+                "app name must be non-empty without spaces or braces",
+            ));
+        }
+        cfg.retry.validate()?;
+        if let Some(n) = cfg.concurrency {
+            check_concurrency(n)?;
+        }
+        for (name, d) in [
+            ("block_timeout", cfg.block_timeout),
+            ("reclaim_interval", cfg.reclaim_interval),
+            ("min_idle", cfg.min_idle),
+            ("retry_scheduler_interval", cfg.retry_scheduler_interval),
+            ("trim_interval", cfg.trim_interval),
+            ("broadcast_ttl", cfg.broadcast_ttl),
+        ] {
+            if d.is_zero() {
+                return Err(Error::config(format!("{name} must be greater than zero")));
+            }
+        }
+        if cfg.max_payload == 0 {
+            return Err(Error::config("max_payload must be at least 1 byte"));
+        }
+        for (name, options) in topics {
+            let topic = TopicName::new(name)?;
+            if options.max_len == Some(0) {
+                return Err(Error::config(format!("topic {topic}: max_len must be >= 1")));
+            }
+            cfg.topics.insert(topic, options);
+        }
+        let consumer = match &cfg.consumer_name {
+            Some(name) => ConsumerName::new(name.clone())?,
+            None => ConsumerName::new(default_consumer_name())?,
+        };
+        let stop = CancellationToken::new();
+        Ok(Bus {
+            shared: Arc::new(Shared {
+                backend: backend.0.clone(),
+                any: backend,
+                cfg,
+                consumer,
+                idempotency,
+                abort: CancellationToken::new(),
+                stop,
+                tasks: TaskTracker::new(),
+                movers: Mutex::new(HashMap::new()),
+                trimmers: Mutex::new(HashMap::new()),
+                subscriptions: Mutex::new(Vec::new()),
+                closing: AtomicBool::new(false),
+                closed: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+}
+
+fn check_concurrency(n: usize) -> Result<()> {
+    if n == 0 || n > MAX_CONCURRENCY {
+        return Err(Error::config(format!(
+            "concurrency must be between 1 and {MAX_CONCURRENCY}, got {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// `<hostname>:<pid>:<rand8>` with the hostname reduced to name-safe characters.
+fn default_consumer_name() -> String {
+    let host: String = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let host = if host.is_empty() { "host".into() } else { host };
+    format!("{host}:{}:{}", std::process::id(), rand_suffix())
+}
+
+pub(crate) fn rand_suffix() -> String {
+    let n: u32 = rand::random();
+    format!("{n:08x}")
+}
+
+/// State shared by the bus, its subscriptions and its background tasks.
+pub(crate) struct Shared {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) any: AnyBackend,
+    pub(crate) cfg: Config,
+    pub(crate) consumer: ConsumerName,
+    pub(crate) idempotency: Option<Arc<dyn IdempotencyStore>>,
+    /// Cancelled when shutdown begins: stop reading.
+    pub(crate) stop: CancellationToken,
+    /// Cancelled when the drain timeout passes: handlers are asked to give up.
+    pub(crate) abort: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    movers: Mutex<HashMap<StreamKey, Arc<Notify>>>,
+    trimmers: Mutex<HashMap<TopicName, ()>>,
+    subscriptions: Mutex<Vec<Arc<subscribe::SubState>>>,
+    closing: AtomicBool,
+    closed: tokio::sync::OnceCell<()>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("backend", &self.backend.name())
+            .field("app", &self.cfg.app)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Shared {
+    pub(crate) fn topic_options(&self, topic: &TopicName) -> TopicOptions {
+        self.cfg.topics.get(topic).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Starts (once per stream) the task that moves due retries back into lanes, and
+    /// returns the handle that wakes it early.
+    pub(crate) fn retry_mover(self: &Arc<Self>, key: &StreamKey) -> Arc<Notify> {
+        let mut movers = lock(&self.movers);
+        if let Some(n) = movers.get(key) {
+            return n.clone();
+        }
+        let notify = Arc::new(Notify::new());
+        movers.insert(key.clone(), notify.clone());
+        self.tasks.spawn(retry_mover::run(
+            self.clone(),
+            key.clone(),
+            notify.clone(),
+        ));
+        notify
+    }
+
+    /// Wakes the retry mover of `key` if this bus runs one.
+    pub(crate) fn wake_retry_mover(&self, key: &StreamKey) {
+        if let Some(n) = lock(&self.movers).get(key) {
+            n.notify_one();
+        }
+    }
+
+    /// Starts (once per topic) the background trimmer.
+    pub(crate) fn trimmer(self: &Arc<Self>, topic: &TopicName) {
+        let mut trimmers = lock(&self.trimmers);
+        if trimmers.insert(topic.clone(), ()).is_some() {
+            return;
+        }
+        let shared = self.clone();
+        let topic = topic.clone();
+        self.tasks.spawn(async move {
+            let options = shared.topic_options(&topic);
+            loop {
+                tokio::select! {
+                    _ = shared.stop.cancelled() => break,
+                    _ = tokio::time::sleep(shared.cfg.trim_interval) => {}
+                }
+                match shared.backend.trim(&topic, &options).await {
+                    Ok(r) if r.removed > 0 || r.kept_unacked > 0 => {
+                        tracing::debug!(%topic, removed = r.removed, kept_unacked = r.kept_unacked, "trimmed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(%topic, error = %e, "trim failed"),
+                }
+            }
+        });
+    }
+
+    pub(crate) fn register(&self, sub: Arc<subscribe::SubState>) {
+        lock(&self.subscriptions).push(sub);
+    }
+}
+
+/// A message bus over one backend. Cheap to clone; clones share everything.
+///
+/// Build one with [`Bus::builder`]. Publish with [`Bus::publish`], subscribe with
+/// [`Bus::subscribe`], and stop with [`Bus::shutdown`], which drains in-flight handlers.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Bus {
+    /// A builder over `backend` ([`MemoryBackend`](crate::MemoryBackend) or
+    /// [`RedisBackend`](crate::RedisBackend)).
+    pub fn builder(backend: impl Into<AnyBackend>) -> BusBuilder {
+        BusBuilder {
+            backend: backend.into(),
+            cfg: Config::default(),
+            topics: Vec::new(),
+            idempotency: None,
+        }
+    }
+
+    /// A bus on a fresh in-memory backend with every default.
+    pub fn memory() -> Result<Bus> {
+        Bus::builder(crate::MemoryBackend::new()).build()
+    }
+
+    /// The backend's name.
+    pub fn backend_name(&self) -> &'static str {
+        self.shared.backend.name()
+    }
+
+    /// The consumer name this bus uses (`<hostname>:<pid>:<rand8>` by default).
+    pub fn consumer_name(&self) -> &ConsumerName {
+        &self.shared.consumer
+    }
+
+    /// The group name derived for a handler: `<app>:<topic>__<handler>`.
+    pub fn derived_group(&self, topic: &str, handler: &str) -> Result<GroupName> {
+        GroupName::new(format!("{}:{topic}__{handler}", self.shared.cfg.app))
+    }
+
+    /// The dead-letter queue of `topic`: list, replay, purge.
+    pub fn dead_letters(&self, topic: &str) -> Result<DeadLetters> {
+        Ok(DeadLetters {
+            backend: self.shared.any.clone(),
+            topic: TopicName::new(topic)?,
+        })
+    }
+
+    /// Live channels (lossy pub/sub).
+    pub fn live(&self) -> Live {
+        Live {
+            backend: self.shared.any.clone(),
+            max_payload: self.shared.cfg.max_payload,
+        }
+    }
+
+    /// Applies `topic`'s retention now. Safe mode (the default) never removes an entry
+    /// some group has not been delivered or has not acknowledged.
+    pub async fn trim(&self, topic: &str) -> Result<TrimReport> {
+        let topic = TopicName::new(topic)?;
+        let options = self.shared.topic_options(&topic);
+        self.shared.backend.trim(&topic, &options).await
+    }
+
+    /// Stops the bus gracefully (B-REC-3): stops reading, interrupts blocking reads,
+    /// waits up to `drain_timeout` for in-flight handlers (their ack, retry and
+    /// dead-letter writes complete), hands back entries read but not started, destroys
+    /// this process's broadcast groups and closes the connections the bus owns.
+    ///
+    /// Idempotent: later and concurrent calls wait for the same shutdown.
+    pub async fn shutdown(&self) {
+        let shared = self.shared.clone();
+        self.shared
+            .closed
+            .get_or_init(|| async move {
+                shared.closing.store(true, Ordering::SeqCst);
+                shared.stop.cancel();
+                shared.tasks.close();
+                let drained =
+                    tokio::time::timeout(shared.cfg.drain_timeout, shared.tasks.wait()).await;
+                if drained.is_err() {
+                    tracing::warn!(
+                        timeout = ?shared.cfg.drain_timeout,
+                        "drain timeout passed with handlers still running; their entries stay pending and will be reclaimed"
+                    );
+                    shared.abort.cancel();
+                }
+                let subs: Vec<_> = lock(&shared.subscriptions).drain(..).collect();
+                for sub in subs {
+                    sub.finish(&shared).await;
+                }
+                shared.backend.close().await;
+            })
+            .await;
+    }
+
+    /// Whether [`shutdown`](Bus::shutdown) has begun.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closing()
+    }
+
+    /// A token cancelled when shutdown begins; useful to tie other tasks to the bus.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.stop.clone()
+    }
+}

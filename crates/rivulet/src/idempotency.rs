@@ -1,0 +1,137 @@
+//! Idempotency stores: at most one run of a handler per key within a time window
+//! (B-IDEM-1/2/3).
+//!
+//! A claim is a **lease**: it expires by itself, so a consumer that crashes after claiming
+//! does not turn its message into a skip. Only [`IdempotencyStore::complete`] records the
+//! key as done for the full TTL.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::error::Result;
+
+/// The answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// The caller holds the lease and should run the handler.
+    Acquired,
+    /// The key was already completed: the handler ran; skip it.
+    Done,
+    /// Another run holds an unexpired lease on the key.
+    Busy,
+}
+
+/// Where idempotency keys are kept. Usable with any backend.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
+    /// Claims `key` for `lease` unless it is already claimed or done.
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim>;
+    /// Records `key` as done for `ttl`, replacing the claim.
+    async fn complete(&self, key: &str, ttl: Duration) -> Result<()>;
+    /// Drops a claim so the next delivery runs (after a failed handler).
+    async fn release(&self, key: &str) -> Result<()>;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    Claimed(Instant),
+    Done(Instant),
+}
+
+/// An in-process [`IdempotencyStore`]: for tests, development and single-process apps.
+/// Expired keys are swept as new ones arrive, so memory stays bounded by the live keys.
+#[derive(Clone, Default)]
+pub struct MemoryIdempotencyStore {
+    keys: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl fmt::Debug for MemoryIdempotencyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.keys.lock().map(|k| k.len()).unwrap_or(0);
+        f.debug_struct("MemoryIdempotencyStore")
+            .field("keys", &n)
+            .finish()
+    }
+}
+
+impl MemoryIdempotencyStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+        let mut guard = match self.keys.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryIdempotencyStore {
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim> {
+        let now = Instant::now();
+        Ok(self.with(|keys| {
+            if keys.len() > 1024 && keys.len().is_power_of_two() {
+                keys.retain(|_, e| match e {
+                    Entry::Claimed(t) | Entry::Done(t) => *t > now,
+                });
+            }
+            match keys.get(key) {
+                Some(Entry::Done(until)) if *until > now => Claim::Done,
+                Some(Entry::Claimed(until)) if *until > now => Claim::Busy,
+                _ => {
+                    keys.insert(key.to_owned(), Entry::Claimed(now + lease));
+                    Claim::Acquired
+                }
+            }
+        }))
+    }
+
+    async fn complete(&self, key: &str, ttl: Duration) -> Result<()> {
+        let until = Instant::now() + ttl;
+        self.with(|keys| keys.insert(key.to_owned(), Entry::Done(until)));
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<()> {
+        self.with(|keys| {
+            if matches!(keys.get(key), Some(Entry::Claimed(_))) {
+                keys.remove(key);
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn claim_is_a_lease() {
+        let s = MemoryIdempotencyStore::new();
+        let lease = Duration::from_secs(5);
+        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Acquired));
+        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Busy));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // The first claimer crashed: its lease expired, the key runs again.
+        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Acquired));
+        s.complete("k", Duration::from_secs(60)).await.ok();
+        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Done));
+        s.release("k").await.ok();
+        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Done));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Acquired));
+        s.release("k").await.ok();
+        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Acquired));
+    }
+}

@@ -1,0 +1,135 @@
+//! Messages as they travel: ids, headers and the envelope stored in a topic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// The longest message id accepted from a caller, in bytes.
+pub const MAX_MESSAGE_ID_LEN: usize = 200;
+
+/// A message's identity. Generated ids are UUIDv7 (time-ordered); callers may supply
+/// their own for idempotent publishing (B-PUB-4).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// A new time-ordered UUIDv7 id.
+    pub fn generate() -> Self {
+        MessageId(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Wraps a caller-chosen id: 1–200 bytes, no control characters.
+    pub fn new(id: impl Into<String>) -> crate::Result<Self> {
+        let id = id.into();
+        if id.is_empty() || id.len() > MAX_MESSAGE_ID_LEN || id.chars().any(char::is_control) {
+            return Err(crate::Error::InvalidName {
+                what: "message id",
+                name: id.chars().take(64).collect(),
+                reason: "must be 1-200 bytes without control characters",
+            });
+        }
+        Ok(MessageId(id))
+    }
+
+    /// Wraps an id read from the backend without validation.
+    pub(crate) fn from_wire(id: String) -> Self {
+        MessageId(id)
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// String headers carried end to end with a message: through retries, dead-lettering and
+/// replay. W3C `traceparent` / `tracestate` are ordinary headers.
+pub type Headers = BTreeMap<String, String>;
+
+/// The W3C trace-context header name.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C trace-state header name.
+pub const TRACESTATE: &str = "tracestate";
+
+/// The position of an entry in a topic, as the backend assigns it
+/// (a Redis stream id such as `1700000000000-0`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryId(pub(crate) String);
+
+impl EntryId {
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// What a successful publish returns: the message id and where the entry was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The message's id (generated UUIDv7 or the caller's).
+    pub message_id: MessageId,
+    /// The entry's position in the topic.
+    pub entry_id: EntryId,
+    /// `true` when an idempotent publish found the id already written within the dedup
+    /// window, so this call wrote nothing and returned the first entry.
+    pub duplicate: bool,
+}
+
+/// A message as stored: everything the consumer side needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub(crate) message_id: MessageId,
+    pub(crate) payload: Bytes,
+    pub(crate) headers: Headers,
+    /// 1 for the first delivery attempt; incremented by each retry.
+    pub(crate) attempt: u32,
+    /// Milliseconds since the Unix epoch when the message was first published.
+    pub(crate) published_at_ms: u64,
+}
+
+impl Envelope {
+    pub(crate) fn new(message_id: MessageId, payload: Bytes, headers: Headers) -> Self {
+        Envelope {
+            message_id,
+            payload,
+            headers,
+            attempt: 1,
+            published_at_ms: now_ms(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
