@@ -1,0 +1,41 @@
+//! The Lua scripts, one per file under `lua/`. Every script touches only the keys it
+//! receives, all in one slot, and does work bounded by its arguments.
+//!
+//! Scripts run with EVALSHA; when the server does not know a script (after a restart or
+//! `SCRIPT FLUSH`) it is loaded and the call repeated ([`redis::Script`] does this, and
+//! [`super::conn`] does the same for scripts sent in a pipeline).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Every script of the backend.
+pub(crate) struct Scripts {
+    pub(crate) ack: Script,
+    pub(crate) retry_later: Script,
+    pub(crate) settle_append: Script,
+    pub(crate) move_retries: Script,
+    pub(crate) reclaim: Script,
+    pub(crate) hand_back: Script,
+    pub(crate) publish_dedup: Script,
+    pub(crate) replay: Script,
+    pub(crate) destroy_group: Script,
+    pub(crate) trim: Script,
+    pub(crate) claim: Script,
+    pub(crate) release: Script,
+}
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    ack: Script::new(include_str!("lua/ack.lua")),
+    retry_later: Script::new(include_str!("lua/retry_later.lua")),
+    settle_append: Script::new(include_str!("lua/settle_append.lua")),
+    move_retries: Script::new(include_str!("lua/move_retries.lua")),
+    reclaim: Script::new(include_str!("lua/reclaim.lua")),
+    hand_back: Script::new(include_str!("lua/hand_back.lua")),
+    publish_dedup: Script::new(include_str!("lua/publish_dedup.lua")),
+    replay: Script::new(include_str!("lua/replay.lua")),
+    destroy_group: Script::new(include_str!("lua/destroy_group.lua")),
+    trim: Script::new(include_str!("lua/trim.lua")),
+    claim: Script::new(include_str!("lua/claim.lua")),
+    release: Script::new(include_str!("lua/release.lua")),
+});

@@ -1,0 +1,20 @@
+//! The conformance suite against the embedded memory backend.
+
+#[macro_use]
+mod conformance;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use rivulet::{AnyBackend, MemoryBackend};
+
+struct Memory(MemoryBackend);
+
+impl conformance::Fixture for Memory {
+    fn backend(&self) -> Pin<Box<dyn Future<Output = AnyBackend> + Send + '_>> {
+        let backend = self.0.clone();
+        Box::pin(async move { backend.into() })
+    }
+}
+
+conformance_suite!(async { Memory(MemoryBackend::new()) });
