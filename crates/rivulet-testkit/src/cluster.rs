@@ -226,15 +226,18 @@ impl RedisCluster {
                         .ok_or_else(|| {
                             TestkitError::Cluster(format!("no node serves slot {slot}"))
                         })?;
-                    return self.nodes.iter().find(|n| n.port() == owner.port).ok_or_else(
-                        || TestkitError::Cluster(format!("unknown node port {}", owner.port)),
-                    );
+                    return self
+                        .nodes
+                        .iter()
+                        .find(|n| n.port() == owner.port)
+                        .ok_or_else(|| {
+                            TestkitError::Cluster(format!("unknown node port {}", owner.port))
+                        });
                 }
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(last_error
-            .unwrap_or_else(|| TestkitError::Cluster("no node is running".to_owned())))
+        Err(last_error.unwrap_or_else(|| TestkitError::Cluster("no node is running".to_owned())))
     }
 
     /// A cluster client seeded with every node.
@@ -247,7 +250,12 @@ impl RedisCluster {
     /// [`nodes`](Self::nodes)) with a coordinated `CLUSTER FAILOVER`, then
     /// waits until it reports role master, every node sees it as a master and
     /// the cluster is healthy again ([`wait_ok`](Self::wait_ok)).
+    ///
+    /// The cluster must be healthy to start with (this waits for it). If Redis
+    /// aborts the manual failover (it gives up after 5 s, e.g. when failing
+    /// back over too soon), `CLUSTER FAILOVER` is sent again.
     pub fn failover(&self, replica_index: usize) -> Result<()> {
+        const REQUEST_AGAIN_AFTER: Duration = Duration::from_millis(5_500);
         let node = self.node(replica_index)?;
         if role(node)? != "slave" {
             return Err(TestkitError::Cluster(format!(
@@ -255,7 +263,17 @@ impl RedisCluster {
                 node.port()
             )));
         }
-        query::<()>(node, redis::cmd("CLUSTER").arg("FAILOVER"), "CLUSTER FAILOVER")?;
+        // Its master only cooperates once it knows this node as its replica.
+        self.wait_ok(self.ready_timeout)?;
+        let request = || {
+            query::<()>(
+                node,
+                redis::cmd("CLUSTER").arg("FAILOVER"),
+                "CLUSTER FAILOVER",
+            )
+        };
+        request()?;
+        let mut requested = Instant::now();
         let port = node.port();
         poll(
             self.ready_timeout,
@@ -263,6 +281,10 @@ impl RedisCluster {
             || {
                 let role = role(node).map_err(|e| e.to_string())?;
                 if role != "master" {
+                    if requested.elapsed() >= REQUEST_AGAIN_AFTER {
+                        request().map_err(|e| e.to_string())?;
+                        requested = Instant::now();
+                    }
                     return Err(format!("ROLE is still {role}"));
                 }
                 for other in self.running_nodes() {
@@ -291,14 +313,15 @@ impl RedisCluster {
     }
 
     /// Waits until every running node reports `cluster_state:ok`, all of them
-    /// agree on which node serves which slots, and every running replica has
-    /// its link to its master up.
+    /// agree on the topology (which node serves which slots, which nodes are
+    /// replicas of which master), and every running replica has its link to
+    /// its master up.
     ///
     /// A [paused](RedisServer::pause) node counts as running, so this times
     /// out while a node is paused.
     pub fn wait_ok(&self, timeout: Duration) -> Result<()> {
         poll(timeout, "the cluster to be healthy", || {
-            let mut first_map: Option<(u16, SlotMap)> = None;
+            let mut first: Option<(u16, Topology)> = None;
             for node in self.running_nodes() {
                 let port = node.port();
                 let info: String = query(node, redis::cmd("CLUSTER").arg("INFO"), "CLUSTER INFO")
@@ -306,11 +329,11 @@ impl RedisCluster {
                 if info_field(&info, "cluster_state") != Some("ok") {
                     return Err(format!("port {port}: cluster_state is not ok"));
                 }
-                let map = slot_map(&cluster_nodes(node).map_err(|e| e.to_string())?);
-                match &first_map {
-                    None => first_map = Some((port, map)),
-                    Some((first, expected)) if *expected != map => {
-                        return Err(format!("ports {first} and {port} disagree on slot owners"));
+                let topology = Topology::of(&cluster_nodes(node).map_err(|e| e.to_string())?);
+                match &first {
+                    None => first = Some((port, topology)),
+                    Some((first, expected)) if *expected != topology => {
+                        return Err(format!("ports {first} and {port} disagree on the topology"));
                     }
                     Some(_) => {}
                 }
@@ -445,8 +468,12 @@ impl RedisCluster {
 
 /// Fails unless `node` is a master or a replica whose master link is up.
 fn check_replica_link(node: &RedisServer) -> Result<(), String> {
-    let info: String = query(node, redis::cmd("INFO").arg("replication"), "INFO replication")
-        .map_err(|e| e.to_string())?;
+    let info: String = query(
+        node,
+        redis::cmd("INFO").arg("replication"),
+        "INFO replication",
+    )
+    .map_err(|e| e.to_string())?;
     if info_field(&info, "role") == Some("slave")
         && info_field(&info, "master_link_status") != Some("up")
     {
@@ -478,11 +505,7 @@ fn poll(
     }
 }
 
-fn query<T: redis::FromRedisValue>(
-    node: &RedisServer,
-    cmd: &redis::Cmd,
-    what: &str,
-) -> Result<T> {
+fn query<T: redis::FromRedisValue>(node: &RedisServer, cmd: &redis::Cmd, what: &str) -> Result<T> {
     let mut con = node.connection()?;
     cmd.query(&mut con)
         .map_err(|e| TestkitError::redis(format!("{what} on port {}", node.port()), e))
@@ -515,6 +538,8 @@ struct ClusterNode {
     id: String,
     port: u16,
     flags: Vec<String>,
+    /// The id of the node's master, `-` for masters.
+    master: String,
     slots: Vec<(u16, u16)>,
 }
 
@@ -577,22 +602,34 @@ fn parse_node_line(line: &str) -> Option<ClusterNode> {
         id: (*fields.first()?).to_owned(),
         port,
         flags: fields.get(2)?.split(',').map(str::to_owned).collect(),
+        master: (*fields.get(3)?).to_owned(),
         slots,
     })
 }
 
-/// `(first slot, last slot, port of the master serving them)`, sorted.
-type SlotMap = Vec<(u16, u16, u16)>;
+/// What every node of a converged cluster agrees on.
+#[derive(Debug, PartialEq, Eq)]
+struct Topology {
+    /// Slot ranges and the port of the master serving them.
+    slots: BTreeMap<(u16, u16), u16>,
+    /// Each node's port, whether it is a master, and its master's id.
+    roles: BTreeMap<u16, (bool, String)>,
+}
 
-fn slot_map(view: &[ClusterNode]) -> SlotMap {
-    let map: BTreeMap<(u16, u16), u16> = view
-        .iter()
-        .filter(|n| n.is_master())
-        .flat_map(|n| n.slots.iter().map(move |&range| (range, n.port)))
-        .collect();
-    map.into_iter()
-        .map(|((first, last), port)| (first, last, port))
-        .collect()
+impl Topology {
+    fn of(view: &[ClusterNode]) -> Self {
+        Self {
+            slots: view
+                .iter()
+                .filter(|n| n.is_master())
+                .flat_map(|n| n.slots.iter().map(move |&range| (range, n.port)))
+                .collect(),
+            roles: view
+                .iter()
+                .map(|n| (n.port, (n.is_master(), n.master.clone())))
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -618,6 +655,7 @@ mod tests {
         let node = parse_node_line(line).expect("replica line");
         assert_eq!(node.port, 30004);
         assert!(node.has_flag("slave") && !node.is_master());
+        assert_eq!(node.master, "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca");
         assert!(node.slots.is_empty());
 
         let line = "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 \

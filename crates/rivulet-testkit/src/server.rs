@@ -453,9 +453,9 @@ impl RedisServer {
                 Err(e) => e,
             };
             if Instant::now() >= deadline {
-                return Err(self.startup_error(format!(
-                    "no PONG within {timeout:?}; last error: {error}"
-                )));
+                return Err(
+                    self.startup_error(format!("no PONG within {timeout:?}; last error: {error}"))
+                );
             }
             thread::sleep(POLL_INTERVAL);
         }
@@ -475,8 +475,8 @@ impl RedisServer {
             self.log_path().display(),
             self.log_tail(ERROR_LOG_LINES)
         );
-        let stderr = tail_of_file(&self.dir.path().join(STDERR_FILE), ERROR_LOG_LINES)
-            .unwrap_or_default();
+        let stderr =
+            tail_of_file(&self.dir.path().join(STDERR_FILE), ERROR_LOG_LINES).unwrap_or_default();
         if !stderr.trim().is_empty() {
             log_tail.push_str("\n--- stderr ---\n");
             log_tail.push_str(&stderr);

@@ -120,7 +120,10 @@ fn refuse_rejects_connects_and_pass_recovers() {
         panic!("redis connect is refused");
     };
     assert!(err.is_connection_refusal(), "{err}");
-    assert!(ping(&mut existing).is_err(), "existing connections are closed");
+    assert!(
+        ping(&mut existing).is_err(),
+        "existing connections are closed"
+    );
 
     proxy.set_mode(ProxyMode::Pass).expect("pass");
     let mut con = connect(&proxy).expect("connect after refusing");

@@ -87,7 +87,10 @@ fn servers_get_distinct_ports_and_data_dirs() {
     for server in [&a, &b] {
         assert_ne!(server.port(), 6379);
         assert!((20_000..55_535).contains(&server.port()));
-        assert_eq!(server.url(), format!("redis://127.0.0.1:{}/", server.port()));
+        assert_eq!(
+            server.url(),
+            format!("redis://127.0.0.1:{}/", server.port())
+        );
         assert!(server.log_path().starts_with(server.data_dir()));
         assert!(server.log_tail(5).contains("Ready to accept connections"));
     }
@@ -146,8 +149,8 @@ fn password_is_required_and_part_of_the_url() {
     );
     set(&server, "k", "v");
 
-    let anonymous = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port()))
-        .expect("client");
+    let anonymous =
+        redis::Client::open(format!("redis://127.0.0.1:{}/", server.port())).expect("client");
     let mut con = anonymous.get_connection().expect("connect");
     let err = redis::cmd("GET")
         .arg("k")

@@ -34,6 +34,7 @@ impl MessageId {
     }
 
     /// Wraps an id read from the backend without validation.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn from_wire(id: String) -> Self {
         MessageId(id)
     }

@@ -81,6 +81,7 @@ pub(crate) struct EntryRef {
 
 /// Why an entry could not be turned into a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Malformation {
     /// Fields missing or not decodable.
     Decode(String),
@@ -90,6 +91,7 @@ pub(crate) enum Malformation {
 
 /// What a read returned for one entry.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Record {
     /// A well-formed message.
     Message(Envelope),
@@ -164,6 +166,7 @@ pub(crate) trait Reader: Send + fmt::Debug {
 
 /// The primitives every backend provides. See the module docs.
 #[async_trait]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// "memory", "redis", …
     fn name(&self) -> &'static str;

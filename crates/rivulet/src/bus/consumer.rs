@@ -195,10 +195,10 @@ async fn process_batch(
     )
     .await;
     let acks: Vec<EntryRef> = outcomes.into_iter().flatten().collect();
-    if !acks.is_empty() {
-        if let Err(e) = shared.backend.ack(&sub.key, &sub.group, &acks).await {
-            tracing::warn!(group = %sub.group, error = %e, n = acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
-        }
+    if !acks.is_empty()
+        && let Err(e) = shared.backend.ack(&sub.key, &sub.group, &acks).await
+    {
+        tracing::warn!(group = %sub.group, error = %e, n = acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
     }
     for e in &refs {
         sub.in_flight.remove(e);
@@ -453,10 +453,10 @@ async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry)
     }
 
     Counters::add(&sub.counters.failed, 1);
-    if let (Some(key), Some(store)) = (&idem_key, store) {
-        if let Err(e) = store.release(key).await {
-            tracing::warn!(error = %e, "could not release idempotency claim; it expires by itself");
-        }
+    if let (Some(key), Some(store)) = (&idem_key, store)
+        && let Err(e) = store.release(key).await
+    {
+        tracing::warn!(error = %e, "could not release idempotency claim; it expires by itself");
     }
     match result {
         Ok(Ok(())) => Some(ctx.entry.clone()),

@@ -134,10 +134,10 @@ impl SubState {
     pub(crate) async fn finish(&self, shared: &Shared) {
         self.finished
             .get_or_init(|| async {
-                if self.broadcast {
-                    if let Err(e) = shared.backend.destroy_group(&self.key, &self.group).await {
-                        tracing::warn!(group = %self.group, error = %e, "could not destroy broadcast group; another process will remove it once its heartbeat expires");
-                    }
+                if self.broadcast
+                    && let Err(e) = shared.backend.destroy_group(&self.key, &self.group).await
+                {
+                    tracing::warn!(group = %self.group, error = %e, "could not destroy broadcast group; another process will remove it once its heartbeat expires");
                 }
             })
             .await;

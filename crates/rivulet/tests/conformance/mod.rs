@@ -131,8 +131,10 @@ fn order(id: u32) -> Order {
 }
 
 type Seen = Arc<Mutex<Vec<u32>>>;
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type HeaderLog = Arc<Mutex<Vec<(u32, Option<String>, Option<String>)>>>;
 
-fn recorder(seen: &Seen) -> impl Fn(Delivery<Order>) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>> + Send + Sync + 'static {
+fn recorder(seen: &Seen) -> impl Fn(Delivery<Order>) -> HandlerFuture + Send + Sync + 'static {
     let seen = seen.clone();
     move |d: Delivery<Order>| {
         let seen = seen.clone();
@@ -158,7 +160,10 @@ pub async fn every_group_gets_every_message(f: &dyn Fixture) {
     let t = topic("fanout");
     let (a, b, c): (Seen, Seen, Seen) = Default::default();
     let sa = bus.subscribe(&t, "billing", recorder(&a)).await.expect("a");
-    let sb = bus.subscribe(&t, "shipping", recorder(&b)).await.expect("b");
+    let sb = bus
+        .subscribe(&t, "shipping", recorder(&b))
+        .await
+        .expect("b");
     let sc = bus
         .subscribe(&t, "audit", recorder(&c))
         .group("audit-explicit")
@@ -210,7 +215,11 @@ pub async fn competing_consumers_split_a_group(f: &dyn Fixture) {
         buses[0].publish(&t, &order(i)).await.expect("publish");
     }
     wait_until("all handled", WAIT, || len(&seen) >= 100).await;
-    assert_eq!(sorted(&seen), (0..100).collect::<Vec<_>>(), "no message twice");
+    assert_eq!(
+        sorted(&seen),
+        (0..100).collect::<Vec<_>>(),
+        "no message twice"
+    );
     for (i, c) in per_bus.iter().enumerate() {
         assert!(c.load(Ordering::Relaxed) > 0, "consumer {i} got nothing");
     }
@@ -282,15 +291,26 @@ pub async fn retries_exactly_max_attempts_with_backoff(f: &dyn Fixture) {
     for (i, expected) in [(1, 300u64), (2, 600)] {
         let gap = times[i].1 - times[i - 1].1;
         let expected = Duration::from_millis(expected);
-        assert!(gap >= expected, "attempt {} came after {gap:?} < {expected:?}", i + 1);
-        assert!(gap <= expected + tolerance, "attempt {} came after {gap:?}", i + 1);
+        assert!(
+            gap >= expected,
+            "attempt {} came after {gap:?} < {expected:?}",
+            i + 1
+        );
+        assert!(
+            gap <= expected + tolerance,
+            "attempt {} came after {gap:?}",
+            i + 1
+        );
     }
     let dead = dlq.list(None, 10).await.expect("list");
     assert_eq!(dead[0].reason, DeadLetterReason::Attempts);
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(dead[0].group, *sub.group());
     let stats = sub.stats();
-    assert_eq!((stats.failed, stats.retried, stats.dead_lettered), (3, 2, 1));
+    assert_eq!(
+        (stats.failed, stats.retried, stats.dead_lettered),
+        (3, 2, 1)
+    );
     bus.shutdown().await;
 }
 
@@ -340,7 +360,10 @@ pub async fn failures_dead_letter_with_reason_and_consumer_keeps_running(f: &dyn
     let reasons: HashMap<DeadLetterReason, &rivulet::DeadLetter> =
         dead.iter().map(|d| (d.reason, d)).collect();
     assert_eq!(reasons[&DeadLetterReason::Permanent].attempts, 1);
-    assert_eq!(reasons[&DeadLetterReason::Permanent].error, "refused for good");
+    assert_eq!(
+        reasons[&DeadLetterReason::Permanent].error,
+        "refused for good"
+    );
     let panicked = reasons[&DeadLetterReason::Attempts];
     assert!(panicked.error.contains("boom 2"), "{}", panicked.error);
     assert_eq!(panicked.attempts, 2);
@@ -359,7 +382,7 @@ pub async fn headers_survive_retry_and_dead_letter(f: &dyn Fixture) {
     let bus = bus(f).await;
     let t = topic("headers");
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let seen: Arc<Mutex<Vec<(u32, Option<String>, Option<String>)>>> = Default::default();
+    let seen: HeaderLog = Default::default();
     let s2 = seen.clone();
     bus.subscribe(&t, "h", move |d: Delivery<Order>| {
         let s2 = s2.clone();
@@ -395,8 +418,14 @@ pub async fn headers_survive_retry_and_dead_letter(f: &dyn Fixture) {
         assert_eq!(tenant.as_deref(), Some("acme"));
     }
     let dead = dlq.list(None, 1).await.expect("list");
-    assert_eq!(dead[0].headers.get("traceparent").map(String::as_str), Some(tp));
-    assert_eq!(dead[0].headers.get("tenant").map(String::as_str), Some("acme"));
+    assert_eq!(
+        dead[0].headers.get("traceparent").map(String::as_str),
+        Some(tp)
+    );
+    assert_eq!(
+        dead[0].headers.get("tenant").map(String::as_str),
+        Some("acme")
+    );
     bus.shutdown().await;
 }
 
@@ -441,7 +470,10 @@ pub async fn dead_letters_list_replay_purge_and_subscribe(f: &dyn Fixture) {
         dlq.len().await.expect("len") == 4
     })
     .await;
-    wait_until("dead-letter subscription saw all", WAIT, || len(&watchers) == 4).await;
+    wait_until("dead-letter subscription saw all", WAIT, || {
+        len(&watchers) == 4
+    })
+    .await;
     let listed = dlq.list(None, 100).await.expect("list");
     assert_eq!(listed.len(), 4);
     assert!(listed.iter().all(|d| d.group == *sub.group()));
@@ -449,7 +481,10 @@ pub async fn dead_letters_list_replay_purge_and_subscribe(f: &dyn Fixture) {
     healed.store(true, Ordering::SeqCst);
     assert!(dlq.replay(&listed[0].id).await.expect("replay"));
     assert!(!dlq.replay(&listed[0].id).await.expect("replay gone"));
-    wait_until("replayed message handled", WAIT, || sub.stats().handled == 1).await;
+    wait_until("replayed message handled", WAIT, || {
+        sub.stats().handled == 1
+    })
+    .await;
     assert_eq!(dlq.len().await.expect("len"), 3);
     // Replay all with a rate limit, then purge what is left (nothing).
     assert_eq!(dlq.replay_all(Some(1000)).await.expect("replay all"), 3);
@@ -542,10 +577,17 @@ pub async fn drain_waits_for_in_flight_handlers(f: &dyn Fixture) {
         .await
         .expect("subscribe");
     bus.publish(&t, &order(1)).await.expect("publish");
-    wait_until("handler started", WAIT, || started.load(Ordering::SeqCst) == 1).await;
+    wait_until("handler started", WAIT, || {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let t0 = Instant::now();
     tokio::join!(bus.shutdown(), bus.shutdown());
-    assert_eq!(finished.load(Ordering::SeqCst), 1, "in-flight handler finished");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "in-flight handler finished"
+    );
     assert_eq!(sub.stats().handled, 1, "and its entry was acknowledged");
     assert!(t0.elapsed() < Duration::from_secs(3), "shutdown is prompt");
     // Idempotent, and the bus refuses work afterwards.
@@ -579,7 +621,10 @@ pub async fn bad_names_and_oversized_payloads_are_rejected(f: &dyn Fixture) {
     }
     let long = "x".repeat(201);
     assert_eq!(
-        bus.publish(&long, &order(1)).await.expect_err("long").kind(),
+        bus.publish(&long, &order(1))
+            .await
+            .expect_err("long")
+            .kind(),
         ErrorKind::InvalidName
     );
     let big = Bytes::from(vec![b'a'; 1025]);
@@ -649,7 +694,10 @@ pub async fn dispatch_modes_respect_concurrency(f: &dyn Fixture) {
         wait_until("all done", WAIT, || done.load(Ordering::SeqCst) == 24).await;
         let peak = peak.load(Ordering::SeqCst);
         assert!(peak <= n, "{mode:?}: peak {peak} > concurrency {n}");
-        assert!(peak >= 2, "{mode:?}: handlers never overlapped (peak {peak})");
+        assert!(
+            peak >= 2,
+            "{mode:?}: handlers never overlapped (peak {peak})"
+        );
         bus.shutdown().await;
     }
 }
@@ -660,13 +708,18 @@ pub async fn start_from_beginning_replays_history(f: &dyn Fixture) {
     let orders: Vec<Order> = (0..5).map(order).collect();
     bus.publish_batch(&t, &orders).await.expect("publish");
     let (new, all): (Seen, Seen) = Default::default();
-    bus.subscribe(&t, "late", recorder(&new)).await.expect("new");
+    bus.subscribe(&t, "late", recorder(&new))
+        .await
+        .expect("new");
     bus.subscribe(&t, "archive", recorder(&all))
         .start_from(StartFrom::Beginning)
         .await
         .expect("all");
     bus.publish(&t, &order(5)).await.expect("publish");
-    wait_until("both saw the new one", WAIT, || len(&new) == 1 && len(&all) == 6).await;
+    wait_until("both saw the new one", WAIT, || {
+        len(&new) == 1 && len(&all) == 6
+    })
+    .await;
     assert_eq!(sorted(&new), vec![5]);
     assert_eq!(sorted(&all), (0..6).collect::<Vec<_>>());
     bus.shutdown().await;
@@ -677,8 +730,16 @@ pub async fn idempotent_publish_writes_once(f: &dyn Fixture) {
     let t = topic("pubdedup");
     let seen: Seen = Default::default();
     bus.subscribe(&t, "r", recorder(&seen)).await.expect("sub");
-    let first = bus.publish(&t, &order(1)).id("order-1").await.expect("first");
-    let second = bus.publish(&t, &order(1)).id("order-1").await.expect("second");
+    let first = bus
+        .publish(&t, &order(1))
+        .id("order-1")
+        .await
+        .expect("first");
+    let second = bus
+        .publish(&t, &order(1))
+        .id("order-1")
+        .await
+        .expect("second");
     assert!(!first.duplicate);
     assert!(second.duplicate);
     assert_eq!(first.entry_id, second.entry_id);
@@ -703,8 +764,14 @@ pub async fn live_channels_match_patterns(f: &dyn Fixture) {
     // one arrives, bounded by a deadline.
     let deadline = Instant::now() + WAIT;
     let got = loop {
-        bus.live().publish(&other, &"rain").await.expect("publish other");
-        bus.live().publish(&wanted, &"goal").await.expect("publish wanted");
+        bus.live()
+            .publish(&other, &"rain")
+            .await
+            .expect("publish other");
+        bus.live()
+            .publish(&wanted, &"goal")
+            .await
+            .expect("publish wanted");
         match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
             Ok(Some(m)) => break m,
             Ok(None) => panic!("live subscription closed"),
@@ -716,7 +783,11 @@ pub async fn live_channels_match_patterns(f: &dyn Fixture) {
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
         assert_eq!(m.channel, wanted, "only matching channels arrive");
     }
-    let err = bus.live().publish("bad channel", &1).await.expect_err("bad");
+    let err = bus
+        .live()
+        .publish("bad channel", &1)
+        .await
+        .expect_err("bad");
     assert_eq!(err.kind(), ErrorKind::InvalidName);
     bus.shutdown().await;
 }

@@ -105,10 +105,10 @@ impl Stream {
         if let Some(g) = self.groups.get_mut(group) {
             g.pending.remove(entry);
         }
-        if entry.lane == Lane::Retry {
-            if let (Some(lane), Some(seq)) = (self.lanes.get_mut(group), parse_id(&entry.id)) {
-                lane.entries.remove(&seq);
-            }
+        if entry.lane == Lane::Retry
+            && let (Some(lane), Some(seq)) = (self.lanes.get_mut(group), parse_id(&entry.id))
+        {
+            lane.entries.remove(&seq);
         }
     }
 
@@ -435,12 +435,12 @@ impl Backend for MemoryBackend {
         } else {
             self.check_backpressure(topic, &opts.topic)?;
         }
-        if let Some((replicas, _)) = opts.wait_replicas {
-            if replicas > 0 {
-                return Err(Error::NotAvailable(
-                    "the memory backend has no replicas to wait for".into(),
-                ));
-            }
+        if let Some((replicas, _)) = opts.wait_replicas
+            && replicas > 0
+        {
+            return Err(Error::NotAvailable(
+                "the memory backend has no replicas to wait for".into(),
+            ));
         }
         self.with_topic(topic, |t| {
             let now = Instant::now();
