@@ -30,15 +30,19 @@ const RECLAIM_BATCH: usize = 100;
 pub(crate) struct InFlight(Mutex<HashMap<EntryRef, (ConsumerName, Instant)>>);
 
 impl InFlight {
-    fn insert(&self, entry: &EntryRef, consumer: &ConsumerName) {
-        lock(&self.0).insert(entry.clone(), (consumer.clone(), Instant::now()));
-        metrics::gauge!("rivulet_in_flight").increment(1.0);
+    fn insert(&self, entries: &[EntryRef], consumer: &ConsumerName) {
+        let now = Instant::now();
+        let mut map = lock(&self.0);
+        for e in entries {
+            map.insert(e.clone(), (consumer.clone(), now));
+        }
+        metrics::gauge!("rivulet_in_flight").increment(entries.len() as f64);
     }
 
-    fn remove(&self, entry: &EntryRef) {
-        if lock(&self.0).remove(entry).is_some() {
-            metrics::gauge!("rivulet_in_flight").decrement(1.0);
-        }
+    fn remove(&self, entries: &[EntryRef]) {
+        let mut map = lock(&self.0);
+        let removed = entries.iter().filter(|e| map.remove(e).is_some()).count();
+        metrics::gauge!("rivulet_in_flight").decrement(removed as f64);
     }
 
     fn of(&self, consumer: &ConsumerName) -> Vec<EntryRef> {
@@ -185,9 +189,7 @@ async fn process_batch(
     entries: Vec<ReadEntry>,
 ) {
     let refs: Vec<EntryRef> = entries.iter().map(|e| e.entry.clone()).collect();
-    for e in &refs {
-        sub.in_flight.insert(e, consumer);
-    }
+    sub.in_flight.insert(&refs, consumer);
     let outcomes = join_all(
         entries
             .into_iter()
@@ -200,9 +202,7 @@ async fn process_batch(
     {
         tracing::warn!(group = %sub.group, error = %e, n = acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
     }
-    for e in &refs {
-        sub.in_flight.remove(e);
-    }
+    sub.in_flight.remove(&refs);
 }
 
 /// What to do with an entry after handling: `Some` = acknowledge it with the batch;
@@ -217,13 +217,6 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn labels(&self) -> [(&'static str, String); 2] {
-        [
-            ("topic", self.sub.key.topic.to_string()),
-            ("group", self.sub.group.to_string()),
-        ]
-    }
-
     fn is_dead_letter_stream(&self) -> bool {
         self.sub.key.kind == StreamKind::DeadLetters
     }
@@ -244,7 +237,7 @@ impl Ctx<'_> {
         next.attempt = attempt + 1;
         self.schedule(&next, delay).await;
         Counters::add(&self.sub.counters.retried, 1);
-        metrics::counter!("rivulet_retries_total", &self.labels()).increment(1);
+        self.sub.metrics.retries.increment(1);
         tracing::debug!(message_id = %self.envelope.message_id, attempt, ?delay, %error, "retry scheduled");
         None
     }
@@ -299,9 +292,7 @@ impl Ctx<'_> {
         {
             Ok(()) => {
                 Counters::add(&self.sub.counters.dead_lettered, 1);
-                let mut labels = self.labels().to_vec();
-                labels.push(("reason", reason.as_str().to_owned()));
-                metrics::counter!("rivulet_dead_lettered_total", &labels).increment(1);
+                self.sub.metrics.dead_lettered(reason);
                 tracing::warn!(topic = %dead.topic, group = %dead.group, message_id = %dead.message_id, %reason, error = %dead.error, "dead-lettered");
             }
             Err(e) => tracing::warn!(
@@ -383,7 +374,7 @@ async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry)
             Ok(Claim::Acquired) => {}
             Ok(Claim::Done) => {
                 Counters::add(&sub.counters.duplicates, 1);
-                metrics::counter!("rivulet_duplicates_total", &ctx.labels()).increment(1);
+                sub.metrics.duplicates.increment(1);
                 return Some(ctx.entry.clone());
             }
             Ok(_) => {
@@ -426,19 +417,17 @@ async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry)
         .catch_unwind()
         .instrument(span)
         .await;
-    metrics::histogram!("rivulet_handler_duration_seconds", &ctx.labels())
-        .record(started.elapsed().as_secs_f64());
+    sub.metrics.duration.record(started.elapsed().as_secs_f64());
 
-    let outcome = match &result {
-        Ok(Ok(())) => "ok",
-        Ok(Err(Failure::Decode(_))) => "decode",
-        Ok(Err(Failure::Handler(e))) if e.is_retryable() => "retryable",
-        Ok(Err(Failure::Handler(_))) => "permanent",
-        Err(_) => "panic",
-    };
-    let mut labels = ctx.labels().to_vec();
-    labels.push(("outcome", outcome.to_owned()));
-    metrics::counter!("rivulet_handled_total", &labels).increment(1);
+    let m = &sub.metrics;
+    match &result {
+        Ok(Ok(())) => &m.ok,
+        Ok(Err(Failure::Decode(_))) => &m.decode,
+        Ok(Err(Failure::Handler(e))) if e.is_retryable() => &m.retryable,
+        Ok(Err(Failure::Handler(_))) => &m.permanent,
+        Err(_) => &m.panic,
+    }
+    .increment(1);
 
     if let Ok(Ok(())) = result {
         if let (Some(key), Some(store)) = (&idem_key, store) {
@@ -513,7 +502,7 @@ async fn reclaim_loop(shared: Arc<Shared>, sub: Arc<SubState>) {
         if !reclaimed.missing.is_empty() {
             let n = reclaimed.missing.len() as u64;
             Counters::add(&sub.counters.missing, n);
-            metrics::counter!("rivulet_reclaim_missing_total", "topic" => sub.key.topic.to_string(), "group" => sub.group.to_string()).increment(n);
+            sub.metrics.missing.increment(n);
             let ids: Vec<&str> = reclaimed.missing.iter().map(|e| e.id.as_str()).collect();
             tracing::error!(topic = %sub.key.topic, group = %sub.group, ?ids, "pending entries no longer exist in the topic (trimmed or deleted outside rivulet)");
         }
@@ -522,7 +511,7 @@ async fn reclaim_loop(shared: Arc<Shared>, sub: Arc<SubState>) {
         }
         let n = reclaimed.entries.len();
         Counters::add(&sub.counters.reclaimed, n as u64);
-        metrics::counter!("rivulet_reclaimed_total", "topic" => sub.key.topic.to_string(), "group" => sub.group.to_string()).increment(n as u64);
+        sub.metrics.reclaimed.increment(n as u64);
         tracing::info!(group = %sub.group, n, "reclaimed idle entries");
         if n == RECLAIM_BATCH {
             wait = Duration::ZERO;

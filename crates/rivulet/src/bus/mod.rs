@@ -1,6 +1,7 @@
 //! The bus: durable publish/subscribe over topics with consumer groups.
 
 mod consumer;
+mod metrics;
 mod publish;
 mod retry_mover;
 mod subscribe;

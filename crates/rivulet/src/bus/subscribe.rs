@@ -120,6 +120,7 @@ pub(crate) struct SubState {
     pub(crate) broadcast: bool,
     pub(crate) handler: ErasedHandler,
     pub(crate) counters: Counters,
+    pub(crate) metrics: super::metrics::SubMetrics,
     /// Entries being handled, with the consumer that owns them and when they started.
     pub(crate) in_flight: consumer::InFlight,
     /// Cancelled to stop this subscription (a child of the bus's stop token).
@@ -283,6 +284,7 @@ impl<'a> Subscribe<'a> {
         }
         shared.backend.ensure_group(&key, &group, &self.start).await?;
 
+        let metrics = super::metrics::SubMetrics::new(key.topic.as_str(), group.as_str());
         let state = Arc::new(SubState {
             key: key.clone(),
             group,
@@ -295,6 +297,7 @@ impl<'a> Subscribe<'a> {
             broadcast: self.broadcast,
             handler: self.handler,
             counters: Counters::default(),
+            metrics,
             in_flight: consumer::InFlight::default(),
             stop: shared.stop.child_token(),
             tasks: TaskTracker::new(),
