@@ -153,8 +153,14 @@ mod tests {
             assert_eq!(hash_tag(key), "rivulet:orders:order:created", "{key}");
         }
         assert_eq!(k.stream(), "{rivulet:orders:order:created}:stream");
-        assert_eq!(main.lane("billing"), "{rivulet:orders:order:created}:lane:billing");
-        assert_eq!(dlq.lane("billing"), "{rivulet:orders:order:created}:dlq:lane:billing");
+        assert_eq!(
+            main.lane("billing"),
+            "{rivulet:orders:order:created}:lane:billing"
+        );
+        assert_eq!(
+            dlq.lane("billing"),
+            "{rivulet:orders:order:created}:dlq:lane:billing"
+        );
         assert_eq!(dlq.stream, "{rivulet:orders:order:created}:dlq");
     }
 

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use redis::Value;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// One stream entry as Redis returned it: its id and its field/value pairs in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +56,6 @@ pub(crate) fn array(v: &Value) -> Option<&[Value]> {
     }
 }
 
-pub(crate) fn is_nil(v: &Value) -> bool {
-    matches!(v, Value::Nil)
-}
-
 /// Key/value pairs of a RESP3 map or a RESP2 flat array, with string keys.
 pub(crate) fn pairs(v: &Value) -> Vec<(String, &Value)> {
     match v {
@@ -77,7 +73,10 @@ pub(crate) fn pairs(v: &Value) -> Vec<(String, &Value)> {
 
 /// The value of `name` in a map-shaped reply.
 pub(crate) fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    pairs(v).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    pairs(v)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }
 
 fn to_bytes(v: &Value) -> Option<Bytes> {
@@ -166,15 +165,6 @@ pub(crate) fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-/// The id right after `id` (`ms-(seq+1)`), for "everything after" ranges.
-pub(crate) fn next_stream_id(id: &str) -> Option<String> {
-    let (ms, seq) = parse_stream_id(id)?;
-    Some(match seq.checked_add(1) {
-        Some(seq) => format!("{ms}-{seq}"),
-        None => format!("{}-0", ms.checked_add(1)?),
-    })
-}
-
 /// Whether the error is Redis's `NOGROUP` (the group or the stream does not exist).
 pub(crate) fn is_nogroup(e: &redis::RedisError) -> bool {
     e.code() == Some("NOGROUP")
@@ -199,11 +189,6 @@ pub(crate) fn unexpected(what: &str, v: &Value) -> Error {
     Error::Protocol(format!("unexpected reply to {what}: {shown}"))
 }
 
-/// Reads an integer reply or fails with a protocol error.
-pub(crate) fn expect_uint(what: &str, v: &Value) -> Result<u64> {
-    uint(v).ok_or_else(|| unexpected(what, v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,11 +202,6 @@ mod tests {
         assert_eq!(parse_stream_id("1-2"), Some((1, 2)));
         assert_eq!(parse_stream_id("x-2"), None);
         assert_eq!(parse_stream_id("12"), None);
-        assert_eq!(next_stream_id("5-9").as_deref(), Some("5-10"));
-        assert_eq!(
-            next_stream_id(&format!("5-{}", u64::MAX)).as_deref(),
-            Some("6-0")
-        );
     }
 
     #[test]
@@ -231,7 +211,10 @@ mod tests {
         assert!(streams(&Value::Array(vec![Value::Nil, Value::Array(vec![])])).is_empty());
         let (e, gone) = entries(&Value::Array(vec![
             Value::Array(vec![bulk("1-0"), Value::Nil]),
-            Value::Array(vec![bulk("2-0"), Value::Array(vec![bulk("a"), bulk("b"), bulk("c")])]),
+            Value::Array(vec![
+                bulk("2-0"),
+                Value::Array(vec![bulk("a"), bulk("b"), bulk("c")]),
+            ]),
             Value::Int(7),
         ]));
         assert_eq!(gone, vec!["1-0".to_owned()]);

@@ -117,11 +117,15 @@ pub(crate) fn dead_letter_fields(dead: &DeadLetter) -> Fields {
     out.push(Bytes::from_static(F_REASON.as_bytes()));
     out.push(Bytes::from_static(dead.reason.as_str().as_bytes()));
     out.push(Bytes::from_static(F_ERROR.as_bytes()));
-    out.push(Bytes::copy_from_slice(truncate(&dead.error, MAX_ERROR_LEN).as_bytes()));
+    out.push(Bytes::copy_from_slice(
+        truncate(&dead.error, MAX_ERROR_LEN).as_bytes(),
+    ));
     out.push(Bytes::from_static(F_ATTEMPTS.as_bytes()));
     out.push(num(dead.attempts));
     out.push(Bytes::from_static(F_ENTRY.as_bytes()));
-    out.push(Bytes::copy_from_slice(dead.original_entry_id.as_str().as_bytes()));
+    out.push(Bytes::copy_from_slice(
+        dead.original_entry_id.as_str().as_bytes(),
+    ));
     out.push(Bytes::from_static(F_DEAD_AT.as_bytes()));
     out.push(num(dead.dead_at_ms));
     push_headers(&mut out, &dead.headers);
@@ -144,7 +148,8 @@ fn truncate(s: &str, max: usize) -> &str {
 /// to append to the group's lane. `lua/move_retries.lua` parses the same format.
 pub(crate) fn retry_member(group: &GroupName, fields: &Fields) -> Vec<u8> {
     let nonce = format!("{:016x}", rand::random::<u64>());
-    let size: usize = fields.iter().map(|f| f.len() + 12).sum::<usize>() + group.as_str().len() + 40;
+    let size: usize =
+        fields.iter().map(|f| f.len() + 12).sum::<usize>() + group.as_str().len() + 40;
     let mut out = Vec::with_capacity(size);
     let mut put = |b: &[u8]| {
         let mut len = String::new();
@@ -158,15 +163,6 @@ pub(crate) fn retry_member(group: &GroupName, fields: &Fields) -> Vec<u8> {
         put(f);
     }
     out
-}
-
-/// The group named by a retry-set member (its first netstring).
-pub(crate) fn retry_member_group(member: &[u8]) -> Option<&str> {
-    let colon = member.iter().position(|&b| b == b':')?;
-    let len: usize = std::str::from_utf8(&member[..colon]).ok()?.parse().ok()?;
-    let start = colon + 1;
-    let end = start.checked_add(len)?;
-    std::str::from_utf8(member.get(start..end)?).ok()
 }
 
 /// The millisecond part of a stream id (0 when it is not one).
@@ -219,7 +215,10 @@ fn salvage_message(entry: &RawEntry) -> Salvaged {
         Some(v) => match parse_num::<u32>(v) {
             Some(n) if n >= 1 => n,
             _ => {
-                problems.push(format!("field `attempt` is not a positive integer: {:?}", lossy(v)));
+                problems.push(format!(
+                    "field `attempt` is not a positive integer: {:?}",
+                    lossy(v)
+                ));
                 1
             }
         },
@@ -299,7 +298,7 @@ pub(crate) fn decode_message(entry: &RawEntry, max_payload: usize) -> Record {
 fn decode_dead_letter_strict(
     entry: &RawEntry,
     topic: &TopicName,
-) -> std::result::Result<DeadLetter, (Vec<String>, DeadLetter)> {
+) -> std::result::Result<DeadLetter, Box<(Vec<String>, DeadLetter)>> {
     let Salvaged {
         envelope,
         mut problems,
@@ -318,7 +317,9 @@ fn decode_dead_letter_strict(
     };
     let group_text = text(F_GROUP, &mut problems);
     let group = GroupName::new(group_text.clone()).unwrap_or_else(|_| {
-        problems.push(format!("field `group` is not a valid group name: {group_text:?}"));
+        problems.push(format!(
+            "field `group` is not a valid group name: {group_text:?}"
+        ));
         unknown_group()
     });
     let reason_text = text(F_REASON, &mut problems);
@@ -359,7 +360,7 @@ fn decode_dead_letter_strict(
     if problems.is_empty() {
         Ok(dead)
     } else {
-        Err((problems, dead))
+        Err(Box::new((problems, dead)))
     }
 }
 
@@ -384,10 +385,13 @@ pub(crate) fn decode_dead_letter_record(
             }
         }
         Ok(dead) => Record::DeadLetter(Box::new(dead)),
-        Err((problems, dead)) => Record::Malformed {
-            problem: Malformation::Decode(problems.join("; ")),
-            envelope: envelope_of(&dead),
-        },
+        Err(salvaged) => {
+            let (problems, dead) = *salvaged;
+            Record::Malformed {
+                problem: Malformation::Decode(problems.join("; ")),
+                envelope: envelope_of(&dead),
+            }
+        }
     }
 }
 
@@ -397,7 +401,8 @@ pub(crate) fn decode_dead_letter_record(
 pub(crate) fn decode_dead_letter_lossy(entry: &RawEntry, topic: &TopicName) -> DeadLetter {
     match decode_dead_letter_strict(entry, topic) {
         Ok(dead) => dead,
-        Err((problems, mut dead)) => {
+        Err(salvaged) => {
+            let (problems, mut dead) = *salvaged;
             dead.reason = DeadLetterReason::Decode;
             dead.error = format!("malformed dead-letter entry: {}", problems.join("; "));
             dead
@@ -425,7 +430,12 @@ mod tests {
             id: id.to_owned(),
             fields: fields
                 .iter()
-                .map(|(f, v)| (Bytes::copy_from_slice(f.as_bytes()), Bytes::copy_from_slice(v)))
+                .map(|(f, v)| {
+                    (
+                        Bytes::copy_from_slice(f.as_bytes()),
+                        Bytes::copy_from_slice(v),
+                    )
+                })
                 .collect(),
         }
     }
@@ -483,7 +493,10 @@ mod tests {
         let cases: Vec<RawEntry> = vec![
             raw("5-0", &[("payload", b"x")]),
             raw("5-0", &[("id", b"a")]),
-            raw("5-0", &[("id", b"a"), ("payload", b"x"), ("attempt", b"zero")]),
+            raw(
+                "5-0",
+                &[("id", b"a"), ("payload", b"x"), ("attempt", b"zero")],
+            ),
             raw("5-0", &[("id", b"a"), ("payload", b"x"), ("attempt", b"0")]),
             raw("5-0", &[("id", b"a"), ("payload", b"x"), ("ts", b"-1")]),
             raw("5-0", &[("id", b"\xff"), ("payload", b"x")]),
@@ -511,7 +524,10 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         // Unknown fields are ignored (forward compatibility).
-        let extra = raw("5-0", &[("id", b"a"), ("payload", b"x"), ("source", b"php")]);
+        let extra = raw(
+            "5-0",
+            &[("id", b"a"), ("payload", b"x"), ("source", b"php")],
+        );
         assert!(matches!(decode_message(&extra, 10), Record::Message(_)));
     }
 
@@ -553,9 +569,7 @@ mod tests {
     fn retry_members_name_their_group() {
         let g = GroupName::new("grp:1").expect("group");
         let m = retry_member(&g, &message_fields(&envelope(), true));
-        assert_eq!(retry_member_group(&m), Some("grp:1"));
+        assert!(m.starts_with(b"5:grp:116:"));
         assert_ne!(m, retry_member(&g, &message_fields(&envelope(), true)));
-        assert_eq!(retry_member_group(b"junk"), None);
-        assert_eq!(retry_member_group(b"99:ab"), None);
     }
 }

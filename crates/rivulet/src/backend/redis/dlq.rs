@@ -1,0 +1,104 @@
+//! The dead-letter queue: list, count, remove, replay (B-RET-4). The queue is never
+//! trimmed by retention: dead letters leave only by replay or purge.
+
+use redis::Value;
+
+use super::RedisBackend;
+use super::reply;
+use super::scripts::SCRIPTS;
+use super::wire::{decode_dead_letter_lossy, envelope_of, message_fields};
+use crate::dead_letter::DeadLetter;
+use crate::error::{Error, Result};
+use crate::message::EntryId;
+use crate::name::TopicName;
+
+impl RedisBackend {
+    pub(super) async fn list_dead_letters(
+        &self,
+        topic: &TopicName,
+        after: Option<&EntryId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = match after {
+            Some(id) => {
+                if reply::parse_stream_id(id.as_str()).is_none() {
+                    return Err(Error::config(format!("{id} is not an entry id")));
+                }
+                format!("({id}")
+            }
+            None => "-".to_owned(),
+        };
+        let mut conn = self.conn()?;
+        let dlq = self.topic_keys(topic).dlq();
+        let v: Value = redis::cmd("XRANGE")
+            .arg(&dlq)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        let (entries, _) = reply::entries(&v);
+        Ok(entries
+            .iter()
+            .map(|e| decode_dead_letter_lossy(e, topic))
+            .collect())
+    }
+
+    pub(super) async fn count_dead_letters(&self, topic: &TopicName) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let n: u64 = redis::cmd("XLEN")
+            .arg(self.topic_keys(topic).dlq())
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+
+    pub(super) async fn delete_dead_letters(
+        &self,
+        topic: &TopicName,
+        ids: &[EntryId],
+    ) -> Result<u64> {
+        let ids: Vec<&str> = ids
+            .iter()
+            .map(EntryId::as_str)
+            .filter(|id| reply::parse_stream_id(id).is_some())
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn()?;
+        let mut removed = 0;
+        for chunk in ids.chunks(500) {
+            let n: u64 = redis::cmd("XDEL")
+                .arg(self.topic_keys(topic).dlq())
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    pub(super) async fn replay(&self, topic: &TopicName, dead: &DeadLetter) -> Result<bool> {
+        if reply::parse_stream_id(dead.id.as_str()).is_none() {
+            return Ok(false);
+        }
+        let mut conn = self.conn()?;
+        let keys = self.topic_keys(topic);
+        let lane = keys
+            .log(crate::backend::StreamKind::Main)
+            .lane(dead.group.as_str());
+        let fields = message_fields(&envelope_of(dead), true);
+        let mut inv = SCRIPTS.replay.prepare_invoke();
+        inv.key(keys.dlq()).key(&lane).arg(dead.id.as_str());
+        for f in &fields {
+            inv.arg(f.as_ref());
+        }
+        let replayed: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(replayed == 1)
+    }
+}

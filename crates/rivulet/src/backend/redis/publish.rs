@@ -1,0 +1,222 @@
+//! Publishing: plain (pipelined XADD), idempotent (B-PUB-4), durable (B-PUB-5), with
+//! backpressure (B-PUB-6); and live-channel publishing.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Value;
+use tokio::time::Instant;
+
+use super::conn::{check_value, evalsha, pipeline_with_scripts};
+use super::keys::TopicKeys;
+use super::reply;
+use super::scripts::SCRIPTS;
+use super::wire::{check_envelope, message_fields};
+use super::{RedisBackend, millis};
+use crate::backend::PublishOpts;
+use crate::error::{Error, Result};
+use crate::message::{EntryId, Envelope, Published, now_ms};
+use crate::name::TopicName;
+use crate::topic::{Backpressure, TopicOptions};
+
+/// A first publish whose time is within this of the write omits `ts`: the entry id
+/// carries the time (to within the write latency), which keeps entries small.
+const TS_SLACK_MS: u64 = 5_000;
+
+/// Longest pause between two backpressure checks while waiting for room.
+const BACKPRESSURE_POLL_MAX: Duration = Duration::from_millis(200);
+
+impl RedisBackend {
+    pub(super) async fn publish_batch(
+        &self,
+        topic: &TopicName,
+        batch: Vec<Envelope>,
+        opts: &PublishOpts,
+    ) -> Result<Vec<Published>> {
+        for env in &batch {
+            check_envelope(env, self.inner.max_payload)?;
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn()?;
+        let keys = self.topic_keys(topic);
+        self.wait_for_room(topic, &keys, &opts.topic).await?;
+        let stream = keys.stream();
+        // Length trimming on write only when safe mode is off: safe mode never drops an
+        // entry a group still needs, which only the trimmer can check.
+        let max_len = if opts.topic.safe {
+            None
+        } else {
+            opts.topic.max_len
+        };
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for env in &batch {
+            let with_ts = env.attempt != 1 || env.published_at_ms.abs_diff(now) > TS_SLACK_MS;
+            let fields = message_fields(env, with_ts);
+            let mut cmd = match opts.dedup_window {
+                Some(window) => {
+                    let dedup = keys.dedup(&env.message_id);
+                    let mut cmd = evalsha(&SCRIPTS.publish_dedup, &[&stream, &dedup]);
+                    cmd.arg(millis(window).max(1)).arg(max_len.unwrap_or(0));
+                    cmd
+                }
+                None => {
+                    let mut cmd = redis::cmd("XADD");
+                    cmd.arg(&stream);
+                    if let Some(n) = max_len {
+                        cmd.arg("MAXLEN").arg("~").arg(n);
+                    }
+                    cmd.arg("*");
+                    cmd
+                }
+            };
+            for f in &fields {
+                cmd.arg(f.as_ref());
+            }
+            pipe.add_command(cmd);
+        }
+        if let Some((replicas, timeout)) = opts.wait_replicas {
+            // In the same pipeline, so WAIT runs on the connection that did the writes.
+            pipe.cmd("WAIT").arg(replicas).arg(millis(timeout));
+        }
+        let values = pipeline_with_scripts(&mut conn, &pipe, &[&SCRIPTS.publish_dedup]).await?;
+        let mut values = values.into_iter();
+        let mut out = Vec::with_capacity(batch.len());
+        for env in batch {
+            let v = check_value(values.next().unwrap_or(Value::Nil))?;
+            let (entry_id, duplicate) = match opts.dedup_window {
+                Some(_) => {
+                    let items = reply::array(&v).unwrap_or(&[]);
+                    let id = items.first().and_then(reply::string);
+                    let dup = items.get(1).and_then(reply::int) == Some(1);
+                    (id, dup)
+                }
+                None => (reply::string(&v), false),
+            };
+            let Some(entry_id) = entry_id else {
+                return Err(reply::unexpected("XADD", &v));
+            };
+            out.push(Published {
+                message_id: env.message_id,
+                entry_id: EntryId(entry_id),
+                duplicate,
+            });
+        }
+        if let Some((replicas, _)) = opts.wait_replicas {
+            let v = values.next().unwrap_or(Value::Nil);
+            let acked = match check_value(v) {
+                Ok(v) => reply::uint(&v),
+                Err(e) => {
+                    return Err(Error::Indeterminate(format!(
+                        "written, but waiting for replicas failed: {e}"
+                    )));
+                }
+            };
+            match acked {
+                Some(n) if n >= u64::from(replicas) => {}
+                Some(n) => {
+                    return Err(Error::Indeterminate(format!(
+                        "written, but only {n} of {replicas} replicas acknowledged in time"
+                    )));
+                }
+                None => {
+                    return Err(Error::Indeterminate(
+                        "written, but WAIT gave an unexpected reply".into(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks the topic's backpressure cap; with `backpressure_wait`, polls until there is
+    /// room or the wait is over.
+    async fn wait_for_room(
+        &self,
+        topic: &TopicName,
+        keys: &TopicKeys,
+        opts: &TopicOptions,
+    ) -> Result<()> {
+        let Some(cap) = opts.backpressure else {
+            return Ok(());
+        };
+        let deadline = opts.backpressure_wait.map(|w| Instant::now() + w);
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let (current, limit) = self.measure(keys, cap).await?;
+            if current < limit {
+                return Ok(());
+            }
+            let now = Instant::now();
+            match deadline {
+                Some(d) if now < d => {
+                    tokio::time::sleep(pause.min(d - now)).await;
+                    pause = (pause * 2).min(BACKPRESSURE_POLL_MAX);
+                }
+                _ => {
+                    return Err(Error::Backpressure {
+                        topic: topic.to_string(),
+                        current,
+                        limit,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The measured value and the cap of a backpressure setting.
+    async fn measure(&self, keys: &TopicKeys, cap: Backpressure) -> Result<(u64, u64)> {
+        let mut conn = self.conn()?;
+        let stream = keys.stream();
+        match cap {
+            Backpressure::MaxLength(limit) => {
+                let len: u64 = redis::cmd("XLEN")
+                    .arg(&stream)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok((len, limit))
+            }
+            Backpressure::MaxLag(limit) => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                pipe.cmd("XLEN").arg(&stream);
+                pipe.cmd("XINFO").arg("GROUPS").arg(&stream);
+                let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+                let len = values.first().and_then(reply::uint).unwrap_or(0);
+                let groups = match values.get(1) {
+                    Some(Value::ServerError(_)) | None => return Ok((0, limit)),
+                    Some(v) => v,
+                };
+                let lag = reply::array(groups)
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|g| {
+                        let pending = reply::field(g, "pending")
+                            .and_then(reply::uint)
+                            .unwrap_or(0);
+                        // `lag` is nil when Redis cannot compute it (deletions in the
+                        // range): count the whole stream then, which errs on the safe side.
+                        let undelivered =
+                            reply::field(g, "lag").and_then(reply::uint).unwrap_or(len);
+                        undelivered.saturating_add(pending)
+                    })
+                    .max()
+                    .unwrap_or(0);
+                Ok((lag, limit))
+            }
+        }
+    }
+
+    pub(super) async fn publish_live(&self, channel: &str, payload: Bytes) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let n: u64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload.as_ref())
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+}

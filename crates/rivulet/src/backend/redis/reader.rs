@@ -1,0 +1,228 @@
+//! Blocking readers, each on its own connection (B-SUB-6).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Value;
+
+use super::RedisBackend;
+use super::conn::{Conn, is_connection_loss, open_dedicated};
+use super::groups::create_on;
+use super::reply::{self, RawEntry};
+use super::wire::{decode_dead_letter_record, decode_message};
+use crate::backend::{EntryRef, Lane, ReadEntry, Reader, Record, StreamKey, StreamKind};
+use crate::error::{Error, Result};
+use crate::message::EntryId;
+use crate::name::{ConsumerName, GroupName};
+
+/// Extra time, beyond the BLOCK time, before a silent read connection is given up.
+const READ_GRACE: Duration = Duration::from_secs(5);
+
+/// Decodes an entry read from a lane of `key`.
+pub(super) fn decode_entry(
+    key: &StreamKey,
+    lane: Lane,
+    raw: &RawEntry,
+    max_payload: usize,
+) -> Record {
+    match (key.kind, lane) {
+        (StreamKind::DeadLetters, Lane::Main) => {
+            decode_dead_letter_record(raw, &key.topic, max_payload)
+        }
+        _ => decode_message(raw, max_payload),
+    }
+}
+
+/// A reader: `XREADGROUP … STREAMS <lane> <stream> > >` on a dedicated connection, with
+/// no response timeout. Dropping it closes the connection, which interrupts a blocking
+/// read.
+pub(super) struct RedisReader {
+    backend: RedisBackend,
+    key: StreamKey,
+    group: GroupName,
+    consumer: ConsumerName,
+    stream: String,
+    lane: String,
+    /// `None` after a connection loss: reopened by the next read.
+    conn: Option<Conn>,
+    /// Entries read beyond the requested count (both logs had entries): delivered by the
+    /// next read before asking Redis again.
+    surplus: VecDeque<ReadEntry>,
+    /// The last topic entry this reader was delivered, where a vanished group is
+    /// re-created.
+    last_seen: Option<String>,
+}
+
+impl fmt::Debug for RedisReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisReader")
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .field("connected", &self.conn.is_some())
+            .field("surplus", &self.surplus.len())
+            .finish()
+    }
+}
+
+impl RedisReader {
+    pub(super) async fn open(
+        backend: RedisBackend,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<Self> {
+        let keys = backend.log_keys(key);
+        let conn = Self::dial(&backend, &keys.stream).await?;
+        Ok(RedisReader {
+            stream: keys.stream.clone(),
+            lane: keys.lane(group.as_str()),
+            backend,
+            key: key.clone(),
+            group: group.clone(),
+            consumer: consumer.clone(),
+            conn: Some(conn),
+            surplus: VecDeque::new(),
+            last_seen: None,
+        })
+    }
+
+    /// Opens the dedicated connection (on a cluster, to the node serving `stream`).
+    async fn dial(backend: &RedisBackend, stream: &str) -> Result<Conn> {
+        let mut shared = backend.conn()?;
+        let inner = &backend.inner;
+        open_dedicated(
+            &inner.target,
+            inner.timeouts,
+            &inner.redacted,
+            &mut shared,
+            stream,
+        )
+        .await
+    }
+
+    async fn connection(&mut self) -> Result<&mut Conn> {
+        if self.backend.inner.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        if self.conn.is_none() {
+            self.conn = Some(Self::dial(&self.backend, &self.stream).await?);
+        }
+        self.conn.as_mut().ok_or(Error::Closed)
+    }
+
+    /// Whether the reader holds a plain connection to one node (not a cluster
+    /// connection to every node).
+    #[cfg(test)]
+    pub(super) fn on_one_node(&self) -> bool {
+        matches!(self.conn, Some(Conn::Multiplexed(_)))
+    }
+
+    fn take_surplus(&mut self, count: usize) -> Vec<ReadEntry> {
+        let n = count.min(self.surplus.len());
+        self.surplus.drain(..n).collect()
+    }
+
+    /// The group vanished (deleted by an admin). It is re-created where this reader
+    /// last read, or at the start of the topic when it never read: never at `$`, which
+    /// would silently skip whatever was published meanwhile. Entries that were pending
+    /// are redelivered only if they come after that point.
+    async fn recreate_group(&mut self) -> Result<()> {
+        let start = self.last_seen.clone().unwrap_or_else(|| "0".to_owned());
+        tracing::warn!(
+            topic = %self.key.topic,
+            group = %self.group,
+            start = %start,
+            "consumer group vanished; re-creating it where this reader last read"
+        );
+        metrics::counter!(
+            "rivulet_group_recreated_total",
+            "topic" => self.key.topic.to_string(),
+            "group" => self.group.to_string()
+        )
+        .increment(1);
+        let (stream, lane, group) = (self.stream.clone(), self.lane.clone(), self.group.clone());
+        let conn = self.connection().await?;
+        create_on(conn, &lane, group.as_str(), "0").await?;
+        create_on(conn, &stream, group.as_str(), &start).await
+    }
+}
+
+#[async_trait]
+impl Reader for RedisReader {
+    async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<ReadEntry>> {
+        let count = count.max(1);
+        if !self.surplus.is_empty() {
+            return Ok(self.take_surplus(count));
+        }
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(self.group.as_str())
+            .arg(self.consumer.as_str())
+            .arg("COUNT")
+            .arg(count);
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
+        if block_ms > 0 {
+            cmd.arg("BLOCK").arg(block_ms);
+        }
+        cmd.arg("STREAMS")
+            .arg(&self.lane)
+            .arg(&self.stream)
+            .arg(">")
+            .arg(">");
+        let conn = self.connection().await?;
+        let r = tokio::time::timeout(block + READ_GRACE, cmd.query_async::<Value>(conn)).await;
+        let v = match r {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) if reply::is_nogroup(&e) => {
+                self.recreate_group().await?;
+                return Ok(Vec::new());
+            }
+            Ok(Err(e)) => {
+                if is_connection_loss(&e) {
+                    self.conn = None;
+                }
+                return Err(e.into());
+            }
+            Err(_) => {
+                // The server did not answer within BLOCK + grace: the connection is dead.
+                self.conn = None;
+                return Err(Error::Timeout(block + READ_GRACE));
+            }
+        };
+        let mut lane_entries = Vec::new();
+        let mut main_entries = Vec::new();
+        for (stream, entries) in reply::streams(&v) {
+            let which = if stream == self.lane {
+                Lane::Retry
+            } else {
+                Lane::Main
+            };
+            for raw in entries {
+                if which == Lane::Main {
+                    self.last_seen = Some(raw.id.clone());
+                }
+                let record = decode_entry(&self.key, which, &raw, self.backend.inner.max_payload);
+                let entry = ReadEntry {
+                    entry: EntryRef {
+                        lane: which,
+                        id: EntryId(raw.id),
+                    },
+                    record,
+                    delivery_count: 1,
+                };
+                match which {
+                    Lane::Retry => lane_entries.push(entry),
+                    Lane::Main => main_entries.push(entry),
+                }
+            }
+        }
+        // Lane first (retries waited longest), then the topic, as the memory backend does.
+        let mut all: VecDeque<ReadEntry> = lane_entries.into_iter().chain(main_entries).collect();
+        let now: Vec<ReadEntry> = all.drain(..count.min(all.len())).collect();
+        self.surplus = all;
+        Ok(now)
+    }
+}

@@ -1,0 +1,208 @@
+//! Settling entries: ack, retry later, requeue, dead-letter (each one atomic step), and
+//! moving due retries into lanes.
+
+use redis::Value;
+
+use super::RedisBackend;
+use super::keys::LogKeys;
+use super::reply;
+use super::scripts::SCRIPTS;
+use super::wire::{dead_letter_fields, message_fields, retry_member};
+use crate::backend::{EntryRef, Lane, RetrySweep, StreamKey};
+use crate::dead_letter::DeadLetter;
+use crate::error::Result;
+use crate::message::Envelope;
+use crate::name::GroupName;
+
+/// Where an entry lives: the stream key, and whether it is the group's lane.
+pub(super) fn source(keys: &LogKeys, group: &GroupName, entry: &EntryRef) -> (String, bool) {
+    match entry.lane {
+        Lane::Main => (keys.stream.clone(), false),
+        Lane::Retry => (keys.lane(group.as_str()), true),
+    }
+}
+
+fn flag(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
+}
+
+impl RedisBackend {
+    pub(super) async fn ack_entries(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entries: &[EntryRef],
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let keys = self.log_keys(key);
+        let main: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.lane == Lane::Main)
+            .map(|e| e.id.as_str())
+            .collect();
+        if main.len() == entries.len() {
+            // The common case needs no script: a plain XACK.
+            let _: Value = redis::cmd("XACK")
+                .arg(&keys.stream)
+                .arg(group.as_str())
+                .arg(&main)
+                .query_async(&mut conn)
+                .await?;
+            return Ok(());
+        }
+        let lane_ids = entries
+            .iter()
+            .filter(|e| e.lane == Lane::Retry)
+            .map(|e| e.id.as_str());
+        let lane = keys.lane(group.as_str());
+        let mut inv = SCRIPTS.ack.prepare_invoke();
+        inv.key(&keys.stream)
+            .key(&lane)
+            .arg(group.as_str())
+            .arg(main.len())
+            .arg(&main);
+        for id in lane_ids {
+            inv.arg(id);
+        }
+        let _: Value = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    pub(super) async fn schedule_retry(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entry: &EntryRef,
+        next: &Envelope,
+        due_ms: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn()?;
+        let keys = self.log_keys(key);
+        let (src, is_lane) = source(&keys, group, entry);
+        let member = retry_member(group, &message_fields(next, true));
+        let _: Value = SCRIPTS
+            .retry_later
+            .key(&src)
+            .key(keys.retry())
+            .arg(group.as_str())
+            .arg(entry.id.as_str())
+            .arg(flag(is_lane))
+            .arg(due_ms)
+            .arg(member)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn dead_letter_entry(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entry: &EntryRef,
+        dead: &DeadLetter,
+    ) -> Result<()> {
+        let keys = self.log_keys(key);
+        // A dead letter of a dead-letter consumer goes back to the same queue (as in the
+        // memory backend): it is a new, well-formed dead letter there.
+        let dlq = self.topic_keys(&key.topic).dlq();
+        let fields = dead_letter_fields(dead);
+        self.settle_append(&keys, group, entry, &dlq, &fields).await
+    }
+
+    /// Settles `entry` and appends `fields` to `target` in one step (requeue into the
+    /// group's lane, or dead-letter).
+    pub(super) async fn settle_append(
+        &self,
+        keys: &LogKeys,
+        group: &GroupName,
+        entry: &EntryRef,
+        target: &str,
+        fields: &[bytes::Bytes],
+    ) -> Result<()> {
+        let mut conn = self.conn()?;
+        let (src, is_lane) = source(keys, group, entry);
+        let mut inv = SCRIPTS.settle_append.prepare_invoke();
+        inv.key(&src)
+            .key(target)
+            .arg(group.as_str())
+            .arg(entry.id.as_str())
+            .arg(flag(is_lane));
+        for f in fields {
+            inv.arg(f.as_ref());
+        }
+        let _: Value = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    pub(super) async fn sweep_retries(
+        &self,
+        key: &StreamKey,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<RetrySweep> {
+        let mut conn = self.conn()?;
+        let keys = self.log_keys(key);
+        let groups = self.group_names(&mut conn, &keys.stream).await?;
+        let lanes: Vec<String> = groups.iter().map(|g| keys.lane(g)).collect();
+        let mut inv = SCRIPTS.move_retries.prepare_invoke();
+        inv.key(keys.retry());
+        for lane in &lanes {
+            inv.key(lane);
+        }
+        inv.arg(now_ms).arg(limit);
+        for g in &groups {
+            inv.arg(g);
+        }
+        let v: Value = inv.invoke_async(&mut conn).await?;
+        let items = reply::array(&v).ok_or_else(|| reply::unexpected("move_retries", &v))?;
+        let moved = items.first().and_then(reply::uint).unwrap_or(0);
+        let dropped = items.get(1).and_then(reply::uint).unwrap_or(0);
+        if dropped > 0 {
+            tracing::warn!(
+                topic = %key.topic,
+                dropped,
+                "dropped scheduled retries of groups that no longer exist"
+            );
+            metrics::counter!("rivulet_retries_dropped_total", "topic" => key.topic.to_string())
+                .increment(dropped);
+        }
+        let next_due_ms = items.get(2).and_then(score_ms);
+        Ok(RetrySweep {
+            moved: usize::try_from(moved).unwrap_or(usize::MAX),
+            next_due_ms,
+        })
+    }
+}
+
+/// A sorted-set score (an integer or a float in text) as whole milliseconds.
+fn score_ms(v: &Value) -> Option<u64> {
+    if let Some(n) = reply::uint(v) {
+        return Some(n);
+    }
+    let text = match v {
+        Value::Double(d) => return (d.is_finite() && *d >= 0.0).then_some(*d as u64),
+        other => reply::string(other)?,
+    };
+    let f: f64 = text.trim().parse().ok()?;
+    (f.is_finite() && f >= 0.0).then_some(f as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_parse() {
+        assert_eq!(
+            score_ms(&Value::BulkString(b"1700000000123".to_vec())),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(score_ms(&Value::BulkString(b"1.5e3".to_vec())), Some(1500));
+        assert_eq!(score_ms(&Value::Double(12.0)), Some(12));
+        assert_eq!(score_ms(&Value::Nil), None);
+        assert_eq!(score_ms(&Value::BulkString(b"nope".to_vec())), None);
+    }
+}

@@ -1,0 +1,203 @@
+//! Constructors, errors, redaction, closing, the idempotency store.
+
+use std::time::Duration;
+
+use super::*;
+use crate::backend::redis::RedisBackendBuilder;
+use crate::backend::redis::RedisIdempotencyStore;
+use crate::error::Error;
+use crate::idempotency::{Claim, IdempotencyStore};
+
+#[tokio::test]
+async fn bad_urls_and_unreachable_servers_are_typed_errors() {
+    for bad in ["", "http://localhost", "redis://:pw@host:notaport"] {
+        match RedisBackend::connect(bad).await {
+            Err(Error::Config(msg)) => assert!(!msg.contains("pw@"), "{msg}"),
+            other => panic!("{bad:?}: unexpected {other:?}"),
+        }
+    }
+    // A port nobody listens on (a server we started and stopped).
+    let mut server = RedisServer::start().unwrap();
+    let url = server.url().replace("redis://", "redis://:s3cret@");
+    server.stop().unwrap();
+    let err = RedisBackend::builder(url)
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert!(err.is_transient());
+    assert!(matches!(
+        RedisBackend::builder("redis://127.0.0.1:1")
+            .prefix("bad{prefix}")
+            .build()
+            .await,
+        Err(Error::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn passwords_never_show() {
+    let server = RedisServer::builder()
+        .password("hunter2-secret")
+        .start()
+        .unwrap();
+    let backend = RedisBackend::connect(&server.url()).await.unwrap();
+    assert!(!format!("{backend:?}").contains("hunter2"));
+    let builder = RedisBackendBuilder::new(server.url());
+    assert!(!format!("{builder:?}").contains("hunter2"));
+    let store = RedisIdempotencyStore::open(&server.url()).unwrap();
+    assert!(!format!("{store:?}").contains("hunter2"));
+    // It works, too.
+    publish(&backend, "t", &["x"]).await;
+    let wrong = server.url().replace("hunter2-secret", "wrong-pass");
+    let err = RedisBackend::connect(&wrong).await.unwrap_err();
+    assert!(!err.to_string().contains("wrong-pass"), "{err}");
+}
+
+#[tokio::test]
+async fn from_client_and_prefix() {
+    let server = RedisServer::start().unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let backend = RedisBackendBuilder::from_client(client)
+        .prefix("app2")
+        .build()
+        .await
+        .unwrap();
+    publish(&backend, "t", &["x"]).await;
+    let len: u64 = raw(&server, redis::cmd("XLEN").arg("{app2:t}:stream"));
+    assert_eq!(len, 1);
+    assert_eq!(backend.prefix(), "app2");
+}
+
+#[tokio::test]
+async fn closed_backends_refuse_calls_and_readers_stop() {
+    let (_server, backend) = start().await;
+    let (key, mut reader) = subscribed(&backend, "t", "g", "c").await;
+    backend.close().await;
+    backend.close().await;
+    assert!(matches!(
+        backend
+            .publish(&topic("t"), vec![envelope("x")], &PublishOpts::default())
+            .await,
+        Err(Error::Closed)
+    ));
+    assert!(matches!(backend.ack(&key, &group("g"), &[]).await, Ok(())));
+    assert!(matches!(reader.read(1, BLOCK).await, Err(Error::Closed)));
+    assert!(
+        backend
+            .reader(&key, &group("g"), &consumer("c2"))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_reader_interrupts_its_blocking_read() {
+    let (server, backend) = start().await;
+    let (_key, mut reader) = subscribed(&backend, "t", "g", "c").await;
+    let blocked = tokio::spawn(async move {
+        let _ = reader.read(1, Duration::from_secs(30)).await;
+    });
+    let clients = || -> u64 {
+        let info: String = raw(&server, redis::cmd("INFO").arg("clients"));
+        info.lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    eventually("the read to block", || async {
+        (clients() == 1).then_some(())
+    })
+    .await;
+    blocked.abort();
+    let _ = blocked.await;
+    eventually("the blocked connection to close", || async {
+        (clients() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn commands_recover_after_a_restart() {
+    let (mut server, backend) = start().await;
+    let (key, mut reader) = subscribed(&backend, "t", "g", "c").await;
+    server.restart().unwrap();
+    // Calls fail fast with a transient error or succeed; they never hang.
+    let published = eventually("publish after the restart", || async {
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            backend.publish(
+                &topic("t"),
+                vec![envelope("after")],
+                &PublishOpts::default(),
+            ),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(e)) => {
+                assert!(e.is_transient(), "{e:?}");
+                None
+            }
+            Err(_) => panic!("publish hung after a restart"),
+        }
+    })
+    .await;
+    assert_eq!(published.len(), 1);
+    // The server lost everything (no persistence): the reader re-creates its group.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reader did not resume"
+        );
+        match reader.read(1, BLOCK).await {
+            Ok(got) if !got.is_empty() => break got,
+            Ok(_) => {
+                let _ = backend
+                    .publish(
+                        &topic("t"),
+                        vec![envelope("after")],
+                        &PublishOpts::default(),
+                    )
+                    .await;
+            }
+            Err(e) => assert!(e.is_transient(), "{e:?}"),
+        }
+    };
+    assert_eq!(payload(&got[0]), "after");
+    backend.ack(&key, &group("g"), &refs(&got)).await.unwrap();
+}
+
+#[tokio::test]
+async fn idempotency_store_claims_are_leases() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisIdempotencyStore::open(&server.url())
+        .unwrap()
+        .prefix("svc:idem:");
+    let lease = Duration::from_millis(150);
+    assert_eq!(store.claim("k", lease).await.unwrap(), Claim::Acquired);
+    assert_eq!(store.claim("k", lease).await.unwrap(), Claim::Busy);
+    let exists: u64 = raw(&server, redis::cmd("EXISTS").arg("svc:idem:k"));
+    assert_eq!(exists, 1);
+    // The claimer crashed: the lease expires and the key runs again.
+    eventually("the lease to expire", || async {
+        (store.claim("k", lease).await.unwrap() == Claim::Acquired).then_some(())
+    })
+    .await;
+    store.complete("k", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(store.claim("k", lease).await.unwrap(), Claim::Done);
+    store.release("k").await.unwrap();
+    assert_eq!(store.claim("k", lease).await.unwrap(), Claim::Done);
+    // A failed handler releases its claim so the retry runs.
+    assert_eq!(store.claim("k2", lease).await.unwrap(), Claim::Acquired);
+    store.release("k2").await.unwrap();
+    assert_eq!(store.claim("k2", lease).await.unwrap(), Claim::Acquired);
+
+    // Sharing a backend's connection.
+    let backend = RedisBackend::connect(&server.url()).await.unwrap();
+    let shared = RedisIdempotencyStore::from_backend(&backend).prefix("svc:idem:");
+    assert_eq!(shared.claim("k", lease).await.unwrap(), Claim::Done);
+}
