@@ -38,6 +38,19 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     async fn release(&self, key: &str) -> Result<()>;
 }
 
+#[async_trait]
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim> {
+        (**self).claim(key, lease).await
+    }
+    async fn complete(&self, key: &str, ttl: Duration) -> Result<()> {
+        (**self).complete(key, ttl).await
+    }
+    async fn release(&self, key: &str) -> Result<()> {
+        (**self).release(key).await
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Entry {
     Claimed(Instant),

@@ -14,9 +14,9 @@ pub mod retry;
 pub mod topic;
 
 pub use backend::memory::MemoryBackend;
-pub use backend::{AnyBackend, LiveMessage};
 #[cfg(feature = "redis")]
-pub use backend::redis::{RedisBackend, RedisIdempotencyStore};
+pub use backend::redis::{RedisBackend, RedisBackendBuilder, RedisIdempotencyStore};
+pub use backend::{AnyBackend, LiveMessage};
 pub use bus::{
     Bus, BusBuilder, Dispatch, Publish, PublishBatch, Subscribe, Subscription, SubscriptionStats,
 };

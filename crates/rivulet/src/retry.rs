@@ -86,7 +86,9 @@ impl RetryPolicy {
             return Err(Error::config("retry max_attempts must be at least 1"));
         }
         if !self.multiplier.is_finite() || self.multiplier < 1.0 {
-            return Err(Error::config("retry multiplier must be a finite number >= 1.0"));
+            return Err(Error::config(
+                "retry multiplier must be a finite number >= 1.0",
+            ));
         }
         if !self.jitter.is_finite() || !(0.0..=1.0).contains(&self.jitter) {
             return Err(Error::config("retry jitter must be between 0.0 and 1.0"));
@@ -98,11 +100,7 @@ impl RetryPolicy {
     pub fn delay_after(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(64) as i32;
         let base = self.backoff.as_secs_f64() * self.multiplier.powi(exp);
-        let mut secs = if base.is_finite() {
-            base
-        } else {
-            f64::MAX
-        };
+        let mut secs = if base.is_finite() { base } else { f64::MAX };
         if let Some(cap) = self.max_delay {
             secs = secs.min(cap.as_secs_f64());
         }

@@ -2,6 +2,8 @@
 //! cluster per test, so every process is stopped when its test ends). Topic names differ
 //! per test, so topics spread over the masters' slots.
 
+#![cfg(feature = "redis")]
+
 #[macro_use]
 mod conformance;
 

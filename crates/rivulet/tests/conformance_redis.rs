@@ -1,5 +1,7 @@
 //! The conformance suite against a real `redis-server` started by the test kit.
 
+#![cfg(feature = "redis")]
+
 #[macro_use]
 mod conformance;
 

@@ -6,6 +6,8 @@
 //! to the server that is exactly what a killed process leaves behind. Process-level kills
 //! (SIGKILL, SIGSTOP) are exercised by the fault-injection suite (`crates/rivulet-chaos`).
 
+#![cfg(feature = "redis")]
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,7 +80,10 @@ async fn dead_letters(bus: &Bus, topic: &str, n: u64) -> Vec<rivulet::DeadLetter
         if len >= n {
             return dlq.list(None, 100).await.expect("list");
         }
-        assert!(Instant::now() < deadline, "expected {n} dead letters, have {len}");
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} dead letters, have {len}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -279,9 +284,16 @@ async fn malformed_and_oversized_raw_entries_are_dead_lettered_and_the_consumer_
     let key = stream(topic);
     let writes: Vec<Vec<(&str, Vec<u8>)>> = vec![
         vec![("unrelated", b"field".to_vec())],
-        vec![("id", b"m1".to_vec()), ("attempt", b"not-a-number".to_vec()), ("payload", b"1".to_vec())],
+        vec![
+            ("id", b"m1".to_vec()),
+            ("attempt", b"not-a-number".to_vec()),
+            ("payload", b"1".to_vec()),
+        ],
         vec![("id", b"m2".to_vec()), ("payload", vec![b'9'; 65])],
-        vec![("id", b"m3".to_vec()), ("payload", b"\"not a u32\"".to_vec())],
+        vec![
+            ("id", b"m3".to_vec()),
+            ("payload", b"\"not a u32\"".to_vec()),
+        ],
         vec![("id", b"m4".to_vec()), ("payload", b"4".to_vec())],
     ];
     for fields in &writes {
@@ -290,7 +302,10 @@ async fn malformed_and_oversized_raw_entries_are_dead_lettered_and_the_consumer_
     let dead = dead_letters(&bus, topic, 4).await;
     let reasons: Vec<DeadLetterReason> = dead.iter().map(|d| d.reason).collect();
     assert_eq!(
-        reasons.iter().filter(|r| **r == DeadLetterReason::Decode).count(),
+        reasons
+            .iter()
+            .filter(|r| **r == DeadLetterReason::Decode)
+            .count(),
         3,
         "{reasons:?}"
     );
@@ -343,11 +358,16 @@ async fn an_idempotent_handler_that_crashed_after_claiming_runs_again() {
     );
     let claimed_at = Instant::now();
     bus.publish(topic, &1u32).await.expect("publish");
-    wait_until("ran after the lease expired", Duration::from_secs(10), || {
-        runs.load(Ordering::SeqCst) == 1
-    })
+    wait_until(
+        "ran after the lease expired",
+        Duration::from_secs(10),
+        || runs.load(Ordering::SeqCst) == 1,
+    )
     .await;
-    assert!(claimed_at.elapsed() >= lease, "it waited for the dead claim's lease");
+    assert!(
+        claimed_at.elapsed() >= lease,
+        "it waited for the dead claim's lease"
+    );
     // Done now: a second message with the same key is a duplicate.
     bus.publish(topic, &1u32).await.expect("publish");
     wait_until("duplicate suppressed", Duration::from_secs(10), || {
@@ -390,7 +410,10 @@ async fn an_orphan_broadcast_group_of_a_crashed_process_is_removed_by_another() 
         .expect("XINFO");
     let text = format!("{groups:?}");
     assert!(!text.contains("otherhost"), "orphan still there: {text}");
-    assert!(text.contains(sub.group().as_str()), "own group exists: {text}");
+    assert!(
+        text.contains(sub.group().as_str()),
+        "own group exists: {text}"
+    );
     // Graceful shutdown destroys this process's own broadcast group.
     bus.shutdown().await;
     let groups: Vec<redis::Value> = redis::cmd("XINFO")
@@ -481,13 +504,25 @@ async fn redis_killed_and_restarted_loses_nothing_acknowledged_outside_the_fsync
         .filter(|(_, at)| *at > killed_at)
         .map(|(i, _)| *i)
         .collect();
-    assert!(before.len() > 300, "too few publishes before the kill: {}", before.len());
-    assert!(after.len() > 50, "too few publishes after the restart: {}", after.len());
+    assert!(
+        before.len() > 300,
+        "too few publishes before the kill: {}",
+        before.len()
+    );
+    assert!(
+        after.len() > 50,
+        "too few publishes after the restart: {}",
+        after.len()
+    );
     let must: Vec<u32> = before.into_iter().chain(after).collect();
-    wait_until("every acknowledged publish handled", Duration::from_secs(20), || {
-        let seen = seen.lock().expect("lock");
-        must.iter().all(|i| seen.contains(i))
-    })
+    wait_until(
+        "every acknowledged publish handled",
+        Duration::from_secs(20),
+        || {
+            let seen = seen.lock().expect("lock");
+            must.iter().all(|i| seen.contains(i))
+        },
+    )
     .await;
     assert!(sub.stats().handled > 0);
     bus.shutdown().await;

@@ -9,7 +9,7 @@
 //! * each group also has a **retry lane**: a second log only that group reads, so a retry
 //!   affects only the group that failed (B-RET-2);
 //! * every transition that settles an entry (ack, ack + schedule retry, ack + dead-letter,
-//!   ack + requeue) is one atomic step.
+//!   replay, hand back) is one atomic step.
 //!
 //! User code never sees this trait; it picks a backend through [`AnyBackend`].
 
@@ -183,8 +183,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<Published>>;
 
     /// Creates the group if it does not exist (with its retry lane).
-    async fn ensure_group(&self, key: &StreamKey, group: &GroupName, start: &StartFrom)
-    -> Result<()>;
+    async fn ensure_group(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        start: &StartFrom,
+    ) -> Result<()>;
 
     /// Removes a group, its pending list and its retry lane.
     async fn destroy_group(&self, key: &StreamKey, group: &GroupName) -> Result<()>;
@@ -210,16 +214,6 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         due_ms: u64,
     ) -> Result<()>;
 
-    /// Atomically settles `entry` and appends `envelope` to the group's retry lane now,
-    /// so any consumer of the group takes it at once.
-    async fn requeue(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        entry: &EntryRef,
-        envelope: &Envelope,
-    ) -> Result<()>;
-
     /// Atomically settles `entry` and appends `dead` to the topic's dead-letter queue.
     async fn dead_letter(
         &self,
@@ -231,8 +225,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Moves up to `limit` scheduled retries due at `now_ms` into their groups' retry
     /// lanes. Safe to run from several processes at once.
-    async fn move_due_retries(&self, key: &StreamKey, now_ms: u64, limit: usize)
-    -> Result<RetrySweep>;
+    async fn move_due_retries(
+        &self,
+        key: &StreamKey,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<RetrySweep>;
 
     /// Takes over up to `count` entries of the group that have been pending on any
     /// consumer for at least `min_idle`.

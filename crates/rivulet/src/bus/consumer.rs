@@ -75,9 +75,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, sub: &Arc<SubState>) -> Result<(
     let lanes: Vec<(ConsumerName, usize)> = match sub.dispatch {
         Dispatch::Batch => vec![(sub.consumer.clone(), sub.concurrency)],
         Dispatch::Sliding => (0..sub.concurrency)
-            .map(|i| {
-                ConsumerName::new(format!("{}:lane{i}", sub.consumer)).map(|c| (c, 1usize))
-            })
+            .map(|i| ConsumerName::new(format!("{}:lane{i}", sub.consumer)).map(|c| (c, 1usize)))
             .collect::<Result<_>>()?,
     };
     let mut readers = Vec::with_capacity(lanes.len());
@@ -190,12 +188,7 @@ async fn process_batch(
 ) {
     let refs: Vec<EntryRef> = entries.iter().map(|e| e.entry.clone()).collect();
     sub.in_flight.insert(&refs, consumer);
-    let outcomes = join_all(
-        entries
-            .into_iter()
-            .map(|e| process_one(shared, sub, e)),
-    )
-    .await;
+    let outcomes = join_all(entries.into_iter().map(|e| process_one(shared, sub, e))).await;
     let acks: Vec<EntryRef> = outcomes.into_iter().flatten().collect();
     if !acks.is_empty()
         && let Err(e) = shared.backend.ack(&sub.key, &sub.group, &acks).await
@@ -322,9 +315,11 @@ async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry)
             };
             (Input::DeadLetter(d), env, None)
         }
-        Record::Malformed { problem, envelope } => {
-            (Input::Payload(envelope.payload.clone()), envelope, Some(problem))
-        }
+        Record::Malformed { problem, envelope } => (
+            Input::Payload(envelope.payload.clone()),
+            envelope,
+            Some(problem),
+        ),
     };
     let ctx = Ctx {
         shared,
@@ -382,6 +377,7 @@ async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry)
                 // so a crash of that run cannot turn this message into a skip.
                 let delay = sub.retry.delay_after(1).max(Duration::from_millis(50));
                 ctx.schedule(&ctx.envelope, delay).await;
+                Counters::add(&sub.counters.deferred, 1);
                 return None;
             }
             Err(e) => {

@@ -247,7 +247,9 @@ impl BusBuilder {
         for (name, options) in topics {
             let topic = TopicName::new(name)?;
             if options.max_len == Some(0) {
-                return Err(Error::config(format!("topic {topic}: max_len must be >= 1")));
+                return Err(Error::config(format!(
+                    "topic {topic}: max_len must be >= 1"
+                )));
             }
             cfg.topics.insert(topic, options);
         }
@@ -364,11 +366,8 @@ impl Shared {
         }
         let notify = Arc::new(Notify::new());
         movers.insert(key.clone(), notify.clone());
-        self.tasks.spawn(retry_mover::run(
-            self.clone(),
-            key.clone(),
-            notify.clone(),
-        ));
+        self.tasks
+            .spawn(retry_mover::run(self.clone(), key.clone(), notify.clone()));
         notify
     }
 

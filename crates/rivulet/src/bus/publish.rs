@@ -123,7 +123,12 @@ impl<'a> Publish<'a> {
         let envelope = Envelope::new(id, payload, self.common.headers);
         let mut out = self
             .bus
-            .write(&topic, vec![envelope], idempotent, self.common.wait_replicas)
+            .write(
+                &topic,
+                vec![envelope],
+                idempotent,
+                self.common.wait_replicas,
+            )
             .await?;
         out.pop()
             .ok_or_else(|| Error::Protocol("the backend returned no entry for a publish".into()))
@@ -191,7 +196,10 @@ impl<'a> IntoFuture for PublishBatch<'a> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Vec<Published>>> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run().instrument(tracing::debug_span!("rivulet.publish_batch")))
+        Box::pin(
+            self.run()
+                .instrument(tracing::debug_span!("rivulet.publish_batch")),
+        )
     }
 }
 

@@ -20,7 +20,11 @@ const MOVE_BATCH: usize = 512;
 pub(crate) async fn run(shared: Arc<Shared>, key: StreamKey, wake: Arc<Notify>) {
     let max_wait = shared.cfg.retry_scheduler_interval;
     loop {
-        let wait = match shared.backend.move_due_retries(&key, now_ms(), MOVE_BATCH).await {
+        let wait = match shared
+            .backend
+            .move_due_retries(&key, now_ms(), MOVE_BATCH)
+            .await
+        {
             Ok(sweep) if sweep.moved >= MOVE_BATCH => Duration::ZERO,
             Ok(sweep) => sweep
                 .next_due_ms

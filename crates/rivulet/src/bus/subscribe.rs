@@ -67,6 +67,8 @@ pub struct SubscriptionStats {
     pub dropped: u64,
     /// Deliveries skipped because an idempotent handler had already run for the key.
     pub duplicates: u64,
+    /// Deliveries rescheduled because another run held the idempotency key's lease.
+    pub deferred: u64,
     /// Entries taken over from idle consumers.
     pub reclaimed: u64,
     /// Pending entries found missing from the log during reclaim (trimmed or deleted).
@@ -82,6 +84,7 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) deferred: AtomicU64,
     pub(crate) reclaimed: AtomicU64,
     pub(crate) missing: AtomicU64,
 }
@@ -101,6 +104,7 @@ impl Counters {
             dead_lettered: g(&self.dead_lettered),
             dropped: g(&self.dropped),
             duplicates: g(&self.duplicates),
+            deferred: g(&self.deferred),
             reclaimed: g(&self.reclaimed),
             missing: g(&self.missing),
         }
@@ -282,7 +286,10 @@ impl<'a> Subscribe<'a> {
                 Err(e) => tracing::warn!(error = %e, "orphan broadcast cleanup failed"),
             }
         }
-        shared.backend.ensure_group(&key, &group, &self.start).await?;
+        shared
+            .backend
+            .ensure_group(&key, &group, &self.start)
+            .await?;
 
         let metrics = super::metrics::SubMetrics::new(key.topic.as_str(), group.as_str());
         let state = Arc::new(SubState {
@@ -432,11 +439,20 @@ impl Bus {
                 }
             }
         });
-        self.subscribe_erased(TopicName::new(topic).map(StreamKey::main), handler_name, erased)
+        self.subscribe_erased(
+            TopicName::new(topic).map(StreamKey::main),
+            handler_name,
+            erased,
+        )
     }
 
     /// Subscribes `handler` to `topic` with raw payloads.
-    pub fn subscribe_raw<F, Fut>(&self, topic: &str, handler_name: &str, handler: F) -> Subscribe<'_>
+    pub fn subscribe_raw<F, Fut>(
+        &self,
+        topic: &str,
+        handler_name: &str,
+        handler: F,
+    ) -> Subscribe<'_>
     where
         F: Fn(Delivery<Bytes>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
@@ -449,7 +465,11 @@ impl Bus {
             let fut = handler(Delivery::new(payload, meta, cancel));
             async move { fut.await.map_err(Failure::Handler) }.boxed()
         });
-        self.subscribe_erased(TopicName::new(topic).map(StreamKey::main), handler_name, erased)
+        self.subscribe_erased(
+            TopicName::new(topic).map(StreamKey::main),
+            handler_name,
+            erased,
+        )
     }
 
     /// Consumes `topic`'s dead-letter queue like a topic: each group gets every dead
@@ -493,9 +513,8 @@ impl<'a> Subscribe<'a> {
         T: DeserializeOwned,
         K: Fn(&T) -> String + Send + Sync + 'static,
     {
-        let f: KeyFn = Arc::new(move |bytes: &Bytes| {
-            serde_json::from_slice::<T>(bytes).ok().map(|v| key(&v))
-        });
+        let f: KeyFn =
+            Arc::new(move |bytes: &Bytes| serde_json::from_slice::<T>(bytes).ok().map(|v| key(&v)));
         self.idempotency = Some(Idempotency { key: Some(f) });
         self
     }

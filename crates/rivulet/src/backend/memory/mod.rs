@@ -145,7 +145,10 @@ impl Stream {
                 let undelivered = self
                     .log
                     .entries
-                    .range((std::ops::Bound::Excluded(g.cursor), std::ops::Bound::Unbounded))
+                    .range((
+                        std::ops::Bound::Excluded(g.cursor),
+                        std::ops::Bound::Unbounded,
+                    ))
                     .count() as u64;
                 undelivered + g.pending.len() as u64
             })
@@ -276,10 +279,7 @@ impl MemoryBackend {
         if state.closed {
             return Err(Error::Closed);
         }
-        let t = state
-            .topics
-            .entry(topic.clone())
-            .or_insert_with(Topic::new);
+        let t = state.topics.entry(topic.clone()).or_insert_with(Topic::new);
         Ok(f(t))
     }
 
@@ -332,7 +332,10 @@ impl MemoryReader {
             if let Some(lane) = stream.lanes.get(&self.group) {
                 for (seq, item) in lane
                     .entries
-                    .range((std::ops::Bound::Excluded(group.lane_cursor), std::ops::Bound::Unbounded))
+                    .range((
+                        std::ops::Bound::Excluded(group.lane_cursor),
+                        std::ops::Bound::Unbounded,
+                    ))
                     .take(count)
                 {
                     group.lane_cursor = *seq;
@@ -343,7 +346,10 @@ impl MemoryReader {
             for (seq, item) in stream
                 .log
                 .entries
-                .range((std::ops::Bound::Excluded(group.cursor), std::ops::Bound::Unbounded))
+                .range((
+                    std::ops::Bound::Excluded(group.cursor),
+                    std::ops::Bound::Unbounded,
+                ))
                 .take(room)
             {
                 group.cursor = *seq;
@@ -387,6 +393,9 @@ fn to_record(item: Stored) -> Record {
 #[async_trait]
 impl Reader for MemoryReader {
     async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<ReadEntry>> {
+        // Reading never waits when entries are ready: give the scheduler a chance so a
+        // busy consumer cannot starve other tasks on its worker thread.
+        tokio::task::consume_budget().await;
         let deadline = Instant::now() + block;
         loop {
             let notify = self
@@ -562,23 +571,6 @@ impl Backend for MemoryBackend {
                     envelope: next.clone(),
                 },
             );
-        })
-    }
-
-    async fn requeue(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        entry: &EntryRef,
-        envelope: &Envelope,
-    ) -> Result<()> {
-        self.with_topic(&key.topic, |t| {
-            let stream = t.stream(key.kind);
-            stream.settle(group, entry);
-            stream
-                .lane(group)
-                .append(Stored::Message(envelope.clone()));
-            t.notify.notify_waiters();
         })
     }
 
@@ -796,9 +788,7 @@ impl Backend for MemoryBackend {
                 attempt: 1,
                 published_at_ms: dead.published_at_ms,
             };
-            t.main
-                .lane(&dead.group)
-                .append(Stored::Message(envelope));
+            t.main.lane(&dead.group).append(Stored::Message(envelope));
             t.notify.notify_waiters();
             true
         })

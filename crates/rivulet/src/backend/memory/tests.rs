@@ -8,7 +8,11 @@ fn topic() -> TopicName {
 }
 
 fn env(n: u8) -> Envelope {
-    Envelope::new(MessageId::generate(), Bytes::from(vec![n]), Default::default())
+    Envelope::new(
+        MessageId::generate(),
+        Bytes::from(vec![n]),
+        Default::default(),
+    )
 }
 
 #[tokio::test]
@@ -19,14 +23,17 @@ async fn retries_reach_only_the_failing_group() -> Result<()> {
     let c = ConsumerName::new("c")?;
     b.ensure_group(&key, &g1, &StartFrom::New).await?;
     b.ensure_group(&key, &g2, &StartFrom::New).await?;
-    b.publish(&topic(), vec![env(1)], &PublishOpts::default()).await?;
+    b.publish(&topic(), vec![env(1)], &PublishOpts::default())
+        .await?;
     let mut r1 = b.reader(&key, &g1, &c).await?;
     let mut r2 = b.reader(&key, &g2, &c).await?;
     let e1 = r1.read(10, Duration::from_millis(10)).await?;
     let e2 = r2.read(10, Duration::from_millis(10)).await?;
     assert_eq!((e1.len(), e2.len()), (1, 1));
     b.ack(&key, &g2, &[e2[0].entry.clone()]).await?;
-    let Record::Message(m) = &e1[0].record else { panic!("message expected") };
+    let Record::Message(m) = &e1[0].record else {
+        panic!("message expected")
+    };
     let mut next = m.clone();
     next.attempt = 2;
     b.retry_later(&key, &g1, &e1[0].entry, &next, 0).await?;
@@ -46,14 +53,20 @@ async fn reclaim_counts_deliveries_and_lease_extension_prevents_it() -> Result<(
     let g = GroupName::new("g")?;
     let (c1, c2) = (ConsumerName::new("c1")?, ConsumerName::new("c2")?);
     b.ensure_group(&key, &g, &StartFrom::New).await?;
-    b.publish(&topic(), vec![env(1), env(2)], &PublishOpts::default()).await?;
+    b.publish(&topic(), vec![env(1), env(2)], &PublishOpts::default())
+        .await?;
     let mut r1 = b.reader(&key, &g, &c1).await?;
     let got = r1.read(10, Duration::from_millis(10)).await?;
     assert_eq!(got.len(), 2);
     tokio::time::advance(Duration::from_secs(2)).await;
-    b.extend_lease(&key, &g, &c1, &[got[0].entry.clone()]).await?;
+    b.extend_lease(&key, &g, &c1, &[got[0].entry.clone()])
+        .await?;
     let rec = b.reclaim(&key, &g, &c2, Duration::from_secs(1), 10).await?;
-    assert_eq!(rec.entries.len(), 1, "only the entry without a fresh lease moves");
+    assert_eq!(
+        rec.entries.len(),
+        1,
+        "only the entry without a fresh lease moves"
+    );
     assert_eq!(rec.entries[0].entry, got[1].entry);
     assert_eq!(rec.entries[0].delivery_count, 2);
     Ok(())
@@ -67,7 +80,9 @@ async fn safe_trim_keeps_what_a_lagging_group_needs() -> Result<()> {
     b.ensure_group(&key, &g, &StartFrom::New).await?;
     let batch = (0..10).map(env).collect();
     b.publish(&topic(), batch, &PublishOpts::default()).await?;
-    let report = b.trim(&topic(), &TopicOptions::default().max_len(2)).await?;
+    let report = b
+        .trim(&topic(), &TopicOptions::default().max_len(2))
+        .await?;
     assert_eq!(report.removed, 0);
     assert_eq!(report.kept_unacked, 8);
     let unsafe_report = b

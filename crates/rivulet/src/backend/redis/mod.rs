@@ -387,20 +387,6 @@ impl Backend for RedisBackend {
         self.schedule_retry(key, group, entry, next, due_ms).await
     }
 
-    async fn requeue(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        entry: &EntryRef,
-        envelope: &Envelope,
-    ) -> Result<()> {
-        let keys = self.log_keys(key);
-        let lane = keys.lane(group.as_str());
-        let fields = wire::message_fields(envelope, true);
-        self.settle_append(&keys, group, entry, &lane, &fields)
-            .await
-    }
-
     async fn dead_letter(
         &self,
         key: &StreamKey,
@@ -510,5 +496,23 @@ impl Backend for RedisBackend {
         // Dropping our handle closes the shared connection once in-flight calls finish.
         drop(taken);
         self.inner.closed.cancel();
+    }
+}
+
+#[cfg(test)]
+impl RedisBackend {
+    /// Settles `entry` and appends `envelope` to the group's retry lane now (test setup).
+    pub(crate) async fn requeue(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entry: &EntryRef,
+        envelope: &Envelope,
+    ) -> Result<()> {
+        let keys = self.log_keys(key);
+        let lane = keys.lane(group.as_str());
+        let fields = wire::message_fields(envelope, true);
+        self.settle_append(&keys, group, entry, &lane, &fields)
+            .await
     }
 }

@@ -1,0 +1,487 @@
+//! `rivulet bench`: rivulet against the raw Redis ceiling, in the same run.
+//!
+//! Each scenario runs for rivulet and for a raw baseline written directly on the `redis`
+//! crate, interleaved (the order alternates each round), for several rounds; the report
+//! gives medians with min–max and the ratio rivulet / raw. Absolute numbers depend on the
+//! machine; the ratios are what to compare.
+
+mod raw;
+mod report;
+mod side;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::CliError;
+use raw::Raw;
+use report::{Measure, Scenario};
+use side::Side;
+
+/// Messages per pipeline / batch / read.
+pub(crate) const BATCH: usize = 100;
+/// Concurrent producer tasks in throughput scenarios.
+pub(crate) const PRODUCERS: usize = 2;
+
+/// Arguments of `rivulet bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// `auto` starts a throw-away redis-server for the run; or a redis:// URL.
+    #[arg(long, default_value = "auto")]
+    redis: String,
+    /// With `--redis auto`: turn AOF on (appendfsync everysec).
+    #[arg(long)]
+    aof: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// A short run (under a minute): fewer messages, one round.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds per scenario (default 3, or 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Messages per throughput run (default 100,000, or 10,000 with --quick).
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Run only scenarios whose name contains one of these (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// A payload source: fixed bytes, or bytes whose first 8 carry a send stamp.
+#[derive(Debug, Clone)]
+pub(crate) struct Payloads {
+    size: usize,
+    stamped: bool,
+    fixed: Bytes,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Payloads {
+    fn new(size: usize, stamped: bool) -> Self {
+        Payloads {
+            size,
+            stamped,
+            fixed: Bytes::from(vec![b'x'; size]),
+        }
+    }
+
+    pub(crate) fn next(&self) -> Bytes {
+        if !self.stamped {
+            return self.fixed.clone();
+        }
+        let mut v = vec![b'x'; self.size.max(8)];
+        let nanos = epoch().elapsed().as_nanos() as u64;
+        v[..8].copy_from_slice(&nanos.to_le_bytes());
+        Bytes::from(v)
+    }
+}
+
+/// How long ago a stamped payload was made.
+pub(crate) fn stamp_age(payload: &[u8]) -> Option<Duration> {
+    let stamp: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+    let sent = Duration::from_nanos(u64::from_le_bytes(stamp));
+    epoch().elapsed().checked_sub(sent)
+}
+
+/// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
+pub(crate) fn histogram() -> Result<Histogram<u64>, CliError> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| CliError::runtime(format!("histogram: {e}")))
+}
+
+pub(crate) fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record(d.as_micros().max(1) as u64);
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    messages: usize,
+    latency_samples: usize,
+    rounds: usize,
+    memory_messages: usize,
+}
+
+struct Run {
+    raw: Raw,
+    side: Side,
+    url: String,
+    sizes: Sizes,
+    seq: AtomicUsize,
+}
+
+impl Run {
+    fn key(&self, what: &str) -> String {
+        format!(
+            "bench:raw:{what}:{}",
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn topic(&self, what: &str) -> String {
+        format!("bench.{what}.{}", self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Deletes every key the bench wrote (its own prefixes only).
+    async fn cleanup(&self) -> Result<(), CliError> {
+        let mut con = self.raw.shared().await?;
+        for pattern in ["bench:raw:*", &format!("{{{}:*", side::PREFIX)] {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut con)
+                .await
+                .map_err(|e| CliError::runtime(format!("cleanup: {e}")))?;
+            for chunk in keys.chunks(500) {
+                redis::cmd("DEL")
+                    .arg(chunk)
+                    .query_async::<()>(&mut con)
+                    .await
+                    .map_err(|e| CliError::runtime(format!("cleanup: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn info_field(&self, section: &str, field: &str) -> Result<f64, CliError> {
+        let mut con = self.raw.shared().await?;
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| CliError::runtime(format!("INFO: {e}")))?;
+        info.lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| CliError::runtime(format!("INFO {section} has no {field}")))
+    }
+
+    /// Redis CPU seconds (user + system) so far.
+    async fn redis_cpu(&self) -> Result<f64, CliError> {
+        Ok(self.info_field("cpu", "used_cpu_user").await?
+            + self.info_field("cpu", "used_cpu_sys").await?)
+    }
+
+    async fn used_memory(&self) -> Result<f64, CliError> {
+        self.info_field("memory", "used_memory").await
+    }
+
+    /// Raw e2e: producers and one consumer together.
+    async fn raw_e2e(&self, n: usize, payloads: &Payloads) -> Result<Duration, CliError> {
+        let key = self.key("e2e");
+        self.raw.create_group(&key).await?;
+        let done = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let consumer = {
+            let (raw, key, done) = (self.raw.clone(), key.clone(), done.clone());
+            tokio::spawn(
+                async move { raw.consume(&key, n, done, None, raw::deadline_for(n)).await },
+            )
+        };
+        let per = n.div_ceil(PRODUCERS);
+        let mut producers = Vec::new();
+        for p in 0..PRODUCERS {
+            let count = per.min(n.saturating_sub(p * per));
+            let (raw, key, payloads) = (self.raw.clone(), key.clone(), payloads.clone());
+            producers.push(tokio::spawn(async move {
+                raw.publish(&key, count, &payloads).await
+            }));
+        }
+        for p in producers {
+            join(p).await?;
+        }
+        join(consumer).await?;
+        Ok(start.elapsed())
+    }
+
+    async fn raw_drain(&self, n: usize, payloads: &Payloads) -> Result<Duration, CliError> {
+        let key = self.key("drain");
+        self.raw.create_group(&key).await?;
+        self.raw.publish(&key, n, payloads).await?;
+        let start = Instant::now();
+        self.raw
+            .consume(
+                &key,
+                n,
+                Arc::new(AtomicUsize::new(0)),
+                None,
+                raw::deadline_for(n),
+            )
+            .await?;
+        Ok(start.elapsed())
+    }
+
+    async fn raw_handle_latency(
+        &self,
+        n: usize,
+        rate: u32,
+        payloads: &Payloads,
+    ) -> Result<Histogram<u64>, CliError> {
+        let key = self.key("lat");
+        self.raw.create_group(&key).await?;
+        let consumer = {
+            let (raw, key) = (self.raw.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut h = histogram()?;
+                raw.consume(
+                    &key,
+                    n,
+                    Arc::new(AtomicUsize::new(0)),
+                    Some(&mut h),
+                    raw::deadline_for(n),
+                )
+                .await
+                .map(|()| h)
+            })
+        };
+        let mut con = self.raw.shared().await?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+        for _ in 0..n {
+            tick.tick().await;
+            redis::cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("payload")
+                .arg(payloads.next().as_ref())
+                .query_async::<String>(&mut con)
+                .await
+                .map_err(|e| CliError::runtime(format!("XADD: {e}")))?;
+        }
+        join(consumer).await
+    }
+}
+
+async fn join<T>(h: tokio::task::JoinHandle<Result<T, CliError>>) -> Result<T, CliError> {
+    h.await
+        .map_err(|e| CliError::runtime(format!("bench task failed: {e}")))?
+}
+
+fn throughput(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn p(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64
+}
+
+/// Runs the bench.
+pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
+    let sizes = Sizes {
+        messages: args
+            .messages
+            .unwrap_or(if args.quick { 10_000 } else { 100_000 }),
+        latency_samples: if args.quick { 300 } else { 2_000 },
+        rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
+        memory_messages: if args.quick { 10_000 } else { 50_000 },
+    };
+    let (_server, url) = if args.redis == "auto" {
+        let aof = args.aof;
+        let server = tokio::task::spawn_blocking(move || {
+            rivulet_testkit::RedisServer::builder()
+                .aof(aof)
+                .appendfsync("everysec")
+                .start()
+        })
+        .await
+        .map_err(|e| CliError::runtime(format!("starting redis-server: {e}")))?
+        .map_err(|e| {
+            CliError::runtime(format!("--redis auto could not start redis-server: {e}"))
+        })?;
+        let url = server.url();
+        (Some(server), url)
+    } else {
+        (None, args.redis.clone())
+    };
+    let run = Run {
+        raw: Raw::new(&url)?,
+        side: Side::new(&url),
+        url,
+        sizes,
+        seq: AtomicUsize::new(0),
+    };
+    let redis_version = {
+        let mut con = run.raw.shared().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| CliError::runtime(format!("INFO: {e}")))?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned()
+    };
+
+    let names = report::SCENARIOS;
+    let selected: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| args.only.is_empty() || args.only.iter().any(|o| n.contains(o.as_str())))
+        .collect();
+    let bar = if args.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((selected.len() * sizes.rounds) as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut results: Vec<Scenario> = selected.iter().map(|n| Scenario::new(n)).collect();
+    for round in 0..sizes.rounds {
+        for s in results.iter_mut() {
+            bar.set_message(format!("{} (round {})", s.name, round + 1));
+            let m = measure(&run, s.name, round).await?;
+            s.push(m);
+            run.cleanup().await?;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let report = report::Report::new(
+        results,
+        redis_version,
+        &run.url,
+        sizes.messages,
+        sizes.rounds,
+    );
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One round of one scenario: both sides, order alternating by round.
+async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliError> {
+    let n = run.sizes.messages;
+    let small = Payloads::new(100, false);
+    let big = Payloads::new(1024, false);
+    let stamped = Payloads::new(100, true);
+    let raw_first = round % 2 == 0;
+    macro_rules! both {
+        ($raw:expr, $riv:expr) => {{
+            if raw_first {
+                let r = $raw;
+                let v = $riv;
+                (v, r)
+            } else {
+                let v = $riv;
+                let r = $raw;
+                (v, r)
+            }
+        }};
+    }
+    let lat = run.sizes.latency_samples;
+    Ok(match name {
+        "e2e" | "e2e_1k" => {
+            let p = if name == "e2e" { &small } else { &big };
+            let (v, r) = both!(
+                run.raw_e2e(n, p).await?,
+                run.side.e2e(&run.topic("e2e"), n, p, None).await?
+            );
+            Measure::pair(throughput(n, v), throughput(n, r))
+        }
+        "drain" | "drain_1k" => {
+            let p = if name == "drain" { &small } else { &big };
+            let (v, r) = both!(
+                run.raw_drain(n, p).await?,
+                run.side.drain(&run.topic("drain"), n, p).await?
+            );
+            Measure::pair(throughput(n, v), throughput(n, r))
+        }
+        "publish_latency_p50" | "publish_latency_p99" => {
+            let q = if name.ends_with("p50") { 0.5 } else { 0.99 };
+            let key = run.key("pub");
+            let (v, r) = both!(
+                run.raw.publish_latency(&key, lat, &small).await?,
+                run.side
+                    .publish_latency(&run.topic("pub"), lat, &small, 0)
+                    .await?
+            );
+            Measure::pair(p(&v, q), p(&r, q))
+        }
+        "publish_latency_p50_50subs" => {
+            // rivulet with 50 idle subscriptions on the same bus, against rivulet without
+            // them in the same round: blocking reads must not delay publishes.
+            let (with, without) = if raw_first {
+                let w = run
+                    .side
+                    .publish_latency(&run.topic("pub50"), lat, &small, 50)
+                    .await?;
+                let o = run
+                    .side
+                    .publish_latency(&run.topic("pub0"), lat, &small, 0)
+                    .await?;
+                (w, o)
+            } else {
+                let o = run
+                    .side
+                    .publish_latency(&run.topic("pub0"), lat, &small, 0)
+                    .await?;
+                let w = run
+                    .side
+                    .publish_latency(&run.topic("pub50"), lat, &small, 50)
+                    .await?;
+                (w, o)
+            };
+            Measure::pair(p(&with, 0.5), p(&without, 0.5))
+        }
+        "handle_latency_p50" | "handle_latency_p99" => {
+            let q = if name.ends_with("p50") { 0.5 } else { 0.99 };
+            let (v, r) = both!(
+                run.raw_handle_latency(lat, 1000, &stamped).await?,
+                run.side
+                    .handle_latency(&run.topic("lat"), lat, 1000, &stamped)
+                    .await?
+            );
+            Measure::pair(p(&v, q), p(&r, q))
+        }
+        "retry" => {
+            // 10 % of messages fail their first attempt (zero backoff); compared with
+            // rivulet's own e2e in the same round.
+            let e2e = run.side.e2e(&run.topic("e2e"), n, &small, None).await?;
+            let with_retry = run
+                .side
+                .e2e(&run.topic("retry"), n, &small, Some(10))
+                .await?;
+            Measure::pair(throughput(n, with_retry), throughput(n, e2e))
+        }
+        "redis_cpu_per_msg" => {
+            let c0 = run.redis_cpu().await?;
+            run.raw_e2e(n, &small).await?;
+            let c1 = run.redis_cpu().await?;
+            run.side.e2e(&run.topic("cpu"), n, &small, None).await?;
+            let c2 = run.redis_cpu().await?;
+            let per = |c: f64| c * 1e6 / n as f64;
+            Measure::pair(per(c2 - c1), per(c1 - c0))
+        }
+        "memory_per_msg" => {
+            let m = run.sizes.memory_messages;
+            let m0 = run.used_memory().await?;
+            run.raw.publish(&run.key("mem"), m, &small).await?;
+            let m1 = run.used_memory().await?;
+            run.side.fill(&run.topic("mem"), m, &small).await?;
+            let m2 = run.used_memory().await?;
+            Measure::pair((m2 - m1) / m as f64, (m1 - m0) / m as f64)
+        }
+        other => return Err(CliError::usage(format!("unknown scenario {other}"))),
+    })
+}

@@ -1,0 +1,271 @@
+//! Medians, ratios, targets, and the two output forms (table and JSON).
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+/// Every scenario, in report order.
+pub(crate) const SCENARIOS: &[&str] = &[
+    "e2e",
+    "e2e_1k",
+    "drain",
+    "drain_1k",
+    "publish_latency_p50",
+    "publish_latency_p99",
+    "publish_latency_p50_50subs",
+    "handle_latency_p50",
+    "handle_latency_p99",
+    "retry",
+    "redis_cpu_per_msg",
+    "memory_per_msg",
+];
+
+/// What a scenario measures and what it is compared with.
+struct Meta {
+    unit: &'static str,
+    /// What the "raw" column holds.
+    baseline: &'static str,
+    /// Higher values are better (throughput) or lower (latency, cost).
+    higher_is_better: bool,
+    /// The target on the ratio rivulet / baseline, if any.
+    target: Option<f64>,
+}
+
+fn meta(name: &str) -> Meta {
+    let m = |unit, baseline, higher_is_better, target| Meta {
+        unit,
+        baseline,
+        higher_is_better,
+        target,
+    };
+    match name {
+        "e2e" | "e2e_1k" => m("msg/s", "raw", true, Some(0.50)),
+        "drain" | "drain_1k" => m("msg/s", "raw", true, Some(0.60)),
+        "publish_latency_p50" => m("µs", "raw", false, Some(1.3)),
+        "publish_latency_p99" => m("µs", "raw", false, None),
+        "publish_latency_p50_50subs" => m(
+            "µs",
+            "rivulet without subscriptions (same round)",
+            false,
+            Some(1.1),
+        ),
+        "handle_latency_p50" => m("µs", "raw", false, Some(1.5)),
+        "handle_latency_p99" => m("µs", "raw", false, Some(2.5)),
+        "retry" => m("msg/s", "rivulet e2e (same round)", true, Some(0.8)),
+        "redis_cpu_per_msg" => m("µs/msg", "raw", false, None),
+        "memory_per_msg" => m("bytes/msg", "raw", false, Some(1.5)),
+        _ => m("", "raw", true, None),
+    }
+}
+
+/// One round's pair of values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measure {
+    rivulet: f64,
+    raw: f64,
+}
+
+impl Measure {
+    pub(crate) fn pair(rivulet: f64, raw: f64) -> Self {
+        Measure { rivulet, raw }
+    }
+}
+
+/// All rounds of one scenario.
+#[derive(Debug)]
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    rounds: Vec<Measure>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(f64::total_cmp);
+    let median = if v.is_empty() {
+        f64::NAN
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    Stats {
+        median,
+        min: v.first().copied().unwrap_or(f64::NAN),
+        max: v.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+impl Scenario {
+    pub(crate) fn new(name: &str) -> Self {
+        let name = SCENARIOS
+            .iter()
+            .copied()
+            .find(|s| *s == name)
+            .unwrap_or("unknown");
+        Scenario {
+            name,
+            rounds: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, m: Measure) {
+        self.rounds.push(m);
+    }
+
+    fn rivulet(&self) -> Stats {
+        stats(self.rounds.iter().map(|m| m.rivulet).collect())
+    }
+
+    fn raw(&self) -> Stats {
+        stats(self.rounds.iter().map(|m| m.raw).collect())
+    }
+
+    /// rivulet / baseline, on medians.
+    fn ratio(&self) -> f64 {
+        self.rivulet().median / self.raw().median
+    }
+
+    fn verdict(&self) -> &'static str {
+        let meta = meta(self.name);
+        match meta.target {
+            None => "-",
+            Some(t) if meta.higher_is_better && self.ratio() >= t => "met",
+            Some(t) if !meta.higher_is_better && self.ratio() <= t => "met",
+            Some(_) => "MISSED",
+        }
+    }
+}
+
+/// The whole run.
+#[derive(Debug)]
+pub(crate) struct Report {
+    scenarios: Vec<Scenario>,
+    redis: String,
+    url: String,
+    messages: usize,
+    rounds: usize,
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+impl Report {
+    pub(crate) fn new(
+        scenarios: Vec<Scenario>,
+        redis: String,
+        url: &str,
+        messages: usize,
+        rounds: usize,
+    ) -> Self {
+        Report {
+            scenarios,
+            redis,
+            url: url.to_owned(),
+            messages,
+            rounds,
+        }
+    }
+
+    fn cores() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    pub(crate) fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "rivulet bench — redis {} at {}, {} cores, {} messages per throughput run, {} round(s); medians (min–max)",
+            self.redis,
+            self.url,
+            Self::cores(),
+            self.messages,
+            self.rounds
+        );
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10} {:>26} {:>26} {:>7} {:>8} {:>7}",
+            "scenario", "unit", "rivulet", "baseline", "ratio", "target", "result"
+        );
+        for s in &self.scenarios {
+            let meta = meta(s.name);
+            let cell = |st: Stats| {
+                format!(
+                    "{} ({}–{})",
+                    fmt_num(st.median),
+                    fmt_num(st.min),
+                    fmt_num(st.max)
+                )
+            };
+            let target = match meta.target {
+                Some(t) if meta.higher_is_better => format!("≥ {t}"),
+                Some(t) => format!("≤ {t}"),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<28} {:>10} {:>26} {:>26} {:>7.2} {:>8} {:>7}",
+                s.name,
+                meta.unit,
+                cell(s.rivulet()),
+                cell(s.raw()),
+                s.ratio(),
+                target,
+                s.verdict()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "baseline = raw redis-crate code, except retry (rivulet e2e) and publish_latency_p50_50subs (rivulet without subscriptions), both from the same round"
+        );
+        out
+    }
+
+    pub(crate) fn json(&self) -> String {
+        let scenarios: Vec<_> = self
+            .scenarios
+            .iter()
+            .map(|s| {
+                let meta = meta(s.name);
+                let (v, r) = (s.rivulet(), s.raw());
+                json!({
+                    "name": s.name,
+                    "unit": meta.unit,
+                    "rivulet": v.median,
+                    "raw": r.median,
+                    "ratio": s.ratio(),
+                    "baseline": meta.baseline,
+                    "rivulet_min": v.min,
+                    "rivulet_max": v.max,
+                    "raw_min": r.min,
+                    "raw_max": r.max,
+                    "target": meta.target,
+                    "higher_is_better": meta.higher_is_better,
+                    "result": s.verdict(),
+                })
+            })
+            .collect();
+        json!({
+            "scenarios": scenarios,
+            "redis": self.redis,
+            "cores": Self::cores(),
+            "messages": self.messages,
+            "rounds": self.rounds,
+        })
+        .to_string()
+    }
+}
