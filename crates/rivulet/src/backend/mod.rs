@@ -159,9 +159,23 @@ pub struct LiveMessage {
 /// connection, which is how a blocking read is interrupted at shutdown.
 #[async_trait]
 pub(crate) trait Reader: Send + fmt::Debug {
-    /// Reads up to `count` entries not yet delivered to the group (main log and retry
-    /// lane), waiting up to `block` when there are none.
-    async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<ReadEntry>>;
+    /// Acknowledges `ack` (entries of this group handled successfully), then reads up to
+    /// `count` entries not yet delivered to the group (main log and retry lane), waiting
+    /// up to `block` when there are none. The acknowledgement travels with the read, so a
+    /// batch costs one round trip. When this returns an error the acknowledgement may or
+    /// may not have been applied; acknowledging again is harmless.
+    async fn ack_and_read(
+        &mut self,
+        ack: &[EntryRef],
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<ReadEntry>>;
+
+    /// Reads without acknowledging anything.
+    #[cfg(test)]
+    async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<ReadEntry>> {
+        self.ack_and_read(&[], count, block).await
+    }
 }
 
 /// The primitives every backend provides. See the module docs.

@@ -130,20 +130,30 @@ async fn read_loop(
     count: usize,
 ) {
     let mut backoff = ErrorBackoff::new();
+    // The last batch (still in flight until acknowledged) and its successes, which are
+    // acknowledged together with the next read.
+    let mut batch: Vec<EntryRef> = Vec::new();
+    let mut acks: Vec<EntryRef> = Vec::new();
     loop {
         let read = tokio::select! {
             biased;
             _ = sub.stop.cancelled() => break,
-            r = reader.read(count, shared.cfg.block_timeout) => r,
+            r = reader.ack_and_read(&acks, count, shared.cfg.block_timeout) => r,
         };
         match read {
             Ok(entries) => {
                 backoff.reset();
+                acks.clear();
+                sub.in_flight.remove(&std::mem::take(&mut batch));
                 if !entries.is_empty() {
-                    process_batch(&shared, &sub, &consumer, entries).await;
+                    (batch, acks) = process_batch(&shared, &sub, &consumer, entries).await;
                 }
             }
             Err(e) => {
+                // The acknowledgements may not have reached the server: send them again
+                // on the shared connection (acknowledging twice is harmless).
+                ack(&shared, &sub, std::mem::take(&mut acks)).await;
+                sub.in_flight.remove(&std::mem::take(&mut batch));
                 let wait = backoff.next();
                 tracing::warn!(topic = %sub.key.topic, group = %sub.group, error = %e, retry_in = ?wait, "read failed");
                 tokio::select! {
@@ -159,7 +169,22 @@ async fn read_loop(
         }
     }
     drop(reader);
+    // Stopped between a batch and the read carrying its acknowledgements, or while that
+    // read was in flight: acknowledge here, before anything is handed back.
+    ack(&shared, &sub, acks).await;
+    sub.in_flight.remove(&batch);
     hand_back(&shared, &sub, &consumer).await;
+}
+
+/// Acknowledges entries on the shared connection. A failure leaves them pending: they are
+/// redelivered (a duplicate), never lost.
+async fn ack(shared: &Shared, sub: &SubState, acks: Vec<EntryRef>) {
+    if acks.is_empty() {
+        return;
+    }
+    if let Err(e) = shared.backend.ack(&sub.key, &sub.group, &acks).await {
+        tracing::warn!(group = %sub.group, error = %e, n = acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
+    }
 }
 
 /// Requeues entries read by `consumer` but not started (for example when a blocking read
@@ -179,23 +204,19 @@ async fn hand_back(shared: &Shared, sub: &SubState, consumer: &ConsumerName) {
     }
 }
 
-/// Handles a batch concurrently, then acknowledges the successes in one call.
+/// Handles a batch concurrently. Returns the batch's entries, which stay in flight until
+/// the caller has acknowledged, and the ones to acknowledge (the successes; every other
+/// outcome was settled by its own atomic transition or left pending).
 async fn process_batch(
     shared: &Arc<Shared>,
     sub: &Arc<SubState>,
     consumer: &ConsumerName,
     entries: Vec<ReadEntry>,
-) {
+) -> (Vec<EntryRef>, Vec<EntryRef>) {
     let refs: Vec<EntryRef> = entries.iter().map(|e| e.entry.clone()).collect();
     sub.in_flight.insert(&refs, consumer);
     let outcomes = join_all(entries.into_iter().map(|e| process_one(shared, sub, e))).await;
-    let acks: Vec<EntryRef> = outcomes.into_iter().flatten().collect();
-    if !acks.is_empty()
-        && let Err(e) = shared.backend.ack(&sub.key, &sub.group, &acks).await
-    {
-        tracing::warn!(group = %sub.group, error = %e, n = acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
-    }
-    sub.in_flight.remove(&refs);
+    (refs, outcomes.into_iter().flatten().collect())
 }
 
 /// What to do with an entry after handling: `Some` = acknowledge it with the batch;
@@ -515,11 +536,12 @@ async fn reclaim_loop(shared: Arc<Shared>, sub: Arc<SubState>) {
         let mut entries = reclaimed.entries;
         while !entries.is_empty() {
             let rest = entries.split_off(entries.len().min(sub.concurrency));
-            process_batch(&shared, &sub, &consumer, entries).await;
+            let (batch, acks) = process_batch(&shared, &sub, &consumer, entries).await;
+            ack(&shared, &sub, acks).await;
+            sub.in_flight.remove(&batch);
             entries = rest;
         }
     }
-    hand_back(&shared, &sub, &consumer).await;
 }
 
 /// Keeps the entries of running handlers fresh so they are not reclaimed while a long

@@ -392,7 +392,15 @@ fn to_record(item: Stored) -> Record {
 
 #[async_trait]
 impl Reader for MemoryReader {
-    async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<ReadEntry>> {
+    async fn ack_and_read(
+        &mut self,
+        ack: &[EntryRef],
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<ReadEntry>> {
+        if !ack.is_empty() {
+            self.backend.ack(&self.key, &self.group, ack).await?;
+        }
         // Reading never waits when entries are ready: give the scheduler a chance so a
         // busy consumer cannot starve other tasks on its worker thread.
         tokio::task::consume_budget().await;

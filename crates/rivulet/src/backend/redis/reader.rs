@@ -152,12 +152,50 @@ impl RedisReader {
 
 #[async_trait]
 impl Reader for RedisReader {
-    async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<ReadEntry>> {
+    async fn ack_and_read(
+        &mut self,
+        ack: &[EntryRef],
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<ReadEntry>> {
         let count = count.max(1);
+        // Acknowledgements go first on the reader's own connection: plain XACK for the
+        // topic, XACK + XDEL for lane entries (only this group reads its lane; the XDEL
+        // is cleanup, the XACK is what settles).
+        let mut pipe = redis::pipe();
+        let main: Vec<&str> = ack
+            .iter()
+            .filter(|e| e.lane == Lane::Main)
+            .map(|e| e.id.as_str())
+            .collect();
+        let lane: Vec<&str> = ack
+            .iter()
+            .filter(|e| e.lane == Lane::Retry)
+            .map(|e| e.id.as_str())
+            .collect();
+        if !main.is_empty() {
+            pipe.cmd("XACK")
+                .arg(&self.stream)
+                .arg(self.group.as_str())
+                .arg(&main)
+                .ignore();
+        }
+        if !lane.is_empty() {
+            pipe.cmd("XACK")
+                .arg(&self.lane)
+                .arg(self.group.as_str())
+                .arg(&lane)
+                .ignore();
+            pipe.cmd("XDEL").arg(&self.lane).arg(&lane).ignore();
+        }
         if !self.surplus.is_empty() {
+            if !ack.is_empty() {
+                let conn = self.connection().await?;
+                pipe.query_async::<()>(conn).await?;
+            }
             return Ok(self.take_surplus(count));
         }
-        let mut cmd = redis::cmd("XREADGROUP");
+        let cmd = pipe.cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(self.group.as_str())
             .arg(self.consumer.as_str())
@@ -173,9 +211,9 @@ impl Reader for RedisReader {
             .arg(">")
             .arg(">");
         let conn = self.connection().await?;
-        let r = tokio::time::timeout(block + READ_GRACE, cmd.query_async::<Value>(conn)).await;
+        let r = tokio::time::timeout(block + READ_GRACE, pipe.query_async::<(Value,)>(conn)).await;
         let v = match r {
-            Ok(Ok(v)) => v,
+            Ok(Ok((v,))) => v,
             Ok(Err(e)) if reply::is_nogroup(&e) => {
                 self.recreate_group().await?;
                 return Ok(Vec::new());

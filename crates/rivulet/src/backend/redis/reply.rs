@@ -167,7 +167,12 @@ pub(crate) fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
 
 /// Whether the error is Redis's `NOGROUP` (the group or the stream does not exist).
 pub(crate) fn is_nogroup(e: &redis::RedisError) -> bool {
+    // A failed command inside a pipeline (an ack sent with a read) is reported as a
+    // pipeline error that carries the server errors.
     e.code() == Some("NOGROUP")
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errs| errs.iter().any(|(_, s)| s.code() == "NOGROUP"))
 }
 
 /// Whether the error is Redis's `BUSYGROUP` (the group already exists).
