@@ -155,26 +155,51 @@ pub struct LiveMessage {
     pub payload: Bytes,
 }
 
+/// A retry to schedule: settles `entry` and schedules `next` at `due_ms`, atomically.
+#[derive(Debug, Clone)]
+pub(crate) struct RetryLater {
+    pub(crate) entry: EntryRef,
+    pub(crate) next: Envelope,
+    pub(crate) due_ms: u64,
+}
+
+/// What a consumer settles with its next read: successes to acknowledge and retries to
+/// schedule.
+#[derive(Debug, Default)]
+pub(crate) struct Settlements {
+    pub(crate) acks: Vec<EntryRef>,
+    pub(crate) retries: Vec<RetryLater>,
+}
+
+impl Settlements {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.acks.is_empty() && self.retries.is_empty()
+    }
+}
+
 /// A blocking reader on its own connection (B-SUB-6). Dropping it releases the
 /// connection, which is how a blocking read is interrupted at shutdown.
 #[async_trait]
 pub(crate) trait Reader: Send + fmt::Debug {
-    /// Acknowledges `ack` (entries of this group handled successfully), then reads up to
-    /// `count` entries not yet delivered to the group (main log and retry lane), waiting
-    /// up to `block` when there are none. The acknowledgement travels with the read, so a
-    /// batch costs one round trip. When this returns an error the acknowledgement may or
-    /// may not have been applied; acknowledging again is harmless.
-    async fn ack_and_read(
+    /// Applies `settle` (acknowledgements and scheduled retries of this group, each
+    /// retry atomic on its own), then reads up to `count` entries not yet delivered to the
+    /// group (main log and retry lane), waiting up to `block` when there are none. The
+    /// settlements travel with the read, so a batch costs one round trip. When this
+    /// returns an error the settlements may or may not have been applied; applying them
+    /// again through the backend is harmless (an entry already settled is not
+    /// rescheduled).
+    async fn settle_and_read(
         &mut self,
-        ack: &[EntryRef],
+        settle: &Settlements,
         count: usize,
         block: Duration,
     ) -> Result<Vec<ReadEntry>>;
 
-    /// Reads without acknowledging anything.
+    /// Reads without settling anything.
     #[cfg(test)]
     async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<ReadEntry>> {
-        self.ack_and_read(&[], count, block).await
+        self.settle_and_read(&Settlements::default(), count, block)
+            .await
     }
 }
 

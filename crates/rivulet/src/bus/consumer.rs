@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::Shared;
 use super::subscribe::{Counters, Failure, Input, SubState};
 use super::{Dispatch, lock};
-use crate::backend::{EntryRef, ReadEntry, Record, StreamKind};
+use crate::backend::{EntryRef, ReadEntry, Record, RetryLater, Settlements, StreamKind};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::Result;
 use crate::handler::DeliveryMeta;
@@ -130,29 +130,39 @@ async fn read_loop(
     count: usize,
 ) {
     let mut backoff = ErrorBackoff::new();
-    // The last batch (still in flight until acknowledged) and its successes, which are
-    // acknowledged together with the next read.
+    // The last batch (still in flight until settled) and its settlements, which travel
+    // with the next read.
     let mut batch: Vec<EntryRef> = Vec::new();
-    let mut acks: Vec<EntryRef> = Vec::new();
+    let mut settle = Settlements::default();
     loop {
+        // With retries to schedule, do not block long: the retry mover is woken once the
+        // read returns, so a short retry is not held back by an idle topic.
+        let block = if settle.retries.is_empty() {
+            shared.cfg.block_timeout
+        } else {
+            shared.cfg.block_timeout.min(Duration::from_millis(5))
+        };
         let read = tokio::select! {
             biased;
             _ = sub.stop.cancelled() => break,
-            r = reader.ack_and_read(&acks, count, shared.cfg.block_timeout) => r,
+            r = reader.settle_and_read(&settle, count, block) => r,
         };
         match read {
             Ok(entries) => {
                 backoff.reset();
-                acks.clear();
+                if !settle.retries.is_empty() {
+                    shared.wake_retry_mover(&sub.key);
+                }
+                settle = Settlements::default();
                 sub.in_flight.remove(&std::mem::take(&mut batch));
                 if !entries.is_empty() {
-                    (batch, acks) = process_batch(&shared, &sub, &consumer, entries).await;
+                    (batch, settle) = process_batch(&shared, &sub, &consumer, entries).await;
                 }
             }
             Err(e) => {
-                // The acknowledgements may not have reached the server: send them again
-                // on the shared connection (acknowledging twice is harmless).
-                ack(&shared, &sub, std::mem::take(&mut acks)).await;
+                // The settlements may not have reached the server: apply them again on
+                // the shared connection (a second application is harmless).
+                apply(&shared, &sub, std::mem::take(&mut settle)).await;
                 sub.in_flight.remove(&std::mem::take(&mut batch));
                 let wait = backoff.next();
                 tracing::warn!(topic = %sub.key.topic, group = %sub.group, error = %e, retry_in = ?wait, "read failed");
@@ -169,21 +179,35 @@ async fn read_loop(
         }
     }
     drop(reader);
-    // Stopped between a batch and the read carrying its acknowledgements, or while that
-    // read was in flight: acknowledge here, before anything is handed back.
-    ack(&shared, &sub, acks).await;
+    // Stopped between a batch and the read carrying its settlements, or while that read
+    // was in flight: settle here, before anything is handed back.
+    apply(&shared, &sub, settle).await;
     sub.in_flight.remove(&batch);
     hand_back(&shared, &sub, &consumer).await;
 }
 
-/// Acknowledges entries on the shared connection. A failure leaves them pending: they are
-/// redelivered (a duplicate), never lost.
-async fn ack(shared: &Shared, sub: &SubState, acks: Vec<EntryRef>) {
-    if acks.is_empty() {
+/// Applies settlements on the shared connection. A failure leaves the entries pending:
+/// they are redelivered (a duplicate), never lost.
+async fn apply(shared: &Shared, sub: &SubState, settle: Settlements) {
+    if settle.is_empty() {
         return;
     }
-    if let Err(e) = shared.backend.ack(&sub.key, &sub.group, &acks).await {
-        tracing::warn!(group = %sub.group, error = %e, n = acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
+    if !settle.acks.is_empty()
+        && let Err(e) = shared.backend.ack(&sub.key, &sub.group, &settle.acks).await
+    {
+        tracing::warn!(group = %sub.group, error = %e, n = settle.acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
+    }
+    for r in &settle.retries {
+        if let Err(e) = shared
+            .backend
+            .retry_later(&sub.key, &sub.group, &r.entry, &r.next, r.due_ms)
+            .await
+        {
+            tracing::warn!(message_id = %r.next.message_id, error = %e, "could not schedule retry; the entry stays pending and will be reclaimed");
+        }
+    }
+    if !settle.retries.is_empty() {
+        shared.wake_retry_mover(&sub.key);
     }
 }
 
@@ -205,23 +229,38 @@ async fn hand_back(shared: &Shared, sub: &SubState, consumer: &ConsumerName) {
 }
 
 /// Handles a batch concurrently. Returns the batch's entries, which stay in flight until
-/// the caller has acknowledged, and the ones to acknowledge (the successes; every other
-/// outcome was settled by its own atomic transition or left pending).
+/// the caller has settled them, and the settlements to apply (successes to acknowledge
+/// and retries to schedule; dead letters were settled by their own atomic transition).
 async fn process_batch(
     shared: &Arc<Shared>,
     sub: &Arc<SubState>,
     consumer: &ConsumerName,
     entries: Vec<ReadEntry>,
-) -> (Vec<EntryRef>, Vec<EntryRef>) {
+) -> (Vec<EntryRef>, Settlements) {
     let refs: Vec<EntryRef> = entries.iter().map(|e| e.entry.clone()).collect();
     sub.in_flight.insert(&refs, consumer);
     let outcomes = join_all(entries.into_iter().map(|e| process_one(shared, sub, e))).await;
-    (refs, outcomes.into_iter().flatten().collect())
+    let mut settle = Settlements::default();
+    for outcome in outcomes {
+        match outcome {
+            Settle::Ack(e) => settle.acks.push(e),
+            Settle::Retry(r) => settle.retries.push(r),
+            Settle::Done => {}
+        }
+    }
+    (refs, settle)
 }
 
-/// What to do with an entry after handling: `Some` = acknowledge it with the batch;
-/// `None` = already settled by an atomic transition, or deliberately left pending.
-type Settle = Option<EntryRef>;
+/// What to do with an entry after handling.
+enum Settle {
+    /// Acknowledge it with the batch.
+    Ack(EntryRef),
+    /// Settle it and schedule this retry, atomically, with the batch.
+    Retry(RetryLater),
+    /// Already settled by an atomic transition (dead letter), or deliberately left
+    /// pending (it will be reclaimed).
+    Done,
+}
 
 struct Ctx<'a> {
     shared: &'a Arc<Shared>,
@@ -240,7 +279,7 @@ impl Ctx<'_> {
         if self.is_dead_letter_stream() {
             // Dead letters are not rescheduled; the entry stays pending and is
             // redelivered after min_idle (see `subscribe_dead_letters`).
-            return None;
+            return Settle::Done;
         }
         let attempt = self.envelope.attempt;
         if attempt >= self.sub.retry.max_attempts {
@@ -249,27 +288,18 @@ impl Ctx<'_> {
         let delay = requested.unwrap_or_else(|| self.sub.retry.delay_after(attempt));
         let mut next = self.envelope.clone();
         next.attempt = attempt + 1;
-        self.schedule(&next, delay).await;
         Counters::add(&self.sub.counters.retried, 1);
         self.sub.metrics.retries.increment(1);
         tracing::debug!(message_id = %self.envelope.message_id, attempt, ?delay, %error, "retry scheduled");
-        None
+        self.retry(next, delay)
     }
 
-    async fn schedule(&self, next: &Envelope, delay: Duration) {
-        let due = now_ms().saturating_add(delay.as_millis() as u64);
-        let res = self
-            .shared
-            .backend
-            .retry_later(&self.sub.key, &self.sub.group, &self.entry, next, due)
-            .await;
-        match res {
-            Ok(()) => self.shared.wake_retry_mover(&self.sub.key),
-            Err(e) => tracing::warn!(
-                message_id = %self.envelope.message_id, error = %e,
-                "could not schedule retry; the entry stays pending and will be reclaimed"
-            ),
-        }
+    fn retry(&self, next: Envelope, delay: Duration) -> Settle {
+        Settle::Retry(RetryLater {
+            entry: self.entry.clone(),
+            next,
+            due_ms: now_ms().saturating_add(delay.as_millis() as u64),
+        })
     }
 
     /// Dead-letters the message (or drops it when dead-lettering is off).
@@ -277,12 +307,12 @@ impl Ctx<'_> {
         let env = &self.envelope;
         if self.is_dead_letter_stream() {
             tracing::error!(message_id = %env.message_id, %reason, %error, "dead-letter handler gave up; the dead letter stays in the queue");
-            return Some(self.entry.clone());
+            return Settle::Ack(self.entry.clone());
         }
         if !self.sub.retry.dead_letter {
             tracing::error!(topic = %self.sub.key.topic, group = %self.sub.group, message_id = %env.message_id, %reason, %error, "message dropped (dead-lettering is off)");
             Counters::add(&self.sub.counters.dropped, 1);
-            return Some(self.entry.clone());
+            return Settle::Ack(self.entry.clone());
         }
         let dead = DeadLetter {
             id: EntryId(String::new()),
@@ -314,7 +344,7 @@ impl Ctx<'_> {
                 "could not dead-letter; the entry stays pending and will be reclaimed"
             ),
         }
-        None
+        Settle::Done
     }
 }
 
@@ -391,19 +421,18 @@ async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry)
             Ok(Claim::Done) => {
                 Counters::add(&sub.counters.duplicates, 1);
                 sub.metrics.duplicates.increment(1);
-                return Some(ctx.entry.clone());
+                return Settle::Ack(ctx.entry.clone());
             }
             Ok(_) => {
                 // Another run holds the lease: try again later without using an attempt,
                 // so a crash of that run cannot turn this message into a skip.
                 let delay = sub.retry.delay_after(1).max(Duration::from_millis(50));
-                ctx.schedule(&ctx.envelope, delay).await;
                 Counters::add(&sub.counters.deferred, 1);
-                return None;
+                return ctx.retry(ctx.envelope.clone(), delay);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "idempotency claim failed; leaving the entry pending");
-                return None;
+                return Settle::Done;
             }
         }
     }
@@ -455,7 +484,7 @@ async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry)
             }
         }
         Counters::add(&sub.counters.handled, 1);
-        return Some(ctx.entry.clone());
+        return Settle::Ack(ctx.entry.clone());
     }
 
     Counters::add(&sub.counters.failed, 1);
@@ -465,7 +494,7 @@ async fn process_one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry)
         tracing::warn!(error = %e, "could not release idempotency claim; it expires by itself");
     }
     match result {
-        Ok(Ok(())) => Some(ctx.entry.clone()),
+        Ok(Ok(())) => Settle::Ack(ctx.entry.clone()),
         Ok(Err(Failure::Decode(error))) => ctx.give_up(DeadLetterReason::Decode, error).await,
         Ok(Err(Failure::Handler(err))) if err.is_retryable() => {
             ctx.retry_or_give_up(err.message().to_owned(), err.requested_delay())
@@ -536,8 +565,8 @@ async fn reclaim_loop(shared: Arc<Shared>, sub: Arc<SubState>) {
         let mut entries = reclaimed.entries;
         while !entries.is_empty() {
             let rest = entries.split_off(entries.len().min(sub.concurrency));
-            let (batch, acks) = process_batch(&shared, &sub, &consumer, entries).await;
-            ack(&shared, &sub, acks).await;
+            let (batch, settle) = process_batch(&shared, &sub, &consumer, entries).await;
+            apply(&shared, &sub, settle).await;
             sub.in_flight.remove(&batch);
             entries = rest;
         }

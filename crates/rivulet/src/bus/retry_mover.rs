@@ -17,9 +17,15 @@ use crate::message::now_ms;
 /// How many retries one pass moves at most.
 const MOVE_BATCH: usize = 512;
 
+/// The shortest gap between two passes when woken early. Under a stream of failures
+/// every batch wakes the mover; coalescing the wake-ups keeps its Redis cost per retry
+/// low, at the price of at most this much extra delay.
+const MIN_GAP: Duration = Duration::from_millis(5);
+
 pub(crate) async fn run(shared: Arc<Shared>, key: StreamKey, wake: Arc<Notify>) {
     let max_wait = shared.cfg.retry_scheduler_interval;
     loop {
+        let started = tokio::time::Instant::now();
         let wait = match shared
             .backend
             .move_due_retries(&key, now_ms(), MOVE_BATCH)
@@ -44,7 +50,12 @@ pub(crate) async fn run(shared: Arc<Shared>, key: StreamKey, wake: Arc<Notify>) 
         }
         tokio::select! {
             _ = shared.stop.cancelled() => break,
-            _ = wake.notified() => {}
+            _ = wake.notified() => {
+                tokio::select! {
+                    _ = shared.stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(started + MIN_GAP) => {}
+                }
+            }
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::backend::{
     AnyBackend, Backend, EntryRef, Lane, LiveMessage, PublishOpts, ReadEntry, Reader, Reclaimed,
-    Record, RetrySweep, StreamKey, StreamKind,
+    Record, RetrySweep, Settlements, StreamKey, StreamKind,
 };
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
@@ -101,15 +101,18 @@ impl Stream {
     }
 
     /// Settles an entry: removes it from the pending list, and a lane entry from its lane.
-    fn settle(&mut self, group: &GroupName, entry: &EntryRef) {
-        if let Some(g) = self.groups.get_mut(group) {
-            g.pending.remove(entry);
-        }
+    /// Returns whether it was pending.
+    fn settle(&mut self, group: &GroupName, entry: &EntryRef) -> bool {
+        let was_pending = self
+            .groups
+            .get_mut(group)
+            .is_some_and(|g| g.pending.remove(entry).is_some());
         if entry.lane == Lane::Retry
             && let (Some(lane), Some(seq)) = (self.lanes.get_mut(group), parse_id(&entry.id))
         {
             lane.entries.remove(&seq);
         }
+        was_pending
     }
 
     fn stored(&self, group: &GroupName, entry: &EntryRef) -> Option<&Stored> {
@@ -392,14 +395,21 @@ fn to_record(item: Stored) -> Record {
 
 #[async_trait]
 impl Reader for MemoryReader {
-    async fn ack_and_read(
+    async fn settle_and_read(
         &mut self,
-        ack: &[EntryRef],
+        settle: &Settlements,
         count: usize,
         block: Duration,
     ) -> Result<Vec<ReadEntry>> {
-        if !ack.is_empty() {
-            self.backend.ack(&self.key, &self.group, ack).await?;
+        if !settle.acks.is_empty() {
+            self.backend
+                .ack(&self.key, &self.group, &settle.acks)
+                .await?;
+        }
+        for r in &settle.retries {
+            self.backend
+                .retry_later(&self.key, &self.group, &r.entry, &r.next, r.due_ms)
+                .await?;
         }
         // Reading never waits when entries are ready: give the scheduler a chance so a
         // busy consumer cannot starve other tasks on its worker thread.
@@ -569,7 +579,18 @@ impl Backend for MemoryBackend {
         due_ms: u64,
     ) -> Result<()> {
         self.with_topic(&key.topic, |t| {
-            t.stream(key.kind).settle(group, entry);
+            if !t.stream(key.kind).settle(group, entry) {
+                // Already settled: a settlement applied twice schedules nothing.
+                return;
+            }
+            if due_ms <= now_ms() {
+                // Already due: straight into the group's lane.
+                t.stream(key.kind)
+                    .lane(group)
+                    .append(Stored::Message(next.clone()));
+                t.notify.notify_waiters();
+                return;
+            }
             t.retry_counter += 1;
             t.retries.insert(
                 (due_ms, t.retry_counter),
@@ -590,7 +611,10 @@ impl Backend for MemoryBackend {
         dead: &DeadLetter,
     ) -> Result<()> {
         self.with_topic(&key.topic, |t| {
-            t.stream(key.kind).settle(group, entry);
+            if !t.stream(key.kind).settle(group, entry) {
+                // Already settled (by this or another consumer): nothing to dead-letter.
+                return;
+            }
             let seq = t.dlq.log.next_seq();
             let mut dead = dead.clone();
             dead.id = seq_to_id(seq);

@@ -36,8 +36,11 @@ async fn retries_reach_only_the_failing_group() -> Result<()> {
     };
     let mut next = m.clone();
     next.attempt = 2;
-    b.retry_later(&key, &g1, &e1[0].entry, &next, 0).await?;
-    let sweep = b.move_due_retries(&key, now_ms(), 10).await?;
+    // Due in the future: it waits in the retry set until the mover's pass.
+    let due = now_ms() + 50;
+    b.retry_later(&key, &g1, &e1[0].entry, &next, due).await?;
+    assert_eq!(b.move_due_retries(&key, due - 1, 10).await?.moved, 0);
+    let sweep = b.move_due_retries(&key, due, 10).await?;
     assert_eq!(sweep.moved, 1);
     let again = r1.read(10, Duration::from_millis(10)).await?;
     assert_eq!(again.len(), 1);
@@ -106,5 +109,35 @@ async fn idempotent_publish_writes_once() -> Result<()> {
     assert!(!first[0].duplicate);
     assert!(second[0].duplicate);
     assert_eq!(first[0].entry_id, second[0].entry_id);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retry_already_due_goes_straight_to_the_lane_once() -> Result<()> {
+    let b = MemoryBackend::new();
+    let key = StreamKey::main(topic());
+    let g = GroupName::new("g")?;
+    let c = ConsumerName::new("c")?;
+    b.ensure_group(&key, &g, &StartFrom::New).await?;
+    b.publish(&topic(), vec![env(1)], &PublishOpts::default())
+        .await?;
+    let mut r = b.reader(&key, &g, &c).await?;
+    let got = r.read(10, Duration::from_millis(10)).await?;
+    let Record::Message(m) = &got[0].record else {
+        panic!("message expected")
+    };
+    // Applied twice (as after an unclear error): scheduled once.
+    for _ in 0..2 {
+        b.retry_later(&key, &g, &got[0].entry, m, 0).await?;
+    }
+    assert_eq!(
+        b.move_due_retries(&key, now_ms(), 10).await?.moved,
+        0,
+        "no mover needed"
+    );
+    let again = r.read(10, Duration::from_millis(10)).await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].entry.lane, Lane::Retry);
+    assert!(r.read(10, Duration::from_millis(10)).await?.is_empty());
     Ok(())
 }

@@ -12,7 +12,9 @@ use super::conn::{Conn, is_connection_loss, open_dedicated};
 use super::groups::create_on;
 use super::reply::{self, RawEntry};
 use super::wire::{decode_dead_letter_record, decode_message};
-use crate::backend::{EntryRef, Lane, ReadEntry, Reader, Record, StreamKey, StreamKind};
+use crate::backend::{
+    EntryRef, Lane, ReadEntry, Reader, Record, Settlements, StreamKey, StreamKind,
+};
 use crate::error::{Error, Result};
 use crate::message::EntryId;
 use crate::name::{ConsumerName, GroupName};
@@ -125,6 +127,42 @@ impl RedisReader {
         self.surplus.drain(..n).collect()
     }
 
+    /// Looks at the settlement commands' replies. A retry script the server had
+    /// forgotten (NOSCRIPT, after a restart or `SCRIPT FLUSH`) is run again through the
+    /// backend, which reloads it; the read's result is kept either way.
+    async fn check_settlements(
+        &self,
+        settle: &Settlements,
+        results: Vec<redis::RedisResult<Value>>,
+        first_retry: usize,
+    ) {
+        for (i, result) in results.into_iter().enumerate() {
+            let Err(e) = result else { continue };
+            let retry = i
+                .checked_sub(first_retry)
+                .and_then(|k| settle.retries.get(k));
+            match retry {
+                Some(r)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    if let Err(e) = self
+                        .backend
+                        .schedule_retry(&self.key, &self.group, &r.entry, &r.next, r.due_ms)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not schedule a retry; the entry stays pending and will be reclaimed");
+                    }
+                }
+                _ if reply::is_nogroup(&e) => {
+                    // The read reports it too and re-creates the group.
+                }
+                // An entry whose settlement failed stays pending: it is reclaimed after
+                // min_idle (a later delivery, never a loss). The read's result stands.
+                _ => tracing::warn!(error = %e, "settling an entry failed; it stays pending"),
+            }
+        }
+    }
+
     /// The group vanished (deleted by an admin). It is re-created where this reader
     /// last read, or at the start of the topic when it never read: never at `$`, which
     /// would silently skip whatever was published meanwhile. Entries that were pending
@@ -152,72 +190,79 @@ impl RedisReader {
 
 #[async_trait]
 impl Reader for RedisReader {
-    async fn ack_and_read(
+    async fn settle_and_read(
         &mut self,
-        ack: &[EntryRef],
+        settle: &Settlements,
         count: usize,
         block: Duration,
     ) -> Result<Vec<ReadEntry>> {
         let count = count.max(1);
-        // Acknowledgements go first on the reader's own connection: plain XACK for the
-        // topic, XACK + XDEL for lane entries (only this group reads its lane; the XDEL
-        // is cleanup, the XACK is what settles).
+        // Settlements go first on the reader's own connection: plain XACK for the topic,
+        // XACK + XDEL for lane entries (only this group reads its lane; the XDEL is
+        // cleanup, the XACK is what settles), and one atomic script per retry.
         let mut pipe = redis::pipe();
-        let main: Vec<&str> = ack
+        pipe.ignore_errors();
+        let main: Vec<&str> = settle
+            .acks
             .iter()
             .filter(|e| e.lane == Lane::Main)
             .map(|e| e.id.as_str())
             .collect();
-        let lane: Vec<&str> = ack
+        let lane: Vec<&str> = settle
+            .acks
             .iter()
             .filter(|e| e.lane == Lane::Retry)
             .map(|e| e.id.as_str())
             .collect();
+        let mut settle_cmds = 0;
         if !main.is_empty() {
             pipe.cmd("XACK")
                 .arg(&self.stream)
                 .arg(self.group.as_str())
-                .arg(&main)
-                .ignore();
+                .arg(&main);
+            settle_cmds += 1;
         }
         if !lane.is_empty() {
             pipe.cmd("XACK")
                 .arg(&self.lane)
                 .arg(self.group.as_str())
-                .arg(&lane)
-                .ignore();
-            pipe.cmd("XDEL").arg(&self.lane).arg(&lane).ignore();
+                .arg(&lane);
+            pipe.cmd("XDEL").arg(&self.lane).arg(&lane);
+            settle_cmds += 2;
         }
-        if !self.surplus.is_empty() {
-            if !ack.is_empty() {
-                let conn = self.connection().await?;
-                pipe.query_async::<()>(conn).await?;
+        let first_retry = settle_cmds;
+        for r in &settle.retries {
+            pipe.add_command(self.backend.retry_later_cmd(&self.key, &self.group, r));
+            settle_cmds += 1;
+        }
+        let read_now = self.surplus.is_empty();
+        if read_now {
+            let cmd = pipe.cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(self.group.as_str())
+                .arg(self.consumer.as_str())
+                .arg("COUNT")
+                .arg(count);
+            let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
+            if block_ms > 0 {
+                cmd.arg("BLOCK").arg(block_ms);
             }
+            cmd.arg("STREAMS")
+                .arg(&self.lane)
+                .arg(&self.stream)
+                .arg(">")
+                .arg(">");
+        } else if settle_cmds == 0 {
             return Ok(self.take_surplus(count));
         }
-        let cmd = pipe.cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(self.group.as_str())
-            .arg(self.consumer.as_str())
-            .arg("COUNT")
-            .arg(count);
-        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
-        if block_ms > 0 {
-            cmd.arg("BLOCK").arg(block_ms);
-        }
-        cmd.arg("STREAMS")
-            .arg(&self.lane)
-            .arg(&self.stream)
-            .arg(">")
-            .arg(">");
         let conn = self.connection().await?;
-        let r = tokio::time::timeout(block + READ_GRACE, pipe.query_async::<(Value,)>(conn)).await;
-        let v = match r {
-            Ok(Ok((v,))) => v,
-            Ok(Err(e)) if reply::is_nogroup(&e) => {
-                self.recreate_group().await?;
-                return Ok(Vec::new());
-            }
+        let r = tokio::time::timeout(
+            block + READ_GRACE,
+            pipe.query_async::<Vec<redis::RedisResult<Value>>>(conn),
+        )
+        .await;
+        let mut results = match r {
+            Ok(Ok(results)) => results,
             Ok(Err(e)) => {
                 if is_connection_loss(&e) {
                     self.conn = None;
@@ -229,6 +274,25 @@ impl Reader for RedisReader {
                 self.conn = None;
                 return Err(Error::Timeout(block + READ_GRACE));
             }
+        };
+        let read = if read_now { results.pop() } else { None };
+        self.check_settlements(settle, results, first_retry).await;
+        if !read_now {
+            return Ok(self.take_surplus(count));
+        }
+        let v = match read {
+            Some(Ok(v)) => v,
+            Some(Err(e)) if reply::is_nogroup(&e) => {
+                self.recreate_group().await?;
+                return Ok(Vec::new());
+            }
+            Some(Err(e)) => {
+                if is_connection_loss(&e) {
+                    self.conn = None;
+                }
+                return Err(e.into());
+            }
+            None => return Err(Error::Protocol("a read returned no reply".into())),
         };
         let mut lane_entries = Vec::new();
         let mut main_entries = Vec::new();

@@ -79,8 +79,16 @@ impl RedisBackend {
         next: &Envelope,
         due_ms: u64,
     ) -> Result<()> {
-        let mut conn = self.conn()?;
         let keys = self.log_keys(key);
+        if due_ms <= crate::message::now_ms() {
+            // Already due: straight into the group's lane (see `retry_later_cmd`).
+            let lane = keys.lane(group.as_str());
+            let fields = message_fields(next, true);
+            return self
+                .settle_append(&keys, group, entry, &lane, &fields)
+                .await;
+        }
+        let mut conn = self.conn()?;
         let (src, is_lane) = source(&keys, group, entry);
         let member = retry_member(group, &message_fields(next, true));
         let _: Value = SCRIPTS
@@ -95,6 +103,41 @@ impl RedisBackend {
             .invoke_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// The `EVALSHA` that settles `r.entry` and schedules its retry, to send in a
+    /// reader's pipeline. A retry already due skips the retry set and the mover: it is
+    /// appended straight to the group's lane, in the same atomic step.
+    pub(super) fn retry_later_cmd(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        r: &crate::backend::RetryLater,
+    ) -> redis::Cmd {
+        let keys = self.log_keys(key);
+        let (src, is_lane) = source(&keys, group, &r.entry);
+        let fields = message_fields(&r.next, true);
+        if r.due_ms <= crate::message::now_ms() {
+            let lane = keys.lane(group.as_str());
+            let mut cmd =
+                super::conn::evalsha(&SCRIPTS.settle_append, &[src.as_str(), lane.as_str()]);
+            cmd.arg(group.as_str())
+                .arg(r.entry.id.as_str())
+                .arg(flag(is_lane));
+            for f in &fields {
+                cmd.arg(f.as_ref());
+            }
+            return cmd;
+        }
+        let retry_key = keys.retry();
+        let mut cmd =
+            super::conn::evalsha(&SCRIPTS.retry_later, &[src.as_str(), retry_key.as_str()]);
+        cmd.arg(group.as_str())
+            .arg(r.entry.id.as_str())
+            .arg(flag(is_lane))
+            .arg(r.due_ms)
+            .arg(retry_member(group, &fields));
+        cmd
     }
 
     pub(super) async fn dead_letter_entry(

@@ -7,9 +7,13 @@
 -- ARGV[2]  entry id
 -- ARGV[3]  '1' when KEYS[1] is the group's retry lane (the entry is then deleted)
 -- ARGV[4..] field, value, ... of the new entry (bounded: at most ~2,000 arguments)
--- Returns the new entry's id.
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+-- Returns the new entry's id, or false when the entry was not pending (already settled:
+-- a settlement applied twice must not append twice).
+local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[3] == '1' then
   redis.call('XDEL', KEYS[1], ARGV[2])
+end
+if acked == 0 then
+  return false
 end
 return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))

@@ -52,12 +52,18 @@ async fn topics_on_different_slots_work_on_a_cluster() {
             .unwrap();
         // Retry through the retry set and the lane.
         backend
-            .retry_later(&key, &group("g"), &got[1].entry, message(&got[1]), 0)
+            .retry_later(
+                &key,
+                &group("g"),
+                &got[1].entry,
+                message(&got[1]),
+                now_ms() + 20,
+            )
             .await
             .unwrap();
         assert_eq!(
             backend
-                .move_due_retries(&key, now_ms(), 10)
+                .move_due_retries(&key, now_ms() + 20, 10)
                 .await
                 .unwrap()
                 .moved,

@@ -245,13 +245,19 @@ async fn scripts_are_reloaded_after_script_flush() {
     let got = read_n(&mut reader, 1).await;
     let _: () = raw(&server, redis::cmd("SCRIPT").arg("FLUSH"));
     backend
-        .retry_later(&key, &group("g"), &got[0].entry, message(&got[0]), 0)
+        .retry_later(
+            &key,
+            &group("g"),
+            &got[0].entry,
+            message(&got[0]),
+            now_ms() + 20,
+        )
         .await
         .unwrap();
     let _: () = raw(&server, redis::cmd("SCRIPT").arg("FLUSH"));
     assert_eq!(
         backend
-            .move_due_retries(&key, now_ms(), 10)
+            .move_due_retries(&key, now_ms() + 20, 10)
             .await
             .unwrap()
             .moved,
