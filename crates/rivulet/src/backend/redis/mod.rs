@@ -24,11 +24,11 @@ mod live;
 mod publish;
 mod reader;
 mod recovery;
-mod reply;
+pub(crate) mod reply;
 mod scripts;
 mod settle;
 mod trim;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;
