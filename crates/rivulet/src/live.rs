@@ -15,6 +15,8 @@ use crate::name::check_channel;
 pub struct Live {
     pub(crate) backend: AnyBackend,
     pub(crate) max_payload: usize,
+    /// The bus's shutdown token: subscriptions end with the bus.
+    pub(crate) stop: tokio_util::sync::CancellationToken,
 }
 
 impl Live {
@@ -27,6 +29,9 @@ impl Live {
     /// Publishes raw bytes on `channel`. Returns how many subscribers got it.
     pub async fn publish_raw(&self, channel: &str, payload: impl Into<Bytes>) -> Result<u64> {
         check_channel(channel, false)?;
+        if self.stop.is_cancelled() {
+            return Err(Error::Closed);
+        }
         let payload = payload.into();
         if payload.len() > self.max_payload {
             return Err(Error::PayloadTooLarge {
@@ -52,8 +57,14 @@ impl Live {
             check_channel(p, true)?;
         }
         let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
+        if self.stop.is_cancelled() {
+            return Err(Error::Closed);
+        }
         let rx = self.backend.0.live_subscribe(&patterns).await?;
-        Ok(LiveSubscriber { rx })
+        Ok(LiveSubscriber {
+            rx,
+            stop: self.stop.clone(),
+        })
     }
 }
 
@@ -61,16 +72,24 @@ impl Live {
 #[derive(Debug)]
 pub struct LiveSubscriber {
     rx: mpsc::Receiver<LiveMessage>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl LiveSubscriber {
-    /// The next message; `None` once the bus is closed.
+    /// The next message; `None` once the bus is shut down.
     pub async fn next(&mut self) -> Option<LiveMessage> {
-        self.rx.recv().await
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => None,
+            m = self.rx.recv() => m,
+        }
     }
 
     /// A message if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<LiveMessage> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
         self.rx.try_recv().ok()
     }
 }

@@ -463,6 +463,7 @@ impl Bus {
         Live {
             backend: self.shared.any.clone(),
             max_payload: self.shared.cfg.max_payload,
+            stop: self.shared.stop.clone(),
         }
     }
 

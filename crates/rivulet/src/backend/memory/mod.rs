@@ -243,7 +243,6 @@ struct LiveSub {
 struct State {
     topics: HashMap<TopicName, Topic>,
     live: Vec<LiveSub>,
-    closed: bool,
 }
 
 /// The embedded backend. Clones share the same state, so several buses built on clones
@@ -279,9 +278,6 @@ impl MemoryBackend {
 
     fn with_topic<R>(&self, topic: &TopicName, f: impl FnOnce(&mut Topic) -> R) -> Result<R> {
         let mut state = self.lock();
-        if state.closed {
-            return Err(Error::Closed);
-        }
         let t = state.topics.entry(topic.clone()).or_insert_with(Topic::new);
         Ok(f(t))
     }
@@ -877,9 +873,6 @@ impl Backend for MemoryBackend {
 
     async fn live_publish(&self, channel: &str, payload: Bytes) -> Result<u64> {
         let mut state = self.lock();
-        if state.closed {
-            return Err(Error::Closed);
-        }
         state.live.retain(|s| !s.tx.is_closed());
         let mut received = 0;
         for sub in &state.live {
@@ -907,9 +900,6 @@ impl Backend for MemoryBackend {
     async fn live_subscribe(&self, patterns: &[String]) -> Result<mpsc::Receiver<LiveMessage>> {
         let (tx, rx) = mpsc::channel(1024);
         let mut state = self.lock();
-        if state.closed {
-            return Err(Error::Closed);
-        }
         state.live.push(LiveSub {
             patterns: patterns.to_vec(),
             tx,
