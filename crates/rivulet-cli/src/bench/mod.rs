@@ -375,7 +375,7 @@ async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliErro
     let small = Payloads::new(100, false);
     let big = Payloads::new(1024, false);
     let stamped = Payloads::new(100, true);
-    let raw_first = round % 2 == 0;
+    let raw_first = round.is_multiple_of(2);
     macro_rules! both {
         ($raw:expr, $riv:expr) => {{
             if raw_first {

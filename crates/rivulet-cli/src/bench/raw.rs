@@ -149,10 +149,10 @@ impl Raw {
                 .map_err(err("XREADGROUP"))?;
             to_ack.clear();
             for (id, payload) in entries(reply) {
-                if let (Some(h), Some(p)) = (latency.as_deref_mut(), payload) {
-                    if let Some(age) = stamp_age(&p) {
-                        super::record(h, age);
-                    }
+                if let (Some(h), Some(p)) = (latency.as_deref_mut(), payload)
+                    && let Some(age) = stamp_age(&p)
+                {
+                    super::record(h, age);
                 }
                 to_ack.push(id);
             }

@@ -28,7 +28,7 @@ fn counting_handler(
     move |d: Delivery<Bytes>| {
         if let Some(k) = fail_one_in
             && d.attempt() == 1
-            && fnv(d.message_id().as_str().as_bytes()) % k == 0
+            && fnv(d.message_id().as_str().as_bytes()).is_multiple_of(k)
         {
             return std::future::ready(Err(HandlerError::retryable("bench: planned failure")));
         }

@@ -790,5 +790,8 @@ pub async fn live_channels_match_patterns(f: &dyn Fixture) {
         .expect_err("bad");
     assert_eq!(err.kind(), ErrorKind::InvalidName);
     bus.shutdown().await;
-    assert!(sub.next().await.is_none(), "live subscriptions end with the bus");
+    assert!(
+        sub.next().await.is_none(),
+        "live subscriptions end with the bus"
+    );
 }
