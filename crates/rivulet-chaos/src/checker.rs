@@ -1,0 +1,586 @@
+//! The checker: Jepsen's queue model over the histories of one run.
+//!
+//! Inputs are what the probes logged (publish calls, handler events), the entries the
+//! harness planted itself, the dead letters read back through the library, and the
+//! faults the harness injected. Per consumer group:
+//!
+//! | measure | definition |
+//! |---|---|
+//! | `lost` | acknowledged publishes (and planted entries) neither handled nor dead-lettered, excluding those in a durability window |
+//! | `lost_in_fsync_window` | such losses of publishes acknowledged within the window before a Redis SIGKILL (AOF `everysec`) or a master kill (asynchronous replication): Redis's durability, not the library's |
+//! | `unexpected` | handled or dead-lettered ids that were never published |
+//! | `failed_but_seen` | publishes reported `fail` that were handled or dead-lettered |
+//! | `recovered` | `unknown` publishes that arrived |
+//! | `duplicates` | successful handler runs beyond the first, per id |
+//! | `dlq_mismatch` | dead letters that were not planted poison, plus acknowledged poison that was not dead-lettered |
+//!
+//! `stuck` (entries still pending or due after the drain) comes from Redis, not from the
+//! logs; see `harness::inspect`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::probe::{ConsumerEvent, Ev, PublishRecord, PublishResult};
+
+/// A dead letter as the checker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadRecord {
+    pub(crate) id: String,
+    pub(crate) group: String,
+    pub(crate) reason: String,
+}
+
+/// An entry the harness wrote itself (poison, malformed or oversized), acknowledged by
+/// Redis at `t`.
+#[derive(Debug, Clone)]
+pub(crate) struct Planted {
+    pub(crate) id: String,
+    pub(crate) t: u64,
+}
+
+/// What happened in a run.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    pub(crate) publishes: Vec<PublishRecord>,
+    pub(crate) planted: Vec<Planted>,
+    pub(crate) events: Vec<ConsumerEvent>,
+    pub(crate) dead: Vec<DeadRecord>,
+}
+
+/// What the scenario promised.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Expect {
+    /// Every group that must see every message.
+    pub(crate) groups: Vec<String>,
+    /// Ids that must end in every group's dead-letter queue (if acknowledged).
+    pub(crate) poison: BTreeSet<String>,
+    /// Wall-clock ms of events that may lose recently acknowledged writes (Redis SIGKILL
+    /// with AOF `everysec`, a master killed before replicating).
+    pub(crate) durability_events: Vec<u64>,
+    /// How far before such an event an acknowledged write may be lost.
+    pub(crate) window_ms: u64,
+}
+
+/// The checker's verdict on one run (summed over groups).
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) published_ok: u64,
+    pub(crate) published_unknown: u64,
+    pub(crate) published_fail: u64,
+    pub(crate) planted: u64,
+    pub(crate) handled: u64,
+    pub(crate) dead_lettered: u64,
+    pub(crate) lost: u64,
+    pub(crate) lost_in_fsync_window: u64,
+    pub(crate) unexpected: u64,
+    pub(crate) failed_but_seen: u64,
+    pub(crate) recovered: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) dlq_mismatch: u64,
+    /// A few examples of each problem, for the report.
+    pub(crate) examples: BTreeMap<String, Vec<String>>,
+}
+
+const EXAMPLES: usize = 8;
+
+impl Outcome {
+    fn example(&mut self, what: &str, id: &str) {
+        let list = self.examples.entry(what.to_owned()).or_default();
+        if list.len() < EXAMPLES {
+            list.push(id.to_owned());
+        }
+    }
+}
+
+/// Applies the queue model.
+pub(crate) fn check(history: &History, expect: &Expect) -> Outcome {
+    let mut out = Outcome::default();
+    // The last record wins if an id was somehow logged twice.
+    let mut calls: HashMap<&str, &PublishRecord> = HashMap::new();
+    for p in &history.publishes {
+        calls.insert(p.id.as_str(), p);
+    }
+    for p in calls.values() {
+        match p.result {
+            PublishResult::Ok => out.published_ok += 1,
+            PublishResult::Unknown => out.published_unknown += 1,
+            PublishResult::Fail => out.published_fail += 1,
+        }
+    }
+    out.planted = history.planted.len() as u64;
+    let planted: HashMap<&str, u64> = history
+        .planted
+        .iter()
+        .map(|p| (p.id.as_str(), p.t))
+        .collect();
+    // Acknowledged ids and when they were acknowledged.
+    let acked: BTreeMap<&str, u64> = calls
+        .values()
+        .filter(|p| p.result == PublishResult::Ok)
+        .map(|p| (p.id.as_str(), p.t_done))
+        .chain(planted.iter().map(|(id, t)| (*id, *t)))
+        .collect();
+    let in_window = |t_done: u64| {
+        expect
+            .durability_events
+            .iter()
+            .any(|&k| t_done <= k && k - t_done <= expect.window_ms)
+    };
+
+    for group in &expect.groups {
+        let mut handled: HashMap<&str, u64> = HashMap::new();
+        for e in history
+            .events
+            .iter()
+            .filter(|e| e.ev == Ev::Ok && e.group == *group)
+        {
+            *handled.entry(e.id.as_str()).or_default() += 1;
+        }
+        let dead: BTreeSet<&str> = history
+            .dead
+            .iter()
+            .filter(|d| d.group == *group)
+            .map(|d| d.id.as_str())
+            .collect();
+        out.handled += handled.len() as u64;
+        out.dead_lettered += dead.len() as u64;
+        out.duplicates += handled.values().map(|n| n - 1).sum::<u64>();
+
+        for (id, t_done) in &acked {
+            if handled.contains_key(id) || dead.contains(id) {
+                continue;
+            }
+            if in_window(*t_done) {
+                out.lost_in_fsync_window += 1;
+                out.example("lost_in_fsync_window", id);
+            } else {
+                out.lost += 1;
+                out.example("lost", id);
+            }
+        }
+        let seen: BTreeSet<&str> = handled
+            .keys()
+            .copied()
+            .chain(dead.iter().copied())
+            .collect();
+        for id in &seen {
+            match calls.get(id) {
+                Some(p) if p.result == PublishResult::Fail => {
+                    out.failed_but_seen += 1;
+                    out.example("failed_but_seen", id);
+                }
+                Some(p) if p.result == PublishResult::Unknown => out.recovered += 1,
+                Some(_) => {}
+                None if planted.contains_key(id) => {}
+                None => {
+                    out.unexpected += 1;
+                    out.example("unexpected", id);
+                }
+            }
+        }
+        for id in &dead {
+            if !expect.poison.contains(*id) {
+                out.dlq_mismatch += 1;
+                out.example("dead_lettered_but_not_poison", id);
+            }
+        }
+        for id in &expect.poison {
+            if acked.contains_key(id.as_str())
+                && !dead.contains(id.as_str())
+                && !in_window(acked[id.as_str()])
+            {
+                out.dlq_mismatch += 1;
+                out.example("poison_not_dead_lettered", id);
+            }
+        }
+    }
+    out
+}
+
+/// What the harness did, for duplicate bounds and reclaim latency.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FaultRecord {
+    /// Wall-clock ms when the fault began.
+    pub(crate) t: u64,
+    /// When it was healed (equal to `t` for instantaneous faults).
+    pub(crate) t_end: u64,
+    pub(crate) kind: FaultKind,
+    /// The process it hit, when it hit one.
+    pub(crate) pid: Option<u32>,
+    pub(crate) detail: String,
+}
+
+/// Kinds of injected faults.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FaultKind {
+    ConsumerKill,
+    ConsumerTerm,
+    ConsumerStop,
+    RedisKill,
+    Proxy,
+    ClusterFailover,
+    ClusterKillMaster,
+}
+
+impl FaultKind {
+    /// Faults that cut consumers off from Redis (acks may fail, state may roll back).
+    fn disrupts_redis(self) -> bool {
+        matches!(
+            self,
+            FaultKind::RedisKill
+                | FaultKind::Proxy
+                | FaultKind::ClusterFailover
+                | FaultKind::ClusterKillMaster
+        )
+    }
+}
+
+/// The inputs of the duplicate bound.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BoundInputs {
+    /// Largest number of entries one consumer process handles at once.
+    pub(crate) concurrency: u64,
+    /// Consumer processes running at once.
+    pub(crate) consumers: u64,
+    /// Slack around Redis-side disruptions (the durability window).
+    pub(crate) window_ms: u64,
+    /// A scenario-specific allowance (e.g. long handlers without lease extension).
+    pub(crate) extra: u64,
+}
+
+/// The most duplicates the promise allows for this run, with the reasoning:
+///
+/// * a consumer killed, terminated past its drain timeout or exiting inside a handler
+///   may have handled (and logged) up to `concurrency` entries it had not acknowledged;
+/// * a stopped consumer may finish up to `concurrency` entries that were reclaimed
+///   meanwhile, plus up to `concurrency` entries already in its socket buffer;
+/// * while Redis is unreachable or rolls back, every success handled from `window_ms`
+///   before the fault to `window_ms` after it healed may lose its ack, plus every
+///   consumer's in-flight entries;
+/// * plus the scenario's own allowance.
+pub(crate) fn duplicate_bound(
+    faults: &[FaultRecord],
+    events: &[ConsumerEvent],
+    inputs: &BoundInputs,
+) -> u64 {
+    let c = inputs.concurrency;
+    let mut bound = inputs.extra;
+    let exits = events.iter().filter(|e| e.ev == Ev::Exit).count() as u64;
+    bound += exits * c;
+    for f in faults {
+        bound += match f.kind {
+            FaultKind::ConsumerKill | FaultKind::ConsumerTerm => c,
+            FaultKind::ConsumerStop => 2 * c,
+            k if k.disrupts_redis() => {
+                let from = f.t.saturating_sub(inputs.window_ms);
+                let to = f.t_end.saturating_add(inputs.window_ms);
+                let oks = events
+                    .iter()
+                    .filter(|e| e.ev == Ev::Ok && e.t >= from && e.t <= to)
+                    .count() as u64;
+                oks + inputs.consumers * c
+            }
+            _ => 0,
+        };
+    }
+    bound
+}
+
+/// The longest time from a consumer's death (or stop) to another consumer starting one
+/// of the entries it had in flight; `None` when no entry was taken over.
+pub(crate) fn reclaim_max_ms(faults: &[FaultRecord], events: &[ConsumerEvent]) -> Option<u64> {
+    let mut deaths: Vec<(u32, u64)> = faults
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.kind,
+                FaultKind::ConsumerKill | FaultKind::ConsumerTerm | FaultKind::ConsumerStop
+            )
+        })
+        .filter_map(|f| f.pid.map(|p| (p, f.t)))
+        .collect();
+    deaths.extend(
+        events
+            .iter()
+            .filter(|e| e.ev == Ev::Exit)
+            .map(|e| (e.pid, e.t)),
+    );
+    let mut by_pid: HashMap<u32, Vec<&ConsumerEvent>> = HashMap::new();
+    for e in events {
+        by_pid.entry(e.pid).or_default().push(e);
+    }
+    let mut starts: HashMap<&str, Vec<&ConsumerEvent>> = HashMap::new();
+    for e in events.iter().filter(|e| e.ev == Ev::Start) {
+        starts.entry(e.id.as_str()).or_default().push(e);
+    }
+    let mut worst: Option<u64> = None;
+    for (pid, t_death) in deaths {
+        let Some(own) = by_pid.get(&pid) else {
+            continue;
+        };
+        // Entries this process had started and not finished by its death.
+        let mut open: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut mine: Vec<&&ConsumerEvent> = own.iter().filter(|e| e.t <= t_death).collect();
+        mine.sort_by_key(|e| e.t);
+        for e in mine {
+            match e.ev {
+                Ev::Start => {
+                    open.insert(e.id.as_str(), e.t);
+                }
+                Ev::Ok | Ev::Fail | Ev::Panic => {
+                    open.remove(e.id.as_str());
+                }
+                _ => {}
+            }
+        }
+        for id in open.keys() {
+            let next = starts
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter(|s| s.pid != pid && s.t >= t_death)
+                .map(|s| s.t)
+                .min();
+            if let Some(t) = next {
+                let latency = t - t_death;
+                worst = Some(worst.map_or(latency, |w| w.max(latency)));
+            }
+        }
+    }
+    worst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(id: &str, t: u64, result: PublishResult) -> PublishRecord {
+        PublishRecord {
+            id: id.into(),
+            t_invoke: t,
+            t_done: t + 1,
+            result,
+            error: None,
+        }
+    }
+
+    fn event(ev: Ev, id: &str, t: u64, pid: u32) -> ConsumerEvent {
+        ConsumerEvent {
+            ev,
+            id: id.into(),
+            t,
+            pid,
+            group: "g".into(),
+            attempt: 1,
+            delivery_count: 1,
+        }
+    }
+
+    fn expect() -> Expect {
+        Expect {
+            groups: vec!["g".into()],
+            window_ms: 2000,
+            ..Expect::default()
+        }
+    }
+
+    #[test]
+    fn a_clean_history_is_clean() {
+        let h = History {
+            publishes: vec![
+                publish("a", 10, PublishResult::Ok),
+                publish("b", 20, PublishResult::Ok),
+            ],
+            events: vec![event(Ev::Ok, "a", 30, 1), event(Ev::Ok, "b", 40, 1)],
+            ..History::default()
+        };
+        let o = check(&h, &expect());
+        assert_eq!(
+            (o.lost, o.unexpected, o.duplicates, o.dlq_mismatch),
+            (0, 0, 0, 0)
+        );
+        assert_eq!((o.published_ok, o.handled), (2, 2));
+    }
+
+    #[test]
+    fn an_acknowledged_message_never_handled_is_lost() {
+        let h = History {
+            publishes: vec![
+                publish("a", 10, PublishResult::Ok),
+                publish("b", 20, PublishResult::Ok),
+            ],
+            events: vec![event(Ev::Start, "b", 25, 1), event(Ev::Ok, "a", 30, 1)],
+            ..History::default()
+        };
+        let o = check(&h, &expect());
+        assert_eq!(o.lost, 1);
+        assert_eq!(o.examples["lost"], vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn losses_just_before_a_redis_kill_are_counted_apart() {
+        let h = History {
+            publishes: vec![
+                publish("old", 1_000, PublishResult::Ok),
+                publish("recent", 9_500, PublishResult::Ok),
+                publish("after", 12_000, PublishResult::Ok),
+            ],
+            ..History::default()
+        };
+        let mut e = expect();
+        e.durability_events = vec![10_000];
+        let o = check(&h, &e);
+        assert_eq!(o.lost_in_fsync_window, 1);
+        assert_eq!(o.lost, 2);
+    }
+
+    #[test]
+    fn unknown_fail_and_unexpected_are_told_apart() {
+        let h = History {
+            publishes: vec![
+                publish("u1", 10, PublishResult::Unknown),
+                publish("u2", 10, PublishResult::Unknown),
+                publish("f", 10, PublishResult::Fail),
+            ],
+            events: vec![
+                event(Ev::Ok, "u1", 30, 1),
+                event(Ev::Ok, "f", 30, 1),
+                event(Ev::Ok, "ghost", 30, 1),
+            ],
+            ..History::default()
+        };
+        let o = check(&h, &expect());
+        assert_eq!(o.recovered, 1);
+        assert_eq!(o.failed_but_seen, 1);
+        assert_eq!(o.unexpected, 1);
+        assert_eq!(o.lost, 0);
+    }
+
+    #[test]
+    fn duplicates_and_dead_letters() {
+        let h = History {
+            publishes: vec![
+                publish("a", 10, PublishResult::Ok),
+                publish("p", 10, PublishResult::Ok),
+                publish("q", 10, PublishResult::Ok),
+                publish("x", 10, PublishResult::Ok),
+            ],
+            planted: vec![Planted {
+                id: "raw".into(),
+                t: 5,
+            }],
+            events: vec![
+                event(Ev::Ok, "a", 30, 1),
+                event(Ev::Ok, "a", 40, 2),
+                event(Ev::Ok, "a", 50, 3),
+            ],
+            dead: vec![
+                DeadRecord {
+                    id: "p".into(),
+                    group: "g".into(),
+                    reason: "attempts".into(),
+                },
+                DeadRecord {
+                    id: "raw".into(),
+                    group: "g".into(),
+                    reason: "decode".into(),
+                },
+                DeadRecord {
+                    id: "x".into(),
+                    group: "g".into(),
+                    reason: "deliveries".into(),
+                },
+            ],
+        };
+        let mut e = expect();
+        e.poison = ["p", "q", "raw"].into_iter().map(String::from).collect();
+        let o = check(&h, &e);
+        assert_eq!(o.duplicates, 2);
+        // x dead-lettered but not poison; q poison but never dead-lettered (and lost).
+        assert_eq!(o.dlq_mismatch, 2);
+        assert_eq!(o.lost, 1);
+        assert_eq!(o.unexpected, 0);
+    }
+
+    #[test]
+    fn every_group_must_see_every_message() {
+        let mut ok_b = event(Ev::Ok, "a", 30, 2);
+        ok_b.group = "h".into();
+        let h = History {
+            publishes: vec![
+                publish("a", 10, PublishResult::Ok),
+                publish("b", 10, PublishResult::Ok),
+            ],
+            events: vec![event(Ev::Ok, "a", 30, 1), event(Ev::Ok, "b", 30, 1), ok_b],
+            ..History::default()
+        };
+        let mut e = expect();
+        e.groups.push("h".into());
+        let o = check(&h, &e);
+        assert_eq!(o.lost, 1);
+        assert_eq!(o.handled, 3);
+    }
+
+    #[test]
+    fn the_bound_grows_with_faults() {
+        let inputs = BoundInputs {
+            concurrency: 4,
+            consumers: 3,
+            window_ms: 1000,
+            extra: 0,
+        };
+        assert_eq!(duplicate_bound(&[], &[], &inputs), 0);
+        let kill = FaultRecord {
+            t: 100,
+            t_end: 100,
+            kind: FaultKind::ConsumerKill,
+            pid: Some(7),
+            detail: String::new(),
+        };
+        let stop = FaultRecord {
+            kind: FaultKind::ConsumerStop,
+            ..kill.clone()
+        };
+        let redis = FaultRecord {
+            t: 10_000,
+            t_end: 11_000,
+            kind: FaultKind::RedisKill,
+            pid: None,
+            detail: String::new(),
+        };
+        let events = vec![
+            event(Ev::Ok, "a", 9_500, 1),
+            event(Ev::Ok, "b", 11_900, 1),
+            event(Ev::Ok, "c", 13_000, 1),
+            event(Ev::Exit, "d", 13_000, 1),
+        ];
+        let bound = duplicate_bound(&[kill, stop, redis], &events, &inputs);
+        // kill 4 + stop 8 + redis (2 oks in window + 3 × 4) + exit 4
+        assert_eq!(bound, 4 + 8 + 2 + 12 + 4);
+    }
+
+    #[test]
+    fn reclaim_latency_is_measured_from_the_death() {
+        let kill = FaultRecord {
+            t: 1_000,
+            t_end: 1_000,
+            kind: FaultKind::ConsumerKill,
+            pid: Some(1),
+            detail: String::new(),
+        };
+        let events = vec![
+            event(Ev::Start, "a", 900, 1),
+            event(Ev::Start, "b", 950, 1),
+            event(Ev::Ok, "b", 990, 1),
+            event(Ev::Start, "a", 2_600, 2),
+            event(Ev::Ok, "a", 2_700, 2),
+        ];
+        assert_eq!(
+            reclaim_max_ms(std::slice::from_ref(&kill), &events),
+            Some(1_600)
+        );
+        assert_eq!(reclaim_max_ms(&[], &events), None);
+    }
+}
