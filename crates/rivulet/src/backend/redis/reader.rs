@@ -49,8 +49,8 @@ pub(super) struct RedisReader {
     lane: String,
     /// `None` after a connection loss: reopened by the next read.
     conn: Option<Conn>,
-    /// Entries read beyond the requested count (both logs had entries): delivered by the
-    /// next read before asking Redis again.
+    /// Entries read beyond the requested count (both logs had entries): handed out first
+    /// by the next read, which tops the batch up from Redis. Never more than `count`.
     surplus: VecDeque<ReadEntry>,
     /// The last topic entry this reader was delivered, where a vanished group is
     /// re-created.
@@ -235,16 +235,22 @@ impl Reader for RedisReader {
             pipe.add_command(self.backend.retry_later_cmd(&self.key, &self.group, r));
             settle_cmds += 1;
         }
-        let read_now = self.surplus.is_empty();
+        // Entries left over from the last read (a read can return `count` from the lane
+        // and `count` from the topic) are handed out first; the read tops the batch up to
+        // `count`, without blocking when there is something to hand out already. Topping
+        // up keeps batches full while retries flow through the lane: handing out the
+        // leftovers alone would cost a round trip for a small batch.
+        let want = count.saturating_sub(self.surplus.len());
+        let read_now = want > 0;
         if read_now {
             let cmd = pipe.cmd("XREADGROUP");
             cmd.arg("GROUP")
                 .arg(self.group.as_str())
                 .arg(self.consumer.as_str())
                 .arg("COUNT")
-                .arg(count);
+                .arg(want);
             let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
-            if block_ms > 0 {
+            if block_ms > 0 && self.surplus.is_empty() {
                 cmd.arg("BLOCK").arg(block_ms);
             }
             cmd.arg("STREAMS")
@@ -321,8 +327,12 @@ impl Reader for RedisReader {
                 }
             }
         }
-        // Lane first (retries waited longest), then the topic, as the memory backend does.
-        let mut all: VecDeque<ReadEntry> = lane_entries.into_iter().chain(main_entries).collect();
+        // Leftovers first (read earlier), then the lane (retries waited longest), then the
+        // topic, as the memory backend does. What does not fit stays for the next call;
+        // it never exceeds `count`.
+        let mut all = std::mem::take(&mut self.surplus);
+        all.extend(lane_entries);
+        all.extend(main_entries);
         let now: Vec<ReadEntry> = all.drain(..count.min(all.len())).collect();
         self.surplus = all;
         Ok(now)

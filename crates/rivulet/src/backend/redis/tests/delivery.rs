@@ -96,6 +96,48 @@ async fn count_is_honoured_across_both_logs() {
 }
 
 #[tokio::test]
+async fn leftovers_are_topped_up_to_a_full_batch() {
+    let (_server, backend) = start().await;
+    let (key, mut reader) = subscribed(&backend, "t", "g", "c").await;
+    publish(&backend, "t", &["r1", "r2", "r3"]).await;
+    let first = read_n(&mut reader, 3).await;
+    for e in &first {
+        backend
+            .requeue(&key, &group("g"), &e.entry, message(e))
+            .await
+            .unwrap();
+    }
+    let fresh: Vec<String> = (1..=10).map(|n| format!("m{n}")).collect();
+    let fresh: Vec<&str> = fresh.iter().map(String::as_str).collect();
+    publish(&backend, "t", &fresh).await;
+
+    // The first read gets 3 from the lane and 5 from the topic, hands out 5 and keeps 3.
+    let a = reader.read(5, BLOCK).await.unwrap();
+    assert_eq!(
+        a.iter().map(payload).collect::<Vec<_>>(),
+        ["r1", "r2", "r3", "m1", "m2"]
+    );
+    // The next read hands those 3 out and tops the batch up from the topic, in order.
+    let b = reader.read(5, BLOCK).await.unwrap();
+    assert_eq!(
+        b.iter().map(payload).collect::<Vec<_>>(),
+        ["m3", "m4", "m5", "m6", "m7"]
+    );
+    let c = read_n(&mut reader, 3).await;
+    assert_eq!(
+        c.iter().map(payload).collect::<Vec<_>>(),
+        ["m8", "m9", "m10"]
+    );
+    assert!(
+        reader
+            .read(5, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn retry_reaches_only_the_failing_group() {
     let (server, backend) = start().await;
     let (key, mut ok_reader) = subscribed(&backend, "t", "ok", "c").await;
