@@ -50,7 +50,8 @@ pub(super) struct RedisReader {
     /// `None` after a connection loss: reopened by the next read.
     conn: Option<Conn>,
     /// Entries read beyond the requested count (both logs had entries): handed out first
-    /// by the next read, which tops the batch up from Redis. Never more than `count`.
+    /// by the next read, which tops the batch up from Redis. Never more than the largest
+    /// `count` asked for.
     surplus: VecDeque<ReadEntry>,
     /// The last topic entry this reader was delivered, where a vanished group is
     /// re-created.
@@ -329,7 +330,7 @@ impl Reader for RedisReader {
         }
         // Leftovers first (read earlier), then the lane (retries waited longest), then the
         // topic, as the memory backend does. What does not fit stays for the next call;
-        // it never exceeds `count`.
+        // it never exceeds the largest `count` asked for.
         let mut all = std::mem::take(&mut self.surplus);
         all.extend(lane_entries);
         all.extend(main_entries);
