@@ -11,6 +11,7 @@ use super::RedisBackend;
 use super::conn::{Conn, is_connection_loss, open_dedicated};
 use super::groups::create_on;
 use super::reply::{self, RawEntry};
+use super::settle::push_acks;
 use super::wire::{decode_dead_letter_record, decode_message};
 use crate::backend::{
     EntryRef, Lane, ReadEntry, Reader, Record, Settlements, StreamKey, StreamKind,
@@ -198,42 +199,26 @@ impl Reader for RedisReader {
         block: Duration,
     ) -> Result<Vec<ReadEntry>> {
         let count = count.max(1);
-        // Settlements go first on the reader's own connection: plain XACK for the topic,
-        // XACK + XDEL for lane entries (only this group reads its lane; the XDEL is
-        // cleanup, the XACK is what settles), and one atomic script per retry.
+        // Settlements go first on the reader's own connection: the acks, then one atomic
+        // script per retry.
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        let main: Vec<&str> = settle
-            .acks
-            .iter()
-            .filter(|e| e.lane == Lane::Main)
-            .map(|e| e.id.as_str())
-            .collect();
-        let lane: Vec<&str> = settle
-            .acks
-            .iter()
-            .filter(|e| e.lane == Lane::Retry)
-            .map(|e| e.id.as_str())
-            .collect();
-        let mut settle_cmds = 0;
-        if !main.is_empty() {
-            pipe.cmd("XACK")
-                .arg(&self.stream)
-                .arg(self.group.as_str())
-                .arg(&main);
-            settle_cmds += 1;
-        }
-        if !lane.is_empty() {
-            pipe.cmd("XACK")
-                .arg(&self.lane)
-                .arg(self.group.as_str())
-                .arg(&lane);
-            pipe.cmd("XDEL").arg(&self.lane).arg(&lane);
-            settle_cmds += 2;
-        }
+        let mut settle_cmds = push_acks(
+            &mut pipe,
+            &self.stream,
+            &self.lane,
+            &self.group,
+            &settle.acks,
+        );
         let first_retry = settle_cmds;
         for r in &settle.retries {
-            pipe.add_command(self.backend.retry_later_cmd(&self.key, &self.group, r));
+            pipe.add_command(self.backend.retry_later_cmd(
+                &self.key,
+                &self.group,
+                &r.entry,
+                &r.next,
+                r.due_ms,
+            ));
             settle_cmds += 1;
         }
         // Entries left over from the last read (a read can return `count` from the lane

@@ -11,7 +11,6 @@ use redis::Script;
 
 /// Every script of the backend.
 pub(crate) struct Scripts {
-    pub(crate) ack: Script,
     pub(crate) retry_later: Script,
     pub(crate) settle_append: Script,
     pub(crate) move_retries: Script,
@@ -26,7 +25,6 @@ pub(crate) struct Scripts {
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    ack: Script::new(include_str!("lua/ack.lua")),
     retry_later: Script::new(include_str!("lua/retry_later.lua")),
     settle_append: Script::new(include_str!("lua/settle_append.lua")),
     move_retries: Script::new(include_str!("lua/move_retries.lua")),

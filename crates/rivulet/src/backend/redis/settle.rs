@@ -1,9 +1,10 @@
-//! Settling entries: ack, retry later, requeue, dead-letter (each one atomic step), and
-//! moving due retries into lanes.
+//! Settling entries: ack (plain `XACK`s), retry later, requeue and dead-letter (each one
+//! atomic script), and moving due retries into lanes.
 
 use redis::Value;
 
 use super::RedisBackend;
+use super::conn::{check_value, pipeline_with_scripts};
 use super::keys::LogKeys;
 use super::reply;
 use super::scripts::SCRIPTS;
@@ -26,6 +27,38 @@ fn flag(b: bool) -> &'static str {
     if b { "1" } else { "0" }
 }
 
+/// Adds the commands that settle `entries` as handled to `pipe`: one `XACK` for the
+/// topic's entries, `XACK` + `XDEL` for the group's lane entries (only this group reads
+/// its lane; the `XDEL` is clean-up, the `XACK` is what settles). Returns how many
+/// commands it added.
+pub(super) fn push_acks(
+    pipe: &mut redis::Pipeline,
+    stream: &str,
+    lane: &str,
+    group: &GroupName,
+    entries: &[EntryRef],
+) -> usize {
+    let ids = |which: Lane| -> Vec<&str> {
+        entries
+            .iter()
+            .filter(|e| e.lane == which)
+            .map(|e| e.id.as_str())
+            .collect()
+    };
+    let (main, in_lane) = (ids(Lane::Main), ids(Lane::Retry));
+    let mut added = 0;
+    if !main.is_empty() {
+        pipe.cmd("XACK").arg(stream).arg(group.as_str()).arg(&main);
+        added += 1;
+    }
+    if !in_lane.is_empty() {
+        pipe.cmd("XACK").arg(lane).arg(group.as_str()).arg(&in_lane);
+        pipe.cmd("XDEL").arg(lane).arg(&in_lane);
+        added += 2;
+    }
+    added
+}
+
 impl RedisBackend {
     pub(super) async fn ack_entries(
         &self,
@@ -33,41 +66,14 @@ impl RedisBackend {
         group: &GroupName,
         entries: &[EntryRef],
     ) -> Result<()> {
-        if entries.is_empty() {
+        let keys = self.log_keys(key);
+        let lane = keys.lane(group.as_str());
+        let mut pipe = redis::pipe();
+        if push_acks(&mut pipe, &keys.stream, &lane, group, entries) == 0 {
             return Ok(());
         }
         let mut conn = self.conn()?;
-        let keys = self.log_keys(key);
-        let main: Vec<&str> = entries
-            .iter()
-            .filter(|e| e.lane == Lane::Main)
-            .map(|e| e.id.as_str())
-            .collect();
-        if main.len() == entries.len() {
-            // The common case needs no script: a plain XACK.
-            let _: Value = redis::cmd("XACK")
-                .arg(&keys.stream)
-                .arg(group.as_str())
-                .arg(&main)
-                .query_async(&mut conn)
-                .await?;
-            return Ok(());
-        }
-        let lane_ids = entries
-            .iter()
-            .filter(|e| e.lane == Lane::Retry)
-            .map(|e| e.id.as_str());
-        let lane = keys.lane(group.as_str());
-        let mut inv = SCRIPTS.ack.prepare_invoke();
-        inv.key(&keys.stream)
-            .key(&lane)
-            .arg(group.as_str())
-            .arg(main.len())
-            .arg(&main);
-        for id in lane_ids {
-            inv.arg(id);
-        }
-        let _: Value = inv.invoke_async(&mut conn).await?;
+        let _: Value = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -79,50 +85,36 @@ impl RedisBackend {
         next: &Envelope,
         due_ms: u64,
     ) -> Result<()> {
-        let keys = self.log_keys(key);
-        if due_ms <= crate::message::now_ms() {
-            // Already due: straight into the group's lane (see `retry_later_cmd`).
-            let lane = keys.lane(group.as_str());
-            let fields = message_fields(next, true);
-            return self
-                .settle_append(&keys, group, entry, &lane, &fields)
-                .await;
-        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .add_command(self.retry_later_cmd(key, group, entry, next, due_ms));
         let mut conn = self.conn()?;
-        let (src, is_lane) = source(&keys, group, entry);
-        let member = retry_member(group, &message_fields(next, true));
-        let _: Value = SCRIPTS
-            .retry_later
-            .key(&src)
-            .key(keys.retry())
-            .arg(group.as_str())
-            .arg(entry.id.as_str())
-            .arg(flag(is_lane))
-            .arg(due_ms)
-            .arg(member)
-            .invoke_async(&mut conn)
-            .await?;
+        let scripts = [&SCRIPTS.retry_later, &SCRIPTS.settle_append];
+        let values = pipeline_with_scripts(&mut conn, &pipe, &scripts).await?;
+        check_value(values.into_iter().next().unwrap_or(Value::Nil))?;
         Ok(())
     }
 
-    /// The `EVALSHA` that settles `r.entry` and schedules its retry, to send in a
-    /// reader's pipeline. A retry already due skips the retry set and the mover: it is
-    /// appended straight to the group's lane, in the same atomic step.
+    /// The `EVALSHA` that settles `entry` and schedules `next` at `due_ms`, for a
+    /// pipeline. A retry already due skips the retry set and the mover: it is appended
+    /// straight to the group's lane, in the same atomic step.
     pub(super) fn retry_later_cmd(
         &self,
         key: &StreamKey,
         group: &GroupName,
-        r: &crate::backend::RetryLater,
+        entry: &EntryRef,
+        next: &Envelope,
+        due_ms: u64,
     ) -> redis::Cmd {
         let keys = self.log_keys(key);
-        let (src, is_lane) = source(&keys, group, &r.entry);
-        let fields = message_fields(&r.next, true);
-        if r.due_ms <= crate::message::now_ms() {
+        let (src, is_lane) = source(&keys, group, entry);
+        let fields = message_fields(next, true);
+        if due_ms <= crate::message::now_ms() {
             let lane = keys.lane(group.as_str());
             let mut cmd =
                 super::conn::evalsha(&SCRIPTS.settle_append, &[src.as_str(), lane.as_str()]);
             cmd.arg(group.as_str())
-                .arg(r.entry.id.as_str())
+                .arg(entry.id.as_str())
                 .arg(flag(is_lane));
             for f in &fields {
                 cmd.arg(f.as_ref());
@@ -133,9 +125,9 @@ impl RedisBackend {
         let mut cmd =
             super::conn::evalsha(&SCRIPTS.retry_later, &[src.as_str(), retry_key.as_str()]);
         cmd.arg(group.as_str())
-            .arg(r.entry.id.as_str())
+            .arg(entry.id.as_str())
             .arg(flag(is_lane))
-            .arg(r.due_ms)
+            .arg(due_ms)
             .arg(retry_member(group, &fields));
         cmd
     }
