@@ -1,12 +1,11 @@
-//! Dead letters: messages a group gave up on, with the reason (B-RET-4).
+//! Dead letters: messages a group gave up on, with the reason (B-RET-4). The handle
+//! that lists, replays and purges a topic's dead letters is [`DeadLetters`](crate::DeadLetters).
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::backend::AnyBackend;
 use crate::error::{Error, Result};
 use crate::message::{EntryId, Headers, MessageId};
 use crate::name::{GroupName, TopicName};
@@ -26,6 +25,9 @@ pub enum DeadLetterReason {
     Deliveries,
     /// The payload was over the size limit (written by something other than rivulet).
     TooLarge,
+    /// A retry was scheduled for a group that was then removed and did not come back
+    /// within the grace period: nobody would ever read it.
+    GroupGone,
 }
 
 impl DeadLetterReason {
@@ -37,6 +39,7 @@ impl DeadLetterReason {
             DeadLetterReason::Decode => "decode",
             DeadLetterReason::Deliveries => "deliveries",
             DeadLetterReason::TooLarge => "too_large",
+            DeadLetterReason::GroupGone => "group_gone",
         }
     }
 }
@@ -56,6 +59,7 @@ impl FromStr for DeadLetterReason {
             "decode" => DeadLetterReason::Decode,
             "deliveries" => DeadLetterReason::Deliveries,
             "too_large" => DeadLetterReason::TooLarge,
+            "group_gone" => DeadLetterReason::GroupGone,
             other => {
                 return Err(Error::Protocol(format!(
                     "unknown dead-letter reason {other:?}"
@@ -95,16 +99,6 @@ pub struct DeadLetter {
     pub dead_at_ms: u64,
 }
 
-/// Operations on one topic's dead-letter queue: list, count, replay, purge.
-///
-/// Obtained from [`Bus::dead_letters`](crate::Bus::dead_letters). To consume the queue
-/// like a topic, use [`Bus::subscribe_dead_letters`](crate::Bus::subscribe_dead_letters).
-#[derive(Debug, Clone)]
-pub struct DeadLetters {
-    pub(crate) backend: AnyBackend,
-    pub(crate) topic: TopicName,
-}
-
 /// Which dead letters a replay or purge applies to.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -116,7 +110,7 @@ pub struct DeadLetterFilter {
 }
 
 impl DeadLetterFilter {
-    fn matches(&self, d: &DeadLetter) -> bool {
+    pub(crate) fn matches(&self, d: &DeadLetter) -> bool {
         self.group.as_ref().is_none_or(|g| *g == d.group)
             && self.reason.is_none_or(|r| r == d.reason)
     }
@@ -131,120 +125,5 @@ impl DeadLetterFilter {
     pub fn reason(mut self, reason: DeadLetterReason) -> Self {
         self.reason = Some(reason);
         self
-    }
-}
-
-const PAGE: usize = 500;
-
-impl DeadLetters {
-    /// The topic whose dead letters these are.
-    pub fn topic(&self) -> &TopicName {
-        &self.topic
-    }
-
-    /// How many dead letters the queue holds.
-    pub async fn len(&self) -> Result<u64> {
-        self.backend.0.dead_letter_count(&self.topic).await
-    }
-
-    /// Whether the queue is empty.
-    pub async fn is_empty(&self) -> Result<bool> {
-        Ok(self.len().await? == 0)
-    }
-
-    /// Lists up to `limit` dead letters after `after` (exclusive), oldest first.
-    pub async fn list(&self, after: Option<&EntryId>, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.backend.0.dead_letters(&self.topic, after, limit).await
-    }
-
-    /// Finds one dead letter by its id.
-    pub async fn get(&self, id: &EntryId) -> Result<Option<DeadLetter>> {
-        let mut after: Option<EntryId> = None;
-        loop {
-            let page = self.list(after.as_ref(), PAGE).await?;
-            if let Some(found) = page.iter().find(|d| d.id == *id) {
-                return Ok(Some(found.clone()));
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
-                _ => return Ok(None),
-            }
-        }
-    }
-
-    /// Replays one dead letter: it is removed from the queue and delivered again to the
-    /// group that gave up on it, as attempt 1. Returns `false` if it no longer exists.
-    pub async fn replay(&self, id: &EntryId) -> Result<bool> {
-        match self.get(id).await? {
-            Some(d) => self.backend.0.replay_dead_letter(&self.topic, &d).await,
-            None => Ok(false),
-        }
-    }
-
-    /// Replays every dead letter matching `filter`, at most `per_second` per second
-    /// (`None` = as fast as possible). Returns how many were replayed.
-    pub async fn replay_where(
-        &self,
-        filter: &DeadLetterFilter,
-        per_second: Option<u32>,
-    ) -> Result<u64> {
-        if per_second == Some(0) {
-            return Err(Error::config("replay rate must be at least 1 per second"));
-        }
-        let gap = per_second.map(|r| Duration::from_secs_f64(1.0 / f64::from(r)));
-        let mut replayed = 0;
-        let mut after: Option<EntryId> = None;
-        loop {
-            let page = self.list(after.as_ref(), PAGE).await?;
-            for d in page.iter().filter(|d| filter.matches(d)) {
-                if self.backend.0.replay_dead_letter(&self.topic, d).await? {
-                    replayed += 1;
-                    if let Some(gap) = gap {
-                        tokio::time::sleep(gap).await;
-                    }
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
-                _ => return Ok(replayed),
-            }
-        }
-    }
-
-    /// Replays every dead letter.
-    pub async fn replay_all(&self, per_second: Option<u32>) -> Result<u64> {
-        self.replay_where(&DeadLetterFilter::default(), per_second)
-            .await
-    }
-
-    /// Deletes dead letters by id. Returns how many existed.
-    pub async fn remove(&self, ids: &[EntryId]) -> Result<u64> {
-        self.backend.0.remove_dead_letters(&self.topic, ids).await
-    }
-
-    /// Deletes every dead letter matching `filter`. Returns how many.
-    pub async fn purge_where(&self, filter: &DeadLetterFilter) -> Result<u64> {
-        let mut removed = 0;
-        let mut after: Option<EntryId> = None;
-        loop {
-            let page = self.list(after.as_ref(), PAGE).await?;
-            let ids: Vec<EntryId> = page
-                .iter()
-                .filter(|d| filter.matches(d))
-                .map(|d| d.id.clone())
-                .collect();
-            if !ids.is_empty() {
-                removed += self.remove(&ids).await?;
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
-                _ => return Ok(removed),
-            }
-        }
-    }
-
-    /// Deletes every dead letter.
-    pub async fn purge(&self) -> Result<u64> {
-        self.purge_where(&DeadLetterFilter::default()).await
     }
 }

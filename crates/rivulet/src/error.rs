@@ -72,6 +72,16 @@ pub enum Error {
     #[error("the bus is closed")]
     Closed,
 
+    /// The consumer group an operation targets does not exist (for example replaying a
+    /// dead letter of a group that was removed). Nothing was changed.
+    #[error("group {group:?} of topic {topic:?} does not exist")]
+    GroupNotFound {
+        /// The topic.
+        topic: String,
+        /// The group that was not found.
+        group: String,
+    },
+
     /// A feature that this backend or build does not provide.
     #[error("not available: {0}")]
     NotAvailable(String),
@@ -108,6 +118,8 @@ pub enum ErrorKind {
     Indeterminate,
     /// See [`Error::Closed`].
     Closed,
+    /// See [`Error::GroupNotFound`].
+    GroupNotFound,
     /// See [`Error::NotAvailable`].
     NotAvailable,
     /// See [`Error::Redis`].
@@ -129,6 +141,7 @@ impl Error {
             Error::Backpressure { .. } => ErrorKind::Backpressure,
             Error::Indeterminate(_) => ErrorKind::Indeterminate,
             Error::Closed => ErrorKind::Closed,
+            Error::GroupNotFound { .. } => ErrorKind::GroupNotFound,
             Error::NotAvailable(_) => ErrorKind::NotAvailable,
             #[cfg(feature = "redis")]
             Error::Redis(_) => ErrorKind::Redis,

@@ -36,6 +36,14 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     async fn complete(&self, key: &str, ttl: Duration) -> Result<()>;
     /// Drops a claim so the next delivery runs (after a failed handler).
     async fn release(&self, key: &str) -> Result<()>;
+    /// Extends a claim that is still held to `lease` from now, while its handler runs
+    /// (the bus's keep-alive calls it). Returns `false` when the key is no longer
+    /// claimed (expired, released or done). The default does nothing and returns
+    /// `false`: a store that cannot renew lets a claim expire after its first lease.
+    async fn renew(&self, key: &str, lease: Duration) -> Result<bool> {
+        let _ = (key, lease);
+        Ok(false)
+    }
 }
 
 #[async_trait]
@@ -48,6 +56,9 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
     }
     async fn release(&self, key: &str) -> Result<()> {
         (**self).release(key).await
+    }
+    async fn renew(&self, key: &str, lease: Duration) -> Result<bool> {
+        (**self).renew(key, lease).await
     }
 }
 
@@ -113,6 +124,18 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         let until = Instant::now() + ttl;
         self.with(|keys| keys.insert(key.to_owned(), Entry::Done(until)));
         Ok(())
+    }
+
+    async fn renew(&self, key: &str, lease: Duration) -> Result<bool> {
+        let now = Instant::now();
+        let until = now.checked_add(lease).unwrap_or(now);
+        Ok(self.with(|keys| match keys.get_mut(key) {
+            Some(Entry::Claimed(t)) if *t > now => {
+                *t = until;
+                true
+            }
+            _ => false,
+        }))
     }
 
     async fn release(&self, key: &str) -> Result<()> {

@@ -5,11 +5,13 @@ pub mod backend;
 mod bus;
 pub mod dead_letter;
 pub mod error;
+mod glob;
 mod handler;
 pub mod idempotency;
 pub mod live;
 pub mod message;
 pub mod name;
+mod outcome;
 pub mod retry;
 pub mod topic;
 
@@ -18,9 +20,10 @@ pub use backend::memory::MemoryBackend;
 pub use backend::redis::{RedisBackend, RedisBackendBuilder, RedisIdempotencyStore};
 pub use backend::{AnyBackend, LiveMessage};
 pub use bus::{
-    Bus, BusBuilder, Dispatch, Publish, PublishBatch, Subscribe, Subscription, SubscriptionStats,
+    Bus, BusBuilder, DeadLetters, Dispatch, Publish, PublishBatch, Subscribe, Subscription,
+    SubscriptionStats,
 };
-pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterReason, DeadLetters};
+pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterReason};
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{Delivery, FailureKind, HandlerError, ResultExt};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};

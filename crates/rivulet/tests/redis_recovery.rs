@@ -42,7 +42,7 @@ async fn bus(url: &str) -> Bus {
         .block_timeout(Duration::from_millis(200))
         .min_idle(MIN_IDLE)
         .reclaim_interval(RECLAIM)
-        .retry_scheduler_interval(Duration::from_millis(100))
+        .retry_mover_interval(Duration::from_millis(100))
         .retry(
             RetryPolicy::default()
                 .max_attempts(3)
@@ -61,7 +61,11 @@ async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 fn stream(topic: &str) -> String {
-    format!("{{rivulet:{topic}}}:stream")
+    format!("{{rivulet/topic/{topic}}}/stream")
+}
+
+fn broadcast_registry(topic: &str) -> String {
+    format!("{{rivulet/topic/{topic}}}/broadcast")
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -332,10 +336,10 @@ async fn an_idempotent_handler_that_crashed_after_claiming_runs_again() {
     let backend = RedisBackend::connect(&url).await.expect("connect");
     let bus = Bus::builder(backend)
         .block_timeout(Duration::from_millis(200))
-        .retry_scheduler_interval(Duration::from_millis(50))
+        .retry_mover_interval(Duration::from_millis(50))
         .retry(RetryPolicy::default().backoff(Duration::from_millis(100)))
         .idempotency(store.clone())
-        .idempotency_lease(lease)
+        .idempotency_claim_ttl(lease)
         .build()
         .expect("bus");
     let runs = Arc::new(AtomicUsize::new(0));
@@ -397,6 +401,12 @@ async fn an_orphan_broadcast_group_of_a_crashed_process_is_removed_by_another() 
         .query_async(&mut con)
         .await
         .expect("XGROUP CREATE");
+    let _: i64 = redis::cmd("SADD")
+        .arg(broadcast_registry(topic))
+        .arg(&orphan)
+        .query_async(&mut con)
+        .await
+        .expect("SADD");
     let sub = bus
         .subscribe(topic, "cache", |_d: Delivery<u32>| async { Ok(()) })
         .broadcast()

@@ -153,7 +153,7 @@ impl Run {
                 reclaim_interval_ms: t.reclaim_ms,
                 block_timeout_ms: t.block_ms,
                 drain_timeout_ms: t.drain_timeout_ms,
-                retry_scheduler_interval_ms: t.retry_scheduler_ms,
+                retry_mover_interval_ms: t.retry_scheduler_ms,
                 retry: t.retry.clone(),
                 idempotent: g.idempotent,
                 current_thread: g.current_thread,

@@ -75,7 +75,7 @@ pub(crate) struct ConsumerConfig {
     pub(crate) reclaim_interval_ms: u64,
     pub(crate) block_timeout_ms: u64,
     pub(crate) drain_timeout_ms: u64,
-    pub(crate) retry_scheduler_interval_ms: u64,
+    pub(crate) retry_mover_interval_ms: u64,
     pub(crate) retry: Retry,
     pub(crate) idempotent: bool,
     /// Run on a current-thread runtime (so a blocking handler starves the bus's tasks).
@@ -224,7 +224,7 @@ async fn start(ctx: &Arc<Ctx>) -> Result<Bus, String> {
         .reclaim_interval(ms(cfg.reclaim_interval_ms))
         .block_timeout(ms(cfg.block_timeout_ms))
         .drain_timeout(ms(cfg.drain_timeout_ms))
-        .retry_scheduler_interval(ms(cfg.retry_scheduler_interval_ms))
+        .retry_mover_interval(ms(cfg.retry_mover_interval_ms))
         .max_payload(cfg.connect.max_payload)
         .retry(policy);
     if cfg.idempotent {

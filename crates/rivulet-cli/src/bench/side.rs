@@ -71,7 +71,7 @@ impl Side {
         Ok(Bus::builder(backend)
             .app("bench")
             .block_timeout(Duration::from_millis(100))
-            .retry_scheduler_interval(Duration::from_millis(50))
+            .retry_mover_interval(Duration::from_millis(50))
             .retry(RetryPolicy::default().backoff(Duration::ZERO))
             .build()?)
     }

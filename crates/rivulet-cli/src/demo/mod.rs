@@ -113,7 +113,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
                 .max_attempts(3)
                 .backoff(Duration::from_millis(20)),
         )
-        .retry_scheduler_interval(Duration::from_millis(100))
+        .retry_mover_interval(Duration::from_millis(100))
         .drain_timeout(Duration::from_secs(5))
         .build()?;
     let progress = progress_bar(talk && std::io::stderr().is_terminal(), &plan);

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::DeadLetter;
 use crate::error::Result;
@@ -128,6 +129,11 @@ pub(crate) struct Reclaimed {
 pub(crate) struct RetrySweep {
     /// How many entries were moved.
     pub(crate) moved: usize,
+    /// Retries whose group was gone past the grace period, dead-lettered with reason
+    /// `group_gone`.
+    pub(crate) dead_lettered: usize,
+    /// Retries whose group is gone, waiting for it to come back.
+    pub(crate) waiting: usize,
     /// Due time (ms since epoch) of the earliest entry still scheduled, if any.
     pub(crate) next_due_ms: Option<u64>,
 }
@@ -179,15 +185,19 @@ impl Settlements {
 
 /// A blocking reader on its own connection (B-SUB-6). Dropping it releases the
 /// connection, which is how a blocking read is interrupted at shutdown.
+///
+/// A reader returns everything one read brought back (up to `count` from the retry lane
+/// plus up to `count` from the topic); the consumer decides what to start now and keeps
+/// the rest alive until it starts them.
 #[async_trait]
 pub(crate) trait Reader: Send + fmt::Debug {
     /// Applies `settle` (acknowledgements and scheduled retries of this group, each
-    /// retry atomic on its own), then reads up to `count` entries not yet delivered to the
-    /// group (main log and retry lane), waiting up to `block` when there are none. The
-    /// settlements travel with the read, so a batch costs one round trip. When this
-    /// returns an error the settlements may or may not have been applied; applying them
-    /// again through the backend is harmless (an entry already settled is not
-    /// rescheduled).
+    /// retry atomic on its own), then reads up to `count` entries from each of the
+    /// group's two logs (retry lane first), waiting up to `block` when both are empty
+    /// (`Duration::ZERO`: do not wait). The settlements travel with the read, so a batch
+    /// costs one round trip. When this returns an error the settlements may or may not
+    /// have been applied; applying them again through the backend is harmless (an entry
+    /// already settled is not rescheduled).
     async fn settle_and_read(
         &mut self,
         settle: &Settlements,
@@ -203,16 +213,33 @@ pub(crate) trait Reader: Send + fmt::Debug {
     }
 }
 
-/// The primitives every backend provides. See the module docs.
+/// What [`Groups::ensure_group`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupStatus {
+    /// The group was there already.
+    Existed,
+    /// The group was created at the requested start.
+    Created,
+    /// The group had been registered by rivulet but was gone from the topic (deleted
+    /// outside rivulet): it was re-created at the start of the retained history, so
+    /// nothing is skipped (entries it had handled may run again).
+    Recreated,
+}
+
+/// Whether a group is a regular one or one process's broadcast copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupRole {
+    /// A group shared by its consumers.
+    Regular,
+    /// A broadcast group of one process: registered as such, so orphan clean-up only
+    /// ever considers groups created as broadcast groups (never a regular group whose
+    /// name merely looks like one).
+    Broadcast,
+}
+
+/// Publishing into a topic.
 #[async_trait]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
-    /// "memory", "redis", …
-    fn name(&self) -> &'static str;
-
-    /// The dispatch concurrency used when neither handler nor bus sets one.
-    fn default_concurrency(&self) -> usize;
-
+pub(crate) trait Publishing {
     /// Appends messages to a topic in one round trip, in order.
     async fn publish(
         &self,
@@ -220,18 +247,39 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         batch: Vec<Envelope>,
         opts: &PublishOpts,
     ) -> Result<Vec<Published>>;
+}
 
-    /// Creates the group if it does not exist (with its retry lane).
+/// Group lifecycle: create, destroy, broadcast heartbeats and orphans (B-SUB-3).
+#[async_trait]
+pub(crate) trait Groups {
+    /// Creates the group if it does not exist (with its retry lane) and registers it.
     async fn ensure_group(
         &self,
         key: &StreamKey,
         group: &GroupName,
         start: &StartFrom,
-    ) -> Result<()>;
+        role: GroupRole,
+    ) -> Result<GroupStatus>;
 
-    /// Removes a group, its pending list and its retry lane.
+    /// Removes a group, its pending list, its retry lane and its registration.
     async fn destroy_group(&self, key: &StreamKey, group: &GroupName) -> Result<()>;
 
+    /// Marks a broadcast group as alive for `ttl`.
+    async fn broadcast_heartbeat(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        ttl: Duration,
+    ) -> Result<()>;
+
+    /// Destroys the registered broadcast groups of `key` whose heartbeat has expired.
+    /// Returns their names.
+    async fn remove_orphan_broadcast_groups(&self, key: &StreamKey) -> Result<Vec<String>>;
+}
+
+/// Opening readers.
+#[async_trait]
+pub(crate) trait Readers {
     /// Opens a reader for one consumer of a group.
     async fn reader(
         &self,
@@ -239,18 +287,22 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         group: &GroupName,
         consumer: &ConsumerName,
     ) -> Result<Box<dyn Reader>>;
+}
 
+/// Settling entries and moving due retries.
+#[async_trait]
+pub(crate) trait Settling {
     /// Settles entries as handled.
     async fn ack(&self, key: &StreamKey, group: &GroupName, entries: &[EntryRef]) -> Result<()>;
 
-    /// Atomically settles `entry` and schedules `next` for the group at `due_ms`.
+    /// Atomically settles `entry` and schedules `next` for the group at `due_ms`. When
+    /// the group no longer exists the retry is scheduled all the same (it waits for the
+    /// group to come back, see [`Settling::move_due_retries`]).
     async fn retry_later(
         &self,
         key: &StreamKey,
         group: &GroupName,
-        entry: &EntryRef,
-        next: &Envelope,
-        due_ms: u64,
+        retry: &RetryLater,
     ) -> Result<()>;
 
     /// Atomically settles `entry` and appends `dead` to the topic's dead-letter queue.
@@ -263,14 +315,21 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     ) -> Result<()>;
 
     /// Moves up to `limit` scheduled retries due at `now_ms` into their groups' retry
-    /// lanes. Safe to run from several processes at once.
+    /// lanes. Retries of a group that does not exist wait up to `grace` for it to come
+    /// back (a reader re-creates a vanished group), then are dead-lettered with reason
+    /// `group_gone`: never dropped. Safe to run from several processes at once.
     async fn move_due_retries(
         &self,
         key: &StreamKey,
         now_ms: u64,
         limit: usize,
+        grace: Duration,
     ) -> Result<RetrySweep>;
+}
 
+/// Crash recovery and long handlers (B-REC-1..3).
+#[async_trait]
+pub(crate) trait Recovery {
     /// Takes over up to `count` entries of the group that have been pending on any
     /// consumer for at least `min_idle`.
     async fn reclaim(
@@ -282,9 +341,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         count: usize,
     ) -> Result<Reclaimed>;
 
-    /// Resets the idle time of entries a consumer is still handling (lease extension),
-    /// without counting a new delivery.
-    async fn extend_lease(
+    /// Resets the idle time of entries a consumer still holds (keep-alive), without
+    /// counting a new delivery.
+    async fn keep_alive(
         &self,
         key: &StreamKey,
         group: &GroupName,
@@ -292,16 +351,37 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         entries: &[EntryRef],
     ) -> Result<()>;
 
-    /// Requeues every entry pending on `consumer` except those in `keep`, so other
-    /// consumers take them without waiting for `min_idle`. Returns how many.
+    /// Requeues the given entries, pending on `consumer`, into the group's retry lane
+    /// so other consumers take them without waiting for `min_idle`; entries no longer
+    /// pending on `consumer` are left alone. Returns how many were handed back.
     async fn hand_back(
         &self,
         key: &StreamKey,
         group: &GroupName,
         consumer: &ConsumerName,
-        keep: &[EntryRef],
+        entries: &[EntryRef],
     ) -> Result<usize>;
 
+    /// Entries pending on `consumer` (at most `limit`), oldest first.
+    async fn pending_of(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        limit: usize,
+    ) -> Result<Vec<EntryRef>>;
+}
+
+/// Retention (B-TRIM-1).
+#[async_trait]
+pub(crate) trait Retention {
+    /// Applies retention now.
+    async fn trim(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport>;
+}
+
+/// A topic's dead-letter queue.
+#[async_trait]
+pub(crate) trait DeadLetterStore {
     /// Lists dead letters after `after` (exclusive), oldest first.
     async fn dead_letters(
         &self,
@@ -310,6 +390,13 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<DeadLetter>>;
 
+    /// One dead letter by id.
+    async fn dead_letter_by_id(
+        &self,
+        topic: &TopicName,
+        id: &EntryId,
+    ) -> Result<Option<DeadLetter>>;
+
     /// How many dead letters the topic holds.
     async fn dead_letter_count(&self, topic: &TopicName) -> Result<u64>;
 
@@ -317,36 +404,62 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn remove_dead_letters(&self, topic: &TopicName, ids: &[EntryId]) -> Result<u64>;
 
     /// Atomically removes a dead letter and appends its message (attempt 1) to its
-    /// group's retry lane. Returns `false` when the dead letter no longer exists.
+    /// group's retry lane, after checking that the group exists. Returns `false` when the
+    /// dead letter no longer exists and [`Error::GroupNotFound`](crate::Error) when its
+    /// group does not (the dead letter then stays where it is).
     async fn replay_dead_letter(&self, topic: &TopicName, dead: &DeadLetter) -> Result<bool>;
+}
 
-    /// Applies retention now (B-TRIM-1).
-    async fn trim(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport>;
-
-    /// Marks a broadcast group as alive for `ttl`.
-    async fn broadcast_heartbeat(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        ttl: Duration,
-    ) -> Result<()>;
-
-    /// Destroys broadcast groups derived from `base` whose heartbeat has expired.
-    /// Returns their names.
-    async fn remove_orphan_broadcast_groups(
-        &self,
-        key: &StreamKey,
-        base: &GroupName,
-    ) -> Result<Vec<String>>;
-
+/// Live channels (B-LIVE-1).
+#[async_trait]
+pub(crate) trait LiveChannels {
     /// Publishes on a live channel; returns how many subscribers received it.
     async fn live_publish(&self, channel: &str, payload: Bytes) -> Result<u64>;
 
-    /// Subscribes to live channels matching any of the glob patterns.
-    async fn live_subscribe(&self, patterns: &[String]) -> Result<mpsc::Receiver<LiveMessage>>;
+    /// Subscribes to live channels matching any of the glob patterns. The subscription
+    /// ends when `stop` is cancelled or the receiver is dropped.
+    async fn live_subscribe(
+        &self,
+        patterns: &[String],
+        stop: CancellationToken,
+    ) -> Result<mpsc::Receiver<LiveMessage>>;
+}
 
-    /// Closes the connections the backend owns. Idempotent.
-    async fn close(&self);
+/// Looking at what exists, without scanning the keyspace.
+#[async_trait]
+pub(crate) trait Inspection {
+    /// The topics rivulet has written to or subscribed to (the topic registry).
+    async fn topics(&self) -> Result<Vec<TopicName>>;
+}
+
+/// Everything a backend provides. See the module docs.
+#[async_trait]
+pub(crate) trait Backend:
+    Publishing
+    + Groups
+    + Readers
+    + Settling
+    + Recovery
+    + Retention
+    + DeadLetterStore
+    + LiveChannels
+    + Inspection
+    + Send
+    + Sync
+    + fmt::Debug
+    + 'static
+{
+    /// "memory", "redis", …
+    fn name(&self) -> &'static str;
+
+    /// The dispatch concurrency used when neither handler nor bus sets one.
+    fn default_concurrency(&self) -> usize;
+
+    /// A handle on the same data whose connections belong to the calling runtime. The
+    /// keep-alive runs on a thread and runtime of its own, so that handlers blocking the
+    /// application's runtime cannot starve it (B-REC-2); it talks to the backend through
+    /// such a handle.
+    async fn detach(&self) -> Result<Arc<dyn Backend>>;
 }
 
 /// A backend, ready to hand to [`Bus::builder`](crate::Bus::builder).

@@ -18,6 +18,7 @@ pub(crate) struct SubMetrics {
     pub(crate) duplicates: Counter,
     pub(crate) reclaimed: Counter,
     pub(crate) missing: Counter,
+    pub(crate) task_restarts: Counter,
 }
 
 impl SubMetrics {
@@ -42,11 +43,24 @@ impl SubMetrics {
             duplicates: metrics::counter!("rivulet_duplicates_total", labels.clone()),
             reclaimed: metrics::counter!("rivulet_reclaimed_total", labels.clone()),
             missing: metrics::counter!("rivulet_reclaim_missing_total", labels.clone()),
+            task_restarts: metrics::counter!("rivulet_task_restarts_total", labels.clone()),
             labels,
         }
     }
 
     /// Dead letters are rare: this one builds its label set when called.
+    /// The counter of one outcome (its label is [`Outcome::label`](crate::outcome::Outcome::label)).
+    pub(crate) fn outcome(&self, outcome: &crate::outcome::Outcome) -> &Counter {
+        use crate::outcome::Outcome;
+        match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::Retryable { .. } => &self.retryable,
+            Outcome::Permanent { .. } => &self.permanent,
+            Outcome::Panic { .. } => &self.panic,
+            Outcome::Undecodable { .. } => &self.decode,
+        }
+    }
+
     pub(crate) fn dead_lettered(&self, reason: DeadLetterReason) {
         let mut l = self.labels.clone();
         l.push(Label::new("reason", reason.as_str()));

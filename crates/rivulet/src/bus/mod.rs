@@ -1,14 +1,18 @@
 //! The bus: durable publish/subscribe over topics with consumer groups.
 
 mod consumer;
+mod dead_letters;
+mod housekeeping;
+mod keep_alive;
 mod metrics;
 mod publish;
 mod retry_mover;
 mod subscribe;
+mod subscription;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,11 +20,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use dead_letters::DeadLetters;
 pub use publish::{Publish, PublishBatch};
-pub use subscribe::{Subscribe, Subscription, SubscriptionStats};
+pub use subscribe::Subscribe;
+pub use subscription::{Subscription, SubscriptionStats};
 
 use crate::backend::{AnyBackend, Backend, StreamKey};
-use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
 use crate::idempotency::IdempotencyStore;
 use crate::live::Live;
@@ -37,9 +42,9 @@ pub enum Dispatch {
     /// handler of a batch holds back the next read.
     #[default]
     Batch,
-    /// `concurrency` lanes, each with its own connection and consumer name
-    /// (`<consumer>:lane<N>`), reading one entry at a time. A slow message holds back only
-    /// its lane.
+    /// `concurrency` readers, each with its own connection and consumer name
+    /// (`<consumer>:reader<N>`), reading one entry at a time. A slow message holds back
+    /// only its reader.
     Sliding,
 }
 
@@ -56,13 +61,14 @@ pub(crate) struct Config {
     pub(crate) reclaim_interval: Duration,
     pub(crate) min_idle: Duration,
     pub(crate) drain_timeout: Duration,
-    pub(crate) retry_scheduler_interval: Duration,
+    pub(crate) retry_mover_interval: Duration,
+    pub(crate) vanished_group_grace: Duration,
     pub(crate) trim_interval: Duration,
     pub(crate) broadcast_ttl: Duration,
     pub(crate) max_payload: usize,
     pub(crate) dedup_window: Duration,
     pub(crate) idempotency_ttl: Duration,
-    pub(crate) idempotency_lease: Option<Duration>,
+    pub(crate) idempotency_claim_ttl: Option<Duration>,
     pub(crate) consumer_name: Option<String>,
     pub(crate) topics: HashMap<TopicName, TopicOptions>,
 }
@@ -78,16 +84,30 @@ impl Default for Config {
             reclaim_interval: Duration::from_secs(30),
             min_idle: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
-            retry_scheduler_interval: Duration::from_secs(1),
+            retry_mover_interval: Duration::from_secs(1),
+            vanished_group_grace: Duration::from_secs(300),
             trim_interval: Duration::from_secs(60),
             broadcast_ttl: Duration::from_secs(30),
             max_payload: 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
             idempotency_ttl: Duration::from_secs(24 * 3600),
-            idempotency_lease: None,
+            idempotency_claim_ttl: None,
             consumer_name: None,
             topics: HashMap::new(),
         }
+    }
+}
+
+impl Config {
+    /// How long an idempotency claim lives unless renewed (default: `min_idle`).
+    pub(crate) fn claim_ttl(&self) -> Duration {
+        self.idempotency_claim_ttl.unwrap_or(self.min_idle)
+    }
+
+    /// How long a held entry may go without a keep-alive: a third of the shortest lease
+    /// it must not lose (its idle time before reclaim, its idempotency claim).
+    pub(crate) fn keep_alive_period(&self) -> Duration {
+        (self.min_idle.min(self.claim_ttl()) / 3).max(Duration::from_millis(10))
     }
 }
 
@@ -149,7 +169,8 @@ impl BusBuilder {
     );
     duration_setter!(
         /// How long an entry must be idle before another consumer may reclaim it
-        /// (default 60 s). Entries of running handlers are kept fresh (lease extension).
+        /// (default 60 s). Entries a live process holds (running, or read and waiting to
+        /// start) are kept fresh by the keep-alive, on a thread of its own.
         min_idle
     );
     duration_setter!(
@@ -159,10 +180,17 @@ impl BusBuilder {
     duration_setter!(
         /// The longest the retry mover sleeps between checks (default 1 s); it also wakes
         /// at the next due time.
-        retry_scheduler_interval
+        retry_mover_interval
     );
     duration_setter!(
-        /// How often the background trimmer applies retention (default 60 s).
+        /// How long scheduled retries of a group that no longer exists wait for it to
+        /// come back (a reader re-creates a group deleted under it) before they are
+        /// dead-lettered with reason `group_gone` (default 5 min). They are never
+        /// dropped.
+        vanished_group_grace
+    );
+    duration_setter!(
+        /// How often the housekeeping task applies retention and removes orphan broadcast groups (default 60 s).
         trim_interval
     );
     duration_setter!(
@@ -180,10 +208,11 @@ impl BusBuilder {
         idempotency_ttl
     );
 
-    /// How long an idempotency claim lasts before it expires by itself (default: the
-    /// bus's `min_idle`).
-    pub fn idempotency_lease(mut self, d: Duration) -> Self {
-        self.cfg.idempotency_lease = Some(d);
+    /// How long an idempotency claim lasts unless renewed (default: the bus's
+    /// `min_idle`). The keep-alive renews the claims of running handlers, so a handler
+    /// longer than this still runs once; a crashed one's claim expires by itself.
+    pub fn idempotency_claim_ttl(mut self, d: Duration) -> Self {
+        self.cfg.idempotency_claim_ttl = Some(d);
         self
     }
 
@@ -194,7 +223,9 @@ impl BusBuilder {
     }
 
     /// Overrides the consumer name (default `<hostname>:<pid>:<rand8>`). Each running
-    /// process must use a different one.
+    /// process must use a different one. Each subscription consumes as
+    /// `<consumer>:<n>` (its own identity, so one subscription's hand-back never touches
+    /// another's entries); sliding readers add `:reader<i>`.
     pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
         self.cfg.consumer_name = Some(name.into());
         self
@@ -233,7 +264,8 @@ impl BusBuilder {
             ("block_timeout", cfg.block_timeout),
             ("reclaim_interval", cfg.reclaim_interval),
             ("min_idle", cfg.min_idle),
-            ("retry_scheduler_interval", cfg.retry_scheduler_interval),
+            ("retry_mover_interval", cfg.retry_mover_interval),
+            ("vanished_group_grace", cfg.vanished_group_grace),
             ("trim_interval", cfg.trim_interval),
             ("broadcast_ttl", cfg.broadcast_ttl),
         ] {
@@ -269,7 +301,9 @@ impl BusBuilder {
                 stop,
                 tasks: TaskTracker::new(),
                 movers: Mutex::new(HashMap::new()),
-                trimmers: Mutex::new(HashMap::new()),
+                housekeepers: Mutex::new(HashMap::new()),
+                keep_alive: keep_alive::KeepAlive::default(),
+                next_subscription: AtomicU64::new(1),
                 subscriptions: Mutex::new(Vec::new()),
                 closing: AtomicBool::new(false),
                 closed: tokio::sync::OnceCell::new(),
@@ -325,8 +359,10 @@ pub(crate) struct Shared {
     pub(crate) abort: CancellationToken,
     pub(crate) tasks: TaskTracker,
     movers: Mutex<HashMap<StreamKey, Arc<Notify>>>,
-    trimmers: Mutex<HashMap<TopicName, ()>>,
-    subscriptions: Mutex<Vec<Arc<subscribe::SubState>>>,
+    housekeepers: Mutex<HashMap<TopicName, ()>>,
+    pub(crate) keep_alive: keep_alive::KeepAlive,
+    next_subscription: AtomicU64,
+    subscriptions: Mutex<Vec<Arc<subscription::SubState>>>,
     closing: AtomicBool,
     closed: tokio::sync::OnceCell<()>,
 }
@@ -378,33 +414,36 @@ impl Shared {
         }
     }
 
-    /// Starts (once per topic) the background trimmer.
-    pub(crate) fn trimmer(self: &Arc<Self>, topic: &TopicName) {
-        let mut trimmers = lock(&self.trimmers);
-        if trimmers.insert(topic.clone(), ()).is_some() {
+    /// Starts (once per topic) the housekeeping task: retention and orphan broadcast
+    /// groups, in publishing and consuming processes alike.
+    pub(crate) fn housekeeper(self: &Arc<Self>, topic: &TopicName) {
+        let mut started = lock(&self.housekeepers);
+        if started.insert(topic.clone(), ()).is_some() {
             return;
         }
-        let shared = self.clone();
-        let topic = topic.clone();
-        self.tasks.spawn(async move {
-            let options = shared.topic_options(&topic);
-            loop {
-                tokio::select! {
-                    _ = shared.stop.cancelled() => break,
-                    _ = tokio::time::sleep(shared.cfg.trim_interval) => {}
-                }
-                match shared.backend.trim(&topic, &options).await {
-                    Ok(r) if r.removed > 0 || r.kept_unacked > 0 => {
-                        tracing::debug!(%topic, removed = r.removed, kept_unacked = r.kept_unacked, "trimmed");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(%topic, error = %e, "trim failed"),
-                }
-            }
-        });
+        self.tasks
+            .spawn(housekeeping::run(self.clone(), topic.clone()));
     }
 
-    pub(crate) fn register(&self, sub: Arc<subscribe::SubState>) {
+    /// The consumer identity of the next subscription: `<bus consumer>:<n>`.
+    pub(crate) fn next_consumer(&self) -> Result<ConsumerName> {
+        let n = self.next_subscription.fetch_add(1, Ordering::Relaxed);
+        ConsumerName::new(format!("{}:{n}", self.consumer))
+    }
+
+    /// The settings of the keep-alive thread.
+    pub(crate) fn keep_alive_settings(&self) -> keep_alive::Settings {
+        keep_alive::Settings {
+            backend: self.backend.clone(),
+            idempotency: self.idempotency.clone(),
+            period: self.cfg.keep_alive_period(),
+            claim_ttl: self.cfg.claim_ttl(),
+            stop: self.stop.clone(),
+            abort: self.abort.clone(),
+        }
+    }
+
+    pub(crate) fn register(&self, sub: Arc<subscription::SubState>) {
         lock(&self.subscriptions).push(sub);
     }
 }
@@ -458,6 +497,12 @@ impl Bus {
         })
     }
 
+    /// The topics known to the backend (its topic registry: every topic published to
+    /// or subscribed to through rivulet), without scanning the keyspace.
+    pub async fn topics(&self) -> Result<Vec<TopicName>> {
+        self.shared.backend.topics().await
+    }
+
     /// Live channels (lossy pub/sub).
     pub fn live(&self) -> Live {
         Live {
@@ -478,7 +523,9 @@ impl Bus {
     /// Stops the bus gracefully (B-REC-3): stops reading, interrupts blocking reads,
     /// waits up to `drain_timeout` for in-flight handlers (their ack, retry and
     /// dead-letter writes complete), hands back entries read but not started, destroys
-    /// this process's broadcast groups and closes the connections the bus owns.
+    /// this process's broadcast groups and closes the connections the bus owns (its
+    /// readers and live subscriptions). The backend itself stays usable by every other
+    /// bus built on it; its shared connection closes when its last clone is dropped.
     ///
     /// Idempotent: later and concurrent calls wait for the same shutdown.
     pub async fn shutdown(&self) {
@@ -502,7 +549,6 @@ impl Bus {
                 for sub in subs {
                     sub.finish(&shared).await;
                 }
-                shared.backend.close().await;
             })
             .await;
     }

@@ -281,7 +281,7 @@ impl Bus {
         let n = envelopes.len() as u64;
         let out = shared.backend.publish(topic, envelopes, &opts).await?;
         metrics::counter!("rivulet_published_total", "topic" => topic.to_string()).increment(n);
-        shared.trimmer(topic);
+        shared.housekeeper(topic);
         Ok(out)
     }
 }

@@ -2,152 +2,26 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Bus, Dispatch, Shared, check_concurrency, consumer, rand_suffix};
-use crate::backend::StreamKey;
+use super::keep_alive::Held;
+use super::subscription::{
+    Counters, ErasedHandler, Idempotency, Input, KeyFn, SubState, Subscription,
+};
+use super::{Bus, Dispatch, check_concurrency, consumer, rand_suffix};
+use crate::backend::{GroupRole, GroupStatus, StreamKey, StreamKind};
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
-use crate::handler::{Delivery, DeliveryMeta, HandlerError};
+use crate::handler::{Delivery, HandlerError};
 use crate::name::{ConsumerName, GroupName, HandlerName, TopicName};
+use crate::outcome::Failure;
 use crate::retry::RetryPolicy;
 use crate::topic::StartFrom;
-
-/// What an erased handler receives.
-pub(crate) enum Input {
-    Payload(Bytes),
-    DeadLetter(Box<DeadLetter>),
-}
-
-/// Why an erased handler did not succeed.
-pub(crate) enum Failure {
-    Handler(HandlerError),
-    /// The payload could not be decoded into the handler's type.
-    Decode(String),
-}
-
-pub(crate) type ErasedHandler = Arc<
-    dyn Fn(Input, Arc<DeliveryMeta>, CancellationToken) -> BoxFuture<'static, Result<(), Failure>>
-        + Send
-        + Sync,
->;
-
-/// Computes an idempotency key from a raw payload; `None` falls back to the default key.
-pub(crate) type KeyFn = Arc<dyn Fn(&Bytes) -> Option<String> + Send + Sync>;
-
-/// How a subscription deduplicates runs (B-IDEM-2).
-#[derive(Clone)]
-pub(crate) struct Idempotency {
-    pub(crate) key: Option<KeyFn>,
-}
-
-/// Counters of one subscription since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SubscriptionStats {
-    /// Deliveries whose handler succeeded (acknowledged).
-    pub handled: u64,
-    /// Handler runs that failed (errors and panics), whatever happened next.
-    pub failed: u64,
-    /// Of those, panics caught.
-    pub panics: u64,
-    /// Retries scheduled.
-    pub retried: u64,
-    /// Messages sent to the dead-letter queue by this subscription.
-    pub dead_lettered: u64,
-    /// Messages dropped after their last attempt because dead-lettering is off.
-    pub dropped: u64,
-    /// Deliveries skipped because an idempotent handler had already run for the key.
-    pub duplicates: u64,
-    /// Deliveries rescheduled because another run held the idempotency key's lease.
-    pub deferred: u64,
-    /// Entries taken over from idle consumers.
-    pub reclaimed: u64,
-    /// Pending entries found missing from the log during reclaim (trimmed or deleted).
-    pub missing: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) handled: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) panics: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) deferred: AtomicU64,
-    pub(crate) reclaimed: AtomicU64,
-    pub(crate) missing: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> SubscriptionStats {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        SubscriptionStats {
-            handled: g(&self.handled),
-            failed: g(&self.failed),
-            panics: g(&self.panics),
-            retried: g(&self.retried),
-            dead_lettered: g(&self.dead_lettered),
-            dropped: g(&self.dropped),
-            duplicates: g(&self.duplicates),
-            deferred: g(&self.deferred),
-            reclaimed: g(&self.reclaimed),
-            missing: g(&self.missing),
-        }
-    }
-}
-
-/// A running subscription's state, shared by its tasks.
-pub(crate) struct SubState {
-    pub(crate) key: StreamKey,
-    pub(crate) group: GroupName,
-    pub(crate) handler_name: Arc<str>,
-    pub(crate) consumer: ConsumerName,
-    pub(crate) dispatch: Dispatch,
-    pub(crate) concurrency: usize,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) idempotency: Option<Idempotency>,
-    pub(crate) broadcast: bool,
-    pub(crate) handler: ErasedHandler,
-    pub(crate) counters: Counters,
-    pub(crate) metrics: super::metrics::SubMetrics,
-    /// Entries being handled, with the consumer that owns them and when they started.
-    pub(crate) in_flight: consumer::InFlight,
-    /// Cancelled to stop this subscription (a child of the bus's stop token).
-    pub(crate) stop: CancellationToken,
-    pub(crate) tasks: TaskTracker,
-    finished: tokio::sync::OnceCell<()>,
-}
-
-impl SubState {
-    /// After the subscription's tasks ended (or the drain timed out): destroy a broadcast
-    /// group. Idempotent.
-    pub(crate) async fn finish(&self, shared: &Shared) {
-        self.finished
-            .get_or_init(|| async {
-                if self.broadcast
-                    && let Err(e) = shared.backend.destroy_group(&self.key, &self.group).await
-                {
-                    tracing::warn!(group = %self.group, error = %e, "could not destroy broadcast group; another process will remove it once its heartbeat expires");
-                }
-            })
-            .await;
-    }
-}
 
 /// A subscription being built. Await it to start consuming (`IntoFuture`).
 #[must_use = "a subscription does nothing until awaited"]
@@ -185,7 +59,9 @@ impl<'a> Subscribe<'a> {
     }
 
     /// Every process gets its own copy of every message (group
-    /// `<base>__<hostname>_<pid>_<rand8>`), destroyed on graceful shutdown (B-SUB-3).
+    /// `<base>__<hostname>_<pid>_<rand8>`, registered as a broadcast group), destroyed
+    /// on graceful shutdown; the groups of crashed processes are removed by any process
+    /// once their heartbeat expired (B-SUB-3).
     pub fn broadcast(mut self) -> Self {
         self.broadcast = true;
         self
@@ -216,7 +92,10 @@ impl<'a> Subscribe<'a> {
         self
     }
 
-    /// Where a newly created group starts (default: new messages only).
+    /// Where a newly created group starts (default: new messages only). An existing
+    /// group keeps its position. A group rivulet had registered that is gone from the
+    /// topic (deleted outside rivulet) is re-created at the start of the retained
+    /// history whatever this says, so nothing is skipped.
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.start = start;
         self
@@ -237,8 +116,8 @@ impl<'a> Subscribe<'a> {
             None => {
                 let derived = format!("{}:{}__{}", shared.cfg.app, key.topic, handler_name);
                 let derived = match key.kind {
-                    crate::backend::StreamKind::Main => derived,
-                    crate::backend::StreamKind::DeadLetters => format!("{derived}.dlq"),
+                    StreamKind::Main => derived,
+                    StreamKind::DeadLetters => format!("{derived}.dead-letters"),
                 };
                 GroupName::new(derived)?
             }
@@ -256,29 +135,33 @@ impl<'a> Subscribe<'a> {
                 "handler {handler_name} is idempotent but the bus has no idempotency store; add one with BusBuilder::idempotency"
             )));
         }
-        let consumer = shared.consumer.clone();
-        let group = if self.broadcast {
-            let host_pid = consumer
-                .as_str()
+        let consumer = shared.next_consumer()?;
+        let readers = match dispatch {
+            Dispatch::Batch => vec![consumer.clone()],
+            Dispatch::Sliding => (0..concurrency)
+                .map(|i| ConsumerName::new(format!("{consumer}:reader{i}")))
+                .collect::<Result<_>>()?,
+        };
+        let (group, role) = if self.broadcast {
+            let bus_consumer = shared.consumer.as_str();
+            let host_pid = bus_consumer
                 .rsplit_once(':')
-                .map_or(consumer.as_str(), |(hp, _)| hp)
+                .map_or(bus_consumer, |(hp, _)| hp)
                 .replace(':', "_");
-            GroupName::new(format!("{base_group}__{host_pid}_{}", rand_suffix()))?
+            let name = format!("{base_group}__{host_pid}_{}", rand_suffix());
+            (GroupName::new(name)?, GroupRole::Broadcast)
         } else {
-            base_group.clone()
+            (base_group, GroupRole::Regular)
         };
         if self.broadcast {
             // Heartbeat before the group exists, so no other process ever sees it as an
-            // orphan; then remove the orphans of crashed processes on any host.
+            // orphan; then remove the orphans of crashed processes (only groups
+            // registered as broadcast groups are ever considered).
             shared
                 .backend
                 .broadcast_heartbeat(&key, &group, shared.cfg.broadcast_ttl)
                 .await?;
-            match shared
-                .backend
-                .remove_orphan_broadcast_groups(&key, &base_group)
-                .await
-            {
+            match shared.backend.remove_orphan_broadcast_groups(&key).await {
                 Ok(removed) if !removed.is_empty() => {
                     tracing::info!(?removed, "removed orphan broadcast groups");
                 }
@@ -286,17 +169,22 @@ impl<'a> Subscribe<'a> {
                 Err(e) => tracing::warn!(error = %e, "orphan broadcast cleanup failed"),
             }
         }
-        shared
+        let status = shared
             .backend
-            .ensure_group(&key, &group, &self.start)
+            .ensure_group(&key, &group, &self.start, role)
             .await?;
+        if status == GroupStatus::Recreated {
+            tracing::warn!(topic = %key.topic, %group, "group was registered but gone from the topic (deleted outside rivulet); re-created at the start of the retained history, so entries may be handled again");
+        }
 
         let metrics = super::metrics::SubMetrics::new(key.topic.as_str(), group.as_str());
+        let held = Arc::new(Held::new(key.clone(), group.clone()));
         let state = Arc::new(SubState {
             key: key.clone(),
             group,
             handler_name: Arc::from(handler_name.as_str()),
             consumer,
+            readers,
             dispatch,
             concurrency,
             retry,
@@ -305,13 +193,18 @@ impl<'a> Subscribe<'a> {
             handler: self.handler,
             counters: Counters::default(),
             metrics,
-            in_flight: consumer::InFlight::default(),
+            held: held.clone(),
             stop: shared.stop.child_token(),
             tasks: TaskTracker::new(),
+            last_failure: Mutex::new(None),
             finished: tokio::sync::OnceCell::new(),
         });
         shared.register(state.clone());
+        shared
+            .keep_alive
+            .register(&held, || shared.keep_alive_settings());
         shared.retry_mover(&key);
+        shared.housekeeper(&key.topic);
         consumer::start(&shared, &state).await?;
         Ok(Subscription { shared, state })
     }
@@ -323,68 +216,6 @@ impl<'a> IntoFuture for Subscribe<'a> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.run())
-    }
-}
-
-/// A running subscription.
-pub struct Subscription {
-    shared: Arc<Shared>,
-    state: Arc<SubState>,
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("topic", &self.state.key.topic)
-            .field("group", &self.state.group)
-            .field("consumer", &self.state.consumer)
-            .finish()
-    }
-}
-
-impl Subscription {
-    /// The topic.
-    pub fn topic(&self) -> &TopicName {
-        &self.state.key.topic
-    }
-
-    /// The group this subscription consumes in.
-    pub fn group(&self) -> &GroupName {
-        &self.state.group
-    }
-
-    /// The handler's name.
-    pub fn handler(&self) -> &str {
-        &self.state.handler_name
-    }
-
-    /// The dispatch mode in effect.
-    pub fn dispatch(&self) -> Dispatch {
-        self.state.dispatch
-    }
-
-    /// The concurrency in effect.
-    pub fn concurrency(&self) -> usize {
-        self.state.concurrency
-    }
-
-    /// Counters since the subscription started.
-    pub fn stats(&self) -> SubscriptionStats {
-        self.state.counters.snapshot()
-    }
-
-    /// Stops this subscription alone, draining its in-flight handlers (up to the bus's
-    /// drain timeout). The rest of the bus keeps running.
-    pub async fn unsubscribe(&self) {
-        self.state.stop.cancel();
-        self.state.tasks.close();
-        if tokio::time::timeout(self.shared.cfg.drain_timeout, self.state.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(group = %self.state.group, "unsubscribe: drain timeout passed");
-        }
-        self.state.finish(&self.shared).await;
     }
 }
 
@@ -513,6 +344,8 @@ impl<'a> Subscribe<'a> {
         T: DeserializeOwned,
         K: Fn(&T) -> String + Send + Sync + 'static,
     {
+        // Called under the panic guard (a panicking key function counts as a handler
+        // panic: retried with backoff, never a dead read loop).
         let f: KeyFn =
             Arc::new(move |bytes: &Bytes| serde_json::from_slice::<T>(bytes).ok().map(|v| key(&v)));
         self.idempotency = Some(Idempotency { key: Some(f) });

@@ -79,7 +79,7 @@ pub async fn builder(f: &dyn Fixture) -> BusBuilder {
     Bus::builder(f.backend().await)
         .app("conf")
         .block_timeout(Duration::from_millis(200))
-        .retry_scheduler_interval(Duration::from_millis(100))
+        .retry_mover_interval(Duration::from_millis(100))
         .reclaim_interval(Duration::from_millis(500))
         .min_idle(Duration::from_secs(2))
         .retry(

@@ -1,15 +1,18 @@
-//! Group lifecycle: create (with the retry lane), destroy, broadcast heartbeats and
-//! orphan cleanup (B-SUB-3).
+//! Group lifecycle (B-SUB-3): create and register (with the retry lane), destroy,
+//! broadcast heartbeats and orphan clean-up. Orphan clean-up only ever considers groups
+//! in the broadcast registry, so a regular group whose name looks like a broadcast
+//! group's is never touched.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use redis::Value;
 
 use super::conn::Conn;
 use super::reply;
 use super::scripts::SCRIPTS;
 use super::{RedisBackend, millis};
-use crate::backend::StreamKey;
+use crate::backend::{GroupRole, GroupStatus, Groups, StreamKey};
 use crate::error::{Error, Result};
 use crate::name::GroupName;
 use crate::topic::StartFrom;
@@ -30,104 +33,65 @@ fn start_id(start: &StartFrom) -> Result<String> {
     })
 }
 
-/// Creates `group` on `stream` at `start` (creating the stream too); an existing group
-/// is left as it is.
-pub(super) async fn create_on(
-    conn: &mut Conn,
-    stream: &str,
-    group: &str,
-    start: &str,
-) -> Result<()> {
-    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg(start)
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if reply::is_busygroup(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 impl RedisBackend {
+    /// Runs `ensure_group.lua` on `conn`: creates and registers the group; `resume`
+    /// forces `start` for a vanished group (a reader re-creating it where it last read).
     pub(super) async fn create_group(
         &self,
+        conn: &mut Conn,
         key: &StreamKey,
         group: &GroupName,
-        start: &StartFrom,
-    ) -> Result<()> {
-        let start = start_id(start)?;
-        let mut conn = self.conn()?;
+        start: &str,
+        role: GroupRole,
+        resume: bool,
+    ) -> Result<GroupStatus> {
         let keys = self.log_keys(key);
-        // The lane first: a group that exists on the stream always has its lane, which
-        // the retry mover relies on.
-        create_on(&mut conn, &keys.lane(group.as_str()), group.as_str(), "0").await?;
-        create_on(&mut conn, &keys.stream, group.as_str(), &start).await
+        let status: String = SCRIPTS
+            .ensure_group
+            .key(&keys.stream)
+            .key(keys.lane(group.as_str()))
+            .key(keys.groups())
+            .key(keys.broadcast())
+            .arg(group.as_str())
+            .arg(start)
+            .arg(if role == GroupRole::Broadcast {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(if resume { "1" } else { "0" })
+            .invoke_async(conn)
+            .await?;
+        match status.as_str() {
+            "existed" => Ok(GroupStatus::Existed),
+            "created" => Ok(GroupStatus::Created),
+            "recreated" => Ok(GroupStatus::Recreated),
+            other => Err(Error::Protocol(format!("ensure_group answered {other:?}"))),
+        }
     }
 
-    /// Destroys a group (only when its heartbeat expired, with `only_orphan`).
+    /// Destroys a group (only an orphaned broadcast group, with `only_orphan`).
     /// Returns whether it existed and was destroyed.
-    pub(super) async fn remove_group(
+    async fn remove_group(
         &self,
+        conn: &mut Conn,
         key: &StreamKey,
         group: &GroupName,
         only_orphan: bool,
     ) -> Result<bool> {
-        let mut conn = self.conn()?;
         let keys = self.log_keys(key);
         let destroyed: i64 = SCRIPTS
             .destroy_group
             .key(&keys.stream)
             .key(keys.lane(group.as_str()))
             .key(keys.heartbeat(group))
+            .key(keys.groups())
+            .key(keys.broadcast())
             .arg(group.as_str())
             .arg(if only_orphan { "1" } else { "0" })
-            .invoke_async(&mut conn)
+            .invoke_async(conn)
             .await?;
         Ok(destroyed == 1)
-    }
-
-    pub(super) async fn heartbeat(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        ttl: Duration,
-    ) -> Result<()> {
-        let mut conn = self.conn()?;
-        let keys = self.log_keys(key);
-        let _: Value = redis::cmd("SET")
-            .arg(keys.heartbeat(group))
-            .arg("1")
-            .arg("PX")
-            .arg(millis(ttl).max(1))
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn remove_orphans(
-        &self,
-        key: &StreamKey,
-        base: &GroupName,
-    ) -> Result<Vec<String>> {
-        let mut conn = self.conn()?;
-        let keys = self.log_keys(key);
-        let prefix = format!("{base}__");
-        let names = self.group_names(&mut conn, &keys.stream).await?;
-        let mut removed = Vec::new();
-        for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
-            let Ok(group) = GroupName::new(name.clone()) else {
-                continue;
-            };
-            if self.remove_group(key, &group, true).await? {
-                removed.push(name);
-            }
-        }
-        Ok(removed)
     }
 
     /// The names of the groups on `stream` (none when it does not exist).
@@ -153,6 +117,66 @@ impl RedisBackend {
             .iter()
             .filter_map(|g| reply::field(g, "name").and_then(reply::string))
             .collect())
+    }
+}
+
+#[async_trait]
+impl Groups for RedisBackend {
+    async fn ensure_group(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        start: &StartFrom,
+        role: GroupRole,
+    ) -> Result<GroupStatus> {
+        let start = start_id(start)?;
+        let mut conn = self.conn()?;
+        self.register_topic(&mut conn, &key.topic).await?;
+        self.create_group(&mut conn, key, group, &start, role, false)
+            .await
+    }
+
+    async fn destroy_group(&self, key: &StreamKey, group: &GroupName) -> Result<()> {
+        let mut conn = self.conn()?;
+        self.remove_group(&mut conn, key, group, false).await?;
+        Ok(())
+    }
+
+    async fn broadcast_heartbeat(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        ttl: Duration,
+    ) -> Result<()> {
+        let mut conn = self.conn()?;
+        let keys = self.log_keys(key);
+        let _: Value = redis::cmd("SET")
+            .arg(keys.heartbeat(group))
+            .arg("1")
+            .arg("PX")
+            .arg(millis(ttl).max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_orphan_broadcast_groups(&self, key: &StreamKey) -> Result<Vec<String>> {
+        let mut conn = self.conn()?;
+        let keys = self.log_keys(key);
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys.broadcast())
+            .query_async(&mut conn)
+            .await?;
+        let mut removed = Vec::new();
+        for name in names {
+            let Ok(group) = GroupName::new(name.clone()) else {
+                continue;
+            };
+            if self.remove_group(&mut conn, key, &group, true).await? {
+                removed.push(name);
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::idempotency::{Claim, IdempotencyStore};
 
 /// The default key prefix of a [`RedisIdempotencyStore`].
-pub(crate) const DEFAULT_IDEMPOTENCY_PREFIX: &str = "rivulet:idem:";
+pub(crate) const DEFAULT_IDEMPOTENCY_PREFIX: &str = "rivulet/idempotency/";
 
 /// An [`IdempotencyStore`] in Redis, usable with any backend.
 ///
@@ -92,11 +92,11 @@ impl RedisIdempotencyStore {
     pub fn from_backend(backend: &RedisBackend) -> Self {
         RedisIdempotencyStore {
             source: Source::Backend(backend.clone()),
-            prefix: DEFAULT_IDEMPOTENCY_PREFIX.to_owned(),
+            prefix: super::keys::idempotency_prefix(backend.prefix()),
         }
     }
 
-    /// The prefix of every key (default `rivulet:idem:`). Give each service its own when
+    /// The prefix of every key (default `rivulet/idempotency/`). Give each service its own when
     /// several share a Redis.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -157,6 +157,17 @@ impl IdempotencyStore for RedisIdempotencyStore {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    async fn renew(&self, key: &str, lease: Duration) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let n: i64 = SCRIPTS
+            .renew
+            .key(self.key(key))
+            .arg(millis(lease).max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
     }
 
     async fn release(&self, key: &str) -> Result<()> {

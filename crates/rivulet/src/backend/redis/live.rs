@@ -3,13 +3,15 @@
 //! Lossy by design: a full channel drops messages (counted), and messages published
 //! while the connection is down are never seen. After a connection loss it reconnects
 //! with bounded backoff and subscribes again; it stops when the receiver is dropped or
-//! the backend is closed.
+//! the bus that opened it shuts down.
 //!
 //! On a cluster the subscription connects to one of the nodes given (the next one when
 //! that node is down): Redis Cluster propagates every `PUBLISH` to all nodes.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
@@ -17,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisBackend;
 use super::conn::Target;
-use crate::backend::LiveMessage;
+use crate::backend::{LiveChannels, LiveMessage};
 use crate::error::{Error, Result};
 
 /// Capacity of a subscription's channel.
@@ -43,10 +45,22 @@ async fn open(
     }
 }
 
-impl RedisBackend {
-    pub(super) async fn subscribe_live(
+#[async_trait]
+impl LiveChannels for RedisBackend {
+    async fn live_publish(&self, channel: &str, payload: Bytes) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let n: u64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload.as_ref())
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+
+    async fn live_subscribe(
         &self,
         patterns: &[String],
+        stop: CancellationToken,
     ) -> Result<mpsc::Receiver<LiveMessage>> {
         self.conn()?;
         let clients = match &self.inner.target {
@@ -71,7 +85,7 @@ impl RedisBackend {
             patterns: patterns.to_vec(),
             timeout,
             tx,
-            closed: self.inner.closed.clone(),
+            closed: stop,
         };
         tokio::spawn(task.run(first));
         Ok(rx)

@@ -16,9 +16,10 @@
 //! subscription, closed when they are dropped.
 
 mod conn;
-mod dlq;
+mod dead_letters;
 mod groups;
 mod idempotency;
+mod inspect;
 mod keys;
 mod live;
 mod publish;
@@ -33,24 +34,16 @@ pub(crate) mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::backend::{
-    AnyBackend, Backend, EntryRef, LiveMessage, PublishOpts, Reader, Reclaimed, RetrySweep,
-    StreamKey,
-};
-use crate::dead_letter::DeadLetter;
+use crate::backend::{AnyBackend, Backend, StreamKey};
 use crate::error::{Error, Result};
-use crate::message::{EntryId, Envelope, Published};
-use crate::name::{ConsumerName, GroupName, TopicName};
-use crate::topic::{StartFrom, TopicOptions, TrimReport};
+use crate::name::TopicName;
 
 use self::conn::{Conn, Target, Timeouts};
 pub use self::idempotency::RedisIdempotencyStore;
@@ -88,10 +81,11 @@ struct Inner {
     prefix: String,
     max_payload: usize,
     timeouts: Timeouts,
-    /// The shared connection; `None` once closed.
-    shared: RwLock<Option<Conn>>,
-    /// Cancelled by `close`: stops live subscriptions.
-    closed: CancellationToken,
+    /// The shared connection. It closes when the last clone of the backend is dropped:
+    /// a bus that shuts down never closes it under another bus (B-MULTI-1).
+    shared: Conn,
+    /// Topics this backend has added to the topic registry.
+    registered: Mutex<HashSet<TopicName>>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -104,7 +98,6 @@ impl fmt::Debug for RedisBackend {
             )
             .field("prefix", &self.inner.prefix)
             .field("max_payload", &self.inner.max_payload)
-            .field("closed", &self.inner.closed.is_cancelled())
             .finish()
     }
 }
@@ -173,7 +166,7 @@ impl RedisBackendBuilder {
     }
 
     /// The prefix of every key (default `rivulet`). Keys of a topic are tagged
-    /// `{<prefix>:<topic>}`. Printable ASCII without spaces or braces.
+    /// `{<prefix>/topic/<topic>}`. 1–100 bytes of `[A-Za-z0-9._:-]`, like a name.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -253,8 +246,8 @@ impl RedisBackendBuilder {
                 prefix: self.prefix,
                 max_payload: self.max_payload,
                 timeouts: self.timeouts,
-                shared: RwLock::new(Some(shared)),
-                closed: CancellationToken::new(),
+                shared,
+                registered: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -302,13 +295,9 @@ impl RedisBackend {
         self.inner.max_payload
     }
 
-    /// A clone of the shared connection, or [`Error::Closed`].
+    /// A clone of the shared connection.
     fn conn(&self) -> Result<Conn> {
-        let guard = match self.inner.shared.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        guard.clone().ok_or(Error::Closed)
+        Ok(self.inner.shared.clone())
     }
 
     fn topic_keys(&self, topic: &TopicName) -> TopicKeys {
@@ -330,6 +319,13 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 #[async_trait]
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
@@ -340,164 +336,25 @@ impl Backend for RedisBackend {
         1
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        batch: Vec<Envelope>,
-        opts: &PublishOpts,
-    ) -> Result<Vec<Published>> {
-        self.publish_batch(topic, batch, opts).await
-    }
-
-    async fn ensure_group(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        start: &StartFrom,
-    ) -> Result<()> {
-        self.create_group(key, group, start).await
-    }
-
-    async fn destroy_group(&self, key: &StreamKey, group: &GroupName) -> Result<()> {
-        self.remove_group(key, group, false).await.map(|_| ())
-    }
-
-    async fn reader(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        consumer: &ConsumerName,
-    ) -> Result<Box<dyn Reader>> {
-        let reader = reader::RedisReader::open(self.clone(), key, group, consumer).await?;
-        Ok(Box::new(reader))
-    }
-
-    async fn ack(&self, key: &StreamKey, group: &GroupName, entries: &[EntryRef]) -> Result<()> {
-        self.ack_entries(key, group, entries).await
-    }
-
-    async fn retry_later(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        entry: &EntryRef,
-        next: &Envelope,
-        due_ms: u64,
-    ) -> Result<()> {
-        self.schedule_retry(key, group, entry, next, due_ms).await
-    }
-
-    async fn dead_letter(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        entry: &EntryRef,
-        dead: &DeadLetter,
-    ) -> Result<()> {
-        self.dead_letter_entry(key, group, entry, dead).await
-    }
-
-    async fn move_due_retries(
-        &self,
-        key: &StreamKey,
-        now_ms: u64,
-        limit: usize,
-    ) -> Result<RetrySweep> {
-        self.sweep_retries(key, now_ms, limit).await
-    }
-
-    async fn reclaim(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        consumer: &ConsumerName,
-        min_idle: Duration,
-        count: usize,
-    ) -> Result<Reclaimed> {
-        self.reclaim_idle(key, group, consumer, min_idle, count)
-            .await
-    }
-
-    async fn extend_lease(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        consumer: &ConsumerName,
-        entries: &[EntryRef],
-    ) -> Result<()> {
-        self.extend(key, group, consumer, entries).await
-    }
-
-    async fn hand_back(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        consumer: &ConsumerName,
-        keep: &[EntryRef],
-    ) -> Result<usize> {
-        self.hand_back_pending(key, group, consumer, keep).await
-    }
-
-    async fn dead_letters(
-        &self,
-        topic: &TopicName,
-        after: Option<&EntryId>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>> {
-        self.list_dead_letters(topic, after, limit).await
-    }
-
-    async fn dead_letter_count(&self, topic: &TopicName) -> Result<u64> {
-        self.count_dead_letters(topic).await
-    }
-
-    async fn remove_dead_letters(&self, topic: &TopicName, ids: &[EntryId]) -> Result<u64> {
-        self.delete_dead_letters(topic, ids).await
-    }
-
-    async fn replay_dead_letter(&self, topic: &TopicName, dead: &DeadLetter) -> Result<bool> {
-        self.replay(topic, dead).await
-    }
-
-    async fn trim(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport> {
-        self.trim_topic(topic, opts).await
-    }
-
-    async fn broadcast_heartbeat(
-        &self,
-        key: &StreamKey,
-        group: &GroupName,
-        ttl: Duration,
-    ) -> Result<()> {
-        self.heartbeat(key, group, ttl).await
-    }
-
-    async fn remove_orphan_broadcast_groups(
-        &self,
-        key: &StreamKey,
-        base: &GroupName,
-    ) -> Result<Vec<String>> {
-        self.remove_orphans(key, base).await
-    }
-
-    async fn live_publish(&self, channel: &str, payload: Bytes) -> Result<u64> {
-        self.publish_live(channel, payload).await
-    }
-
-    async fn live_subscribe(&self, patterns: &[String]) -> Result<mpsc::Receiver<LiveMessage>> {
-        self.subscribe_live(patterns).await
-    }
-
-    async fn close(&self) {
-        let taken = match self.inner.shared.write() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        // Dropping our handle closes the shared connection once in-flight calls finish.
-        drop(taken);
-        self.inner.closed.cancel();
+    async fn detach(&self) -> Result<Arc<dyn Backend>> {
+        let inner = &self.inner;
+        let shared = conn::open_shared(&inner.target, inner.timeouts, &inner.redacted).await?;
+        Ok(Arc::new(RedisBackend {
+            inner: Arc::new(Inner {
+                target: inner.target.clone(),
+                redacted: inner.redacted.clone(),
+                prefix: inner.prefix.clone(),
+                max_payload: inner.max_payload,
+                timeouts: inner.timeouts,
+                shared,
+                registered: Mutex::new(HashSet::new()),
+            }),
+        }))
     }
 }
+
+#[cfg(test)]
+use crate::{backend::EntryRef, message::Envelope, name::GroupName};
 
 #[cfg(test)]
 impl RedisBackend {

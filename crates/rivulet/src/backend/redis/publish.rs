@@ -1,9 +1,8 @@
 //! Publishing: plain (pipelined XADD), idempotent (B-PUB-4), durable (B-PUB-5), with
-//! backpressure (B-PUB-6); and live-channel publishing.
+//! backpressure (B-PUB-6).
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use redis::Value;
 use tokio::time::Instant;
 
@@ -13,7 +12,7 @@ use super::reply;
 use super::scripts::SCRIPTS;
 use super::wire::{check_envelope, message_fields};
 use super::{RedisBackend, millis};
-use crate::backend::PublishOpts;
+use crate::backend::{PublishOpts, Publishing};
 use crate::error::{Error, Result};
 use crate::message::{EntryId, Envelope, Published, now_ms};
 use crate::name::TopicName;
@@ -26,8 +25,9 @@ const TS_SLACK_MS: u64 = 5_000;
 /// Longest pause between two backpressure checks while waiting for room.
 const BACKPRESSURE_POLL_MAX: Duration = Duration::from_millis(200);
 
-impl RedisBackend {
-    pub(super) async fn publish_batch(
+#[async_trait::async_trait]
+impl Publishing for RedisBackend {
+    async fn publish(
         &self,
         topic: &TopicName,
         batch: Vec<Envelope>,
@@ -40,6 +40,7 @@ impl RedisBackend {
             return Ok(Vec::new());
         }
         let mut conn = self.conn()?;
+        self.register_topic(&mut conn, topic).await?;
         let keys = self.topic_keys(topic);
         self.wait_for_room(topic, &keys, &opts.topic).await?;
         let stream = keys.stream();
@@ -131,7 +132,9 @@ impl RedisBackend {
         }
         Ok(out)
     }
+}
 
+impl RedisBackend {
     /// Checks the topic's backpressure cap; with `backpressure_wait`, polls until there is
     /// room or the wait is over.
     async fn wait_for_room(
@@ -208,15 +211,5 @@ impl RedisBackend {
                 Ok((lag, limit))
             }
         }
-    }
-
-    pub(super) async fn publish_live(&self, channel: &str, payload: Bytes) -> Result<u64> {
-        let mut conn = self.conn()?;
-        let n: u64 = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload.as_ref())
-            .query_async(&mut conn)
-            .await?;
-        Ok(n)
     }
 }

@@ -1,6 +1,5 @@
 //! Blocking readers, each on its own connection (B-SUB-6).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -9,12 +8,12 @@ use redis::Value;
 
 use super::RedisBackend;
 use super::conn::{Conn, is_connection_loss, open_dedicated};
-use super::groups::create_on;
 use super::reply::{self, RawEntry};
 use super::settle::push_acks;
 use super::wire::{decode_dead_letter_record, decode_message};
 use crate::backend::{
-    EntryRef, Lane, ReadEntry, Reader, Record, Settlements, StreamKey, StreamKind,
+    EntryRef, GroupRole, Lane, ReadEntry, Reader, Readers, Record, Settlements, Settling,
+    StreamKey, StreamKind,
 };
 use crate::error::{Error, Result};
 use crate::message::EntryId;
@@ -50,10 +49,6 @@ pub(super) struct RedisReader {
     lane: String,
     /// `None` after a connection loss: reopened by the next read.
     conn: Option<Conn>,
-    /// Entries read beyond the requested count (both logs had entries): handed out first
-    /// by the next read, which tops the batch up from Redis. Never more than the largest
-    /// `count` asked for.
-    surplus: VecDeque<ReadEntry>,
     /// The last topic entry this reader was delivered, where a vanished group is
     /// re-created.
     last_seen: Option<String>,
@@ -66,7 +61,6 @@ impl fmt::Debug for RedisReader {
             .field("group", &self.group)
             .field("consumer", &self.consumer)
             .field("connected", &self.conn.is_some())
-            .field("surplus", &self.surplus.len())
             .finish()
     }
 }
@@ -88,7 +82,6 @@ impl RedisReader {
             group: group.clone(),
             consumer: consumer.clone(),
             conn: Some(conn),
-            surplus: VecDeque::new(),
             last_seen: None,
         })
     }
@@ -108,9 +101,6 @@ impl RedisReader {
     }
 
     async fn connection(&mut self) -> Result<&mut Conn> {
-        if self.backend.inner.closed.is_cancelled() {
-            return Err(Error::Closed);
-        }
         if self.conn.is_none() {
             self.conn = Some(Self::dial(&self.backend, &self.stream).await?);
         }
@@ -122,11 +112,6 @@ impl RedisReader {
     #[cfg(test)]
     pub(super) fn on_one_node(&self) -> bool {
         matches!(self.conn, Some(Conn::Multiplexed(_)))
-    }
-
-    fn take_surplus(&mut self, count: usize) -> Vec<ReadEntry> {
-        let n = count.min(self.surplus.len());
-        self.surplus.drain(..n).collect()
     }
 
     /// Looks at the settlement commands' replies. A retry script the server had
@@ -147,17 +132,13 @@ impl RedisReader {
                 Some(r)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
-                    if let Err(e) = self
-                        .backend
-                        .schedule_retry(&self.key, &self.group, &r.entry, &r.next, r.due_ms)
-                        .await
-                    {
+                    if let Err(e) = self.backend.retry_later(&self.key, &self.group, r).await {
                         tracing::warn!(error = %e, "could not schedule a retry; the entry stays pending and will be reclaimed");
                     }
                 }
-                _ if reply::is_nogroup(&e) => {
-                    // The read reports it too and re-creates the group.
-                }
+                // Acks of a vanished group: nothing is pending any more (retries never meet
+                // NOGROUP: their scripts schedule them all the same).
+                _ if reply::is_nogroup(&e) => {}
                 // An entry whose settlement failed stays pending: it is reclaimed after
                 // min_idle (a later delivery, never a loss). The read's result stands.
                 _ => tracing::warn!(error = %e, "settling an entry failed; it stays pending"),
@@ -183,10 +164,12 @@ impl RedisReader {
             "group" => self.group.to_string()
         )
         .increment(1);
-        let (stream, lane, group) = (self.stream.clone(), self.lane.clone(), self.group.clone());
+        let (backend, key, group) = (self.backend.clone(), self.key.clone(), self.group.clone());
         let conn = self.connection().await?;
-        create_on(conn, &lane, group.as_str(), "0").await?;
-        create_on(conn, &stream, group.as_str(), &start).await
+        backend
+            .create_group(conn, &key, &group, &start, GroupRole::Regular, true)
+            .await?;
+        Ok(())
     }
 }
 
@@ -198,7 +181,6 @@ impl Reader for RedisReader {
         count: usize,
         block: Duration,
     ) -> Result<Vec<ReadEntry>> {
-        let count = count.max(1);
         // Settlements go first on the reader's own connection: the acks, then one atomic
         // script per retry.
         let mut pipe = redis::pipe();
@@ -212,31 +194,19 @@ impl Reader for RedisReader {
         );
         let first_retry = settle_cmds;
         for r in &settle.retries {
-            pipe.add_command(self.backend.retry_later_cmd(
-                &self.key,
-                &self.group,
-                &r.entry,
-                &r.next,
-                r.due_ms,
-            ));
+            pipe.add_command(self.backend.retry_later_cmd(&self.key, &self.group, r));
             settle_cmds += 1;
         }
-        // Entries left over from the last read (a read can return `count` from the lane
-        // and `count` from the topic) are handed out first; the read tops the batch up to
-        // `count`, without blocking when there is something to hand out already. Topping
-        // up keeps batches full while retries flow through the lane: handing out the
-        // leftovers alone would cost a round trip for a small batch.
-        let want = count.saturating_sub(self.surplus.len());
-        let read_now = want > 0;
+        let read_now = count > 0;
         if read_now {
             let cmd = pipe.cmd("XREADGROUP");
             cmd.arg("GROUP")
                 .arg(self.group.as_str())
                 .arg(self.consumer.as_str())
                 .arg("COUNT")
-                .arg(want);
+                .arg(count);
             let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
-            if block_ms > 0 && self.surplus.is_empty() {
+            if block_ms > 0 {
                 cmd.arg("BLOCK").arg(block_ms);
             }
             cmd.arg("STREAMS")
@@ -245,11 +215,12 @@ impl Reader for RedisReader {
                 .arg(">")
                 .arg(">");
         } else if settle_cmds == 0 {
-            return Ok(self.take_surplus(count));
+            return Ok(Vec::new());
         }
         let conn = self.connection().await?;
+        let wait = block.saturating_add(READ_GRACE);
         let r = tokio::time::timeout(
-            block + READ_GRACE,
+            wait,
             pipe.query_async::<Vec<redis::RedisResult<Value>>>(conn),
         )
         .await;
@@ -264,13 +235,13 @@ impl Reader for RedisReader {
             Err(_) => {
                 // The server did not answer within BLOCK + grace: the connection is dead.
                 self.conn = None;
-                return Err(Error::Timeout(block + READ_GRACE));
+                return Err(Error::Timeout(wait));
             }
         };
         let read = if read_now { results.pop() } else { None };
         self.check_settlements(settle, results, first_retry).await;
         if !read_now {
-            return Ok(self.take_surplus(count));
+            return Ok(Vec::new());
         }
         let v = match read {
             Some(Ok(v)) => v,
@@ -286,6 +257,8 @@ impl Reader for RedisReader {
             }
             None => return Err(Error::Protocol("a read returned no reply".into())),
         };
+        // The lane first (retries waited longest), then the topic, as the memory
+        // backend does.
         let mut lane_entries = Vec::new();
         let mut main_entries = Vec::new();
         for (stream, entries) in reply::streams(&v) {
@@ -313,14 +286,20 @@ impl Reader for RedisReader {
                 }
             }
         }
-        // Leftovers first (read earlier), then the lane (retries waited longest), then the
-        // topic, as the memory backend does. What does not fit stays for the next call;
-        // it never exceeds the largest `count` asked for.
-        let mut all = std::mem::take(&mut self.surplus);
-        all.extend(lane_entries);
-        all.extend(main_entries);
-        let now: Vec<ReadEntry> = all.drain(..count.min(all.len())).collect();
-        self.surplus = all;
-        Ok(now)
+        lane_entries.extend(main_entries);
+        Ok(lane_entries)
+    }
+}
+
+#[async_trait]
+impl Readers for RedisBackend {
+    async fn reader(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<Box<dyn Reader>> {
+        let reader = RedisReader::open(self.clone(), key, group, consumer).await?;
+        Ok(Box::new(reader))
     }
 }

@@ -1,23 +1,25 @@
-//! Crash recovery and long handlers: reclaim (B-REC-1), lease extension (B-REC-2) and
+//! Crash recovery and long handlers: reclaim (B-REC-1), keep-alive (B-REC-2) and
 //! hand-back at drain (B-REC-3).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use redis::Value;
 
-use super::conn::check_value;
+use super::conn::{check_value, evalsha, pipeline_with_scripts};
 use super::reader::decode_entry;
 use super::reply;
 use super::scripts::SCRIPTS;
 use super::{RedisBackend, millis};
-use crate::backend::{EntryRef, Lane, ReadEntry, Reclaimed, StreamKey, StreamKind};
+use crate::backend::{EntryRef, Lane, ReadEntry, Reclaimed, Recovery, StreamKey, StreamKind};
 use crate::error::Result;
 use crate::message::EntryId;
 use crate::name::{ConsumerName, GroupName};
 
 /// Pending entries handed back per script call.
 const HAND_BACK_PAGE: usize = 100;
+/// Entries refreshed per keep-alive script call.
+const KEEP_ALIVE_PAGE: usize = 256;
 
 fn nogroup<T>(r: redis::RedisResult<T>) -> Result<Option<T>> {
     match r {
@@ -27,8 +29,9 @@ fn nogroup<T>(r: redis::RedisResult<T>) -> Result<Option<T>> {
     }
 }
 
-impl RedisBackend {
-    pub(super) async fn reclaim_idle(
+#[async_trait]
+impl Recovery for RedisBackend {
+    async fn reclaim(
         &self,
         key: &StreamKey,
         group: &GroupName,
@@ -101,7 +104,7 @@ impl RedisBackend {
         Ok(out)
     }
 
-    pub(super) async fn extend(
+    async fn keep_alive(
         &self,
         key: &StreamKey,
         group: &GroupName,
@@ -116,6 +119,7 @@ impl RedisBackend {
         let lane = keys.lane(group.as_str());
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let mut cmds = 0;
         for (stream, which) in [
             (keys.stream.as_str(), Lane::Main),
             (lane.as_str(), Lane::Retry),
@@ -125,22 +129,20 @@ impl RedisBackend {
                 .filter(|e| e.lane == which)
                 .map(|e| e.id.as_str())
                 .collect();
-            if ids.is_empty() {
-                continue;
+            for chunk in ids.chunks(KEEP_ALIVE_PAGE) {
+                let mut cmd = evalsha(&SCRIPTS.keep_alive, &[stream]);
+                cmd.arg(group.as_str()).arg(consumer.as_str()).arg(chunk);
+                pipe.add_command(cmd);
+                cmds += 1;
             }
-            // JUSTID: resets the idle time without counting a delivery.
-            pipe.cmd("XCLAIM")
-                .arg(stream)
-                .arg(group.as_str())
-                .arg(consumer.as_str())
-                .arg(0)
-                .arg(&ids)
-                .arg("JUSTID");
         }
-        let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+        if cmds == 0 {
+            return Ok(());
+        }
+        let values = pipeline_with_scripts(&mut conn, &pipe, &[&SCRIPTS.keep_alive]).await?;
         for v in values {
             match v {
-                // The group is gone: there is no lease left to extend.
+                // The group is gone: there is nothing left to keep alive.
                 Value::ServerError(e) if e.code() == "NOGROUP" => {}
                 other => {
                     check_value(other)?;
@@ -150,17 +152,16 @@ impl RedisBackend {
         Ok(())
     }
 
-    pub(super) async fn hand_back_pending(
+    async fn hand_back(
         &self,
         key: &StreamKey,
         group: &GroupName,
         consumer: &ConsumerName,
-        keep: &[EntryRef],
+        entries: &[EntryRef],
     ) -> Result<usize> {
         let mut conn = self.conn()?;
         let keys = self.log_keys(key);
         let lane = keys.lane(group.as_str());
-        let keep: HashSet<&EntryRef> = keep.iter().collect();
         let mut sources = vec![(lane.clone(), Lane::Retry)];
         // Dead letters are never copied into lanes (as in the memory backend): pending
         // entries of a dead-letter queue stay pending and are reclaimed after min_idle.
@@ -169,55 +170,73 @@ impl RedisBackend {
         }
         let mut handed = 0usize;
         for (stream, which) in sources {
-            let mut start = "-".to_owned();
-            loop {
-                let r: redis::RedisResult<Value> = redis::cmd("XPENDING")
-                    .arg(&stream)
+            let ids: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.lane == which)
+                .map(|e| e.id.as_str())
+                .collect();
+            for chunk in ids.chunks(HAND_BACK_PAGE) {
+                let r: redis::RedisResult<u64> = SCRIPTS
+                    .hand_back
+                    .key(&stream)
+                    .key(&lane)
                     .arg(group.as_str())
-                    .arg(&start)
-                    .arg("+")
-                    .arg(HAND_BACK_PAGE)
+                    .arg(if which == Lane::Retry { "1" } else { "0" })
                     .arg(consumer.as_str())
-                    .query_async(&mut conn)
+                    .arg(chunk)
+                    .invoke_async(&mut conn)
                     .await;
-                let Some(v) = nogroup(r)? else {
+                let Some(n) = nogroup(r)? else {
                     break;
                 };
-                let ids: Vec<String> = reply::array(&v)
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter_map(|p| reply::array(p)?.first().and_then(reply::string))
-                    .collect();
-                let Some(last) = ids.last().cloned() else {
-                    break;
-                };
-                let mine: Vec<&String> = ids
-                    .iter()
-                    .filter(|id| {
-                        !keep.contains(&EntryRef {
-                            lane: which,
-                            id: EntryId((*id).clone()),
-                        })
-                    })
-                    .collect();
-                if !mine.is_empty() {
-                    let n: u64 = SCRIPTS
-                        .hand_back
-                        .key(&stream)
-                        .key(&lane)
-                        .arg(group.as_str())
-                        .arg(if which == Lane::Retry { "1" } else { "0" })
-                        .arg(&mine)
-                        .invoke_async(&mut conn)
-                        .await?;
-                    handed += usize::try_from(n).unwrap_or(0);
-                }
-                if ids.len() < HAND_BACK_PAGE {
-                    break;
-                }
-                start = format!("({last}");
+                handed += usize::try_from(n).unwrap_or(0);
             }
         }
         Ok(handed)
+    }
+
+    async fn pending_of(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        limit: usize,
+    ) -> Result<Vec<EntryRef>> {
+        let mut conn = self.conn()?;
+        let keys = self.log_keys(key);
+        let lane = keys.lane(group.as_str());
+        let mut out = Vec::new();
+        for (stream, which) in [
+            (lane.as_str(), Lane::Retry),
+            (keys.stream.as_str(), Lane::Main),
+        ] {
+            let want = limit.saturating_sub(out.len());
+            if want == 0 {
+                break;
+            }
+            let r: redis::RedisResult<Value> = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(group.as_str())
+                .arg("-")
+                .arg("+")
+                .arg(want)
+                .arg(consumer.as_str())
+                .query_async(&mut conn)
+                .await;
+            let Some(v) = nogroup(r)? else {
+                continue;
+            };
+            out.extend(
+                reply::array(&v)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter_map(|p| reply::array(p)?.first().and_then(reply::string))
+                    .map(|id| EntryRef {
+                        lane: which,
+                        id: EntryId(id),
+                    }),
+            );
+        }
+        Ok(out)
     }
 }

@@ -175,11 +175,6 @@ pub(crate) fn is_nogroup(e: &redis::RedisError) -> bool {
             .is_some_and(|errs| errs.iter().any(|(_, s)| s.code() == "NOGROUP"))
 }
 
-/// Whether the error is Redis's `BUSYGROUP` (the group already exists).
-pub(crate) fn is_busygroup(e: &redis::RedisError) -> bool {
-    e.code() == Some("BUSYGROUP")
-}
-
 /// An error for a reply that does not have the expected shape.
 pub(crate) fn unexpected(what: &str, v: &Value) -> Error {
     let mut shown = format!("{v:?}");

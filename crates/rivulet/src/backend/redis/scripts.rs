@@ -19,9 +19,13 @@ pub(crate) struct Scripts {
     pub(crate) publish_dedup: Script,
     pub(crate) replay: Script,
     pub(crate) destroy_group: Script,
+    pub(crate) ensure_group: Script,
+    pub(crate) keep_alive: Script,
+    pub(crate) retry_dead_letter: Script,
     pub(crate) trim: Script,
     pub(crate) claim: Script,
     pub(crate) release: Script,
+    pub(crate) renew: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -33,7 +37,11 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     publish_dedup: Script::new(include_str!("lua/publish_dedup.lua")),
     replay: Script::new(include_str!("lua/replay.lua")),
     destroy_group: Script::new(include_str!("lua/destroy_group.lua")),
+    ensure_group: Script::new(include_str!("lua/ensure_group.lua")),
+    keep_alive: Script::new(include_str!("lua/keep_alive.lua")),
+    retry_dead_letter: Script::new(include_str!("lua/retry_dead_letter.lua")),
     trim: Script::new(include_str!("lua/trim.lua")),
     claim: Script::new(include_str!("lua/claim.lua")),
     release: Script::new(include_str!("lua/release.lua")),
+    renew: Script::new(include_str!("lua/renew.lua")),
 });

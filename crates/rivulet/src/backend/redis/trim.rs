@@ -2,11 +2,13 @@
 //! the boundary no group still needs (see `lua/trim.lua`); otherwise plain approximate
 //! `XTRIM`. The dead-letter queue is never trimmed.
 
+use async_trait::async_trait;
 use redis::Value;
 
 use super::RedisBackend;
 use super::reply;
 use super::scripts::SCRIPTS;
+use crate::backend::Retention;
 use crate::error::Result;
 use crate::message::now_ms;
 use crate::name::TopicName;
@@ -18,12 +20,9 @@ const SCAN_BUDGET: u64 = 1_000;
 /// background trimmer continues on its next run).
 const MAX_ROUNDS: usize = 1_000;
 
-impl RedisBackend {
-    pub(super) async fn trim_topic(
-        &self,
-        topic: &TopicName,
-        opts: &TopicOptions,
-    ) -> Result<TrimReport> {
+#[async_trait]
+impl Retention for RedisBackend {
+    async fn trim(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport> {
         let mut report = TrimReport::default();
         if opts.max_len.is_none() && opts.max_age.is_none() {
             return Ok(report);

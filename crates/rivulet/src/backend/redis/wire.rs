@@ -166,6 +166,26 @@ pub(crate) fn retry_member(group: &GroupName, fields: &Fields) -> Vec<u8> {
 }
 
 /// The millisecond part of a stream id (0 when it is not one).
+/// Parses a retry-set member back into its group and fields (the inverse of
+/// [`retry_member`]); `None` when it is not well-formed.
+pub(crate) fn parse_retry_member(member: &[u8]) -> Option<(GroupName, Fields)> {
+    let mut items: Vec<Bytes> = Vec::new();
+    let mut rest = member;
+    while !rest.is_empty() {
+        let colon = rest.iter().position(|&b| b == b':')?;
+        let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+        let start = colon + 1;
+        let end = start.checked_add(len)?;
+        items.push(Bytes::copy_from_slice(rest.get(start..end)?));
+        rest = &rest[end..];
+    }
+    if items.len() < 4 || items.len() % 2 != 0 {
+        return None;
+    }
+    let group = GroupName::new(std::str::from_utf8(&items[0]).ok()?).ok()?;
+    Some((group, items.split_off(2)))
+}
+
 pub(crate) fn id_ms(id: &str) -> u64 {
     parse_stream_id(id).map_or(0, |(ms, _)| ms)
 }

@@ -1,14 +1,20 @@
 -- Moves scheduled retries that are due into their groups' retry lanes (B-RET-3).
 -- Safe to run from several processes at once: a member is moved only by the call whose
--- ZREM removed it. Members of groups that no longer exist (not listed, or whose lane is
--- gone) are dropped: nobody could ever read them.
+-- ZREM removed it, and each member's lane append comes before its removal.
+--
+-- A retry of a group that is not known (neither on the topic nor in the group registry)
+-- is never dropped: the first time it is seen it is rescheduled `grace` later, marked as
+-- waiting (its nonce gets a 'w:' prefix), in case a reader re-creates the group; seen
+-- again still without a group, it is returned to the caller, which dead-letters it with
+-- reason group_gone (retry_dead_letter.lua).
 --
 -- KEYS[1]   the retry set
--- KEYS[2..] the lanes of the groups named in ARGV[3..], in the same order
+-- KEYS[2..] the lanes of the groups named in ARGV[4..], in the same order
 -- ARGV[1]   now, ms since the epoch
--- ARGV[2]   the most members to move in this call
--- ARGV[3..] group names
--- Returns {moved, dropped, score of the earliest member left or nil}.
+-- ARGV[2]   the most members to look at in this call
+-- ARGV[3]   grace, ms
+-- ARGV[4..] names of the known groups
+-- Returns {moved, waiting, members to dead-letter, score of the earliest member left}.
 
 -- A member is a run of netstrings "<len>:<bytes>": group, nonce, then field/value pairs.
 local function parse(s)
@@ -24,27 +30,38 @@ local function parse(s)
   return out
 end
 
-local lanes = {}
-for i = 3, #ARGV do
-  lanes[ARGV[i]] = KEYS[i - 1]
+local function encode(items)
+  local parts = {}
+  for i, item in ipairs(items) do
+    parts[i] = #item .. ':' .. item
+  end
+  return table.concat(parts)
 end
 
+local lanes = {}
+for i = 4, #ARGV do
+  lanes[ARGV[i]] = KEYS[i - 2]
+end
+
+local now = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local moved, dropped = 0, 0
+local moved, waiting, gone = 0, 0, {}
 for _, member in ipairs(due) do
-  if redis.call('ZREM', KEYS[1], member) == 1 then
-    local items = parse(member)
-    local lane = nil
-    if items and #items >= 4 and #items % 2 == 0 and #items <= 4100 then
-      lane = lanes[items[1]]
-    end
-    if lane and redis.call('EXISTS', lane) == 1 then
-      redis.call('XADD', lane, '*', unpack(items, 3))
-      moved = moved + 1
-    else
-      dropped = dropped + 1
-    end
+  local items = parse(member)
+  local valid = items and #items >= 4 and #items % 2 == 0 and #items <= 4100
+  local lane = valid and lanes[items[1]] or nil
+  if lane then
+    redis.call('XADD', lane, '*', unpack(items, 3))
+    redis.call('ZREM', KEYS[1], member)
+    moved = moved + 1
+  elseif valid and string.sub(items[2], 1, 2) ~= 'w:' then
+    items[2] = 'w:' .. items[2]
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), encode(items))
+    redis.call('ZREM', KEYS[1], member)
+    waiting = waiting + 1
+  else
+    gone[#gone + 1] = member
   end
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {moved, dropped, first[2]}
+return {moved, waiting, gone, first[2]}

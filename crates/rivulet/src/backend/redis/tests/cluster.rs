@@ -1,6 +1,7 @@
 //! A Redis Cluster: topics on different slots, every script within one slot.
 
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use rivulet_testkit::{RedisCluster, key_slot};
 
@@ -55,15 +56,13 @@ async fn topics_on_different_slots_work_on_a_cluster() {
             .retry_later(
                 &key,
                 &group("g"),
-                &got[1].entry,
-                message(&got[1]),
-                now_ms() + 20,
+                &retry(&got[1].entry, message(&got[1]), now_ms() + 20),
             )
             .await
             .unwrap();
         assert_eq!(
             backend
-                .move_due_retries(&key, now_ms() + 20, 10)
+                .move_due_retries(&key, now_ms() + 20, 10, GRACE)
                 .await
                 .unwrap()
                 .moved,
@@ -126,7 +125,10 @@ async fn topics_on_different_slots_work_on_a_cluster() {
     assert_eq!(first[0].entry_id, second[0].entry_id);
 
     // Live channels work on a cluster as well.
-    let mut rx = backend.live_subscribe(&["c.*".to_owned()]).await.unwrap();
+    let mut rx = backend
+        .live_subscribe(&["c.*".to_owned()], CancellationToken::new())
+        .await
+        .unwrap();
     backend
         .live_publish("c.1", Bytes::from_static(b"hi"))
         .await
@@ -136,5 +138,4 @@ async fn topics_on_different_slots_work_on_a_cluster() {
         .unwrap()
         .unwrap();
     assert_eq!(msg.payload, Bytes::from_static(b"hi"));
-    backend.close().await;
 }

@@ -66,31 +66,38 @@ async fn from_client_and_prefix() {
         .await
         .unwrap();
     publish(&backend, "t", &["x"]).await;
-    let len: u64 = raw(&server, redis::cmd("XLEN").arg("{app2:t}:stream"));
+    let len: u64 = raw(&server, redis::cmd("XLEN").arg("{app2/topic/t}/stream"));
     assert_eq!(len, 1);
     assert_eq!(backend.prefix(), "app2");
 }
 
 #[tokio::test]
-async fn closed_backends_refuse_calls_and_readers_stop() {
+async fn a_detached_handle_works_on_another_runtime_and_the_original_keeps_working() {
     let (_server, backend) = start().await;
     let (key, mut reader) = subscribed(&backend, "t", "g", "c").await;
-    backend.close().await;
-    backend.close().await;
-    assert!(matches!(
-        backend
-            .publish(&topic("t"), vec![envelope("x")], &PublishOpts::default())
-            .await,
-        Err(Error::Closed)
-    ));
-    assert!(matches!(backend.ack(&key, &group("g"), &[]).await, Ok(())));
-    assert!(matches!(reader.read(1, BLOCK).await, Err(Error::Closed)));
-    assert!(
-        backend
-            .reader(&key, &group("g"), &consumer("c2"))
-            .await
-            .is_err()
-    );
+    publish(&backend, "t", &["x"]).await;
+    let got = read_n(&mut reader, 1).await;
+    let b = backend.clone();
+    let entries = refs(&got);
+    // The keep-alive runs on a runtime of its own with a detached handle.
+    let refreshed = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let detached = b.detach().await.unwrap();
+            detached
+                .keep_alive(&key, &group("g"), &consumer("c"), &entries)
+                .await
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(refreshed.is_ok(), "{refreshed:?}");
+    // The detached handle (and its runtime) are gone; the original still works.
+    publish(&backend, "t", &["y"]).await;
+    assert_eq!(read_n(&mut reader, 1).await.len(), 1);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Live channels over Pub/Sub.
 
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 
@@ -8,7 +9,10 @@ use super::*;
 async fn pattern_subscriptions_receive_matching_channels() {
     let (_server, backend) = start().await;
     let mut rx = backend
-        .live_subscribe(&["news.*".to_owned(), "alerts:[ab]".to_owned()])
+        .live_subscribe(
+            &["news.*".to_owned(), "alerts:[ab]".to_owned()],
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     let got = backend
@@ -46,7 +50,10 @@ async fn pattern_subscriptions_receive_matching_channels() {
 #[tokio::test]
 async fn dropping_the_receiver_ends_the_subscription() {
     let (_server, backend) = start().await;
-    let rx = backend.live_subscribe(&["x.*".to_owned()]).await.unwrap();
+    let rx = backend
+        .live_subscribe(&["x.*".to_owned()], CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(backend.live_publish("x.1", Bytes::new()).await.unwrap(), 1);
     drop(rx);
     eventually("the subscription to end", || async {
@@ -58,7 +65,10 @@ async fn dropping_the_receiver_ends_the_subscription() {
 #[tokio::test]
 async fn subscriptions_resubscribe_after_a_restart() {
     let (mut server, backend) = start().await;
-    let mut rx = backend.live_subscribe(&["r.*".to_owned()]).await.unwrap();
+    let mut rx = backend
+        .live_subscribe(&["r.*".to_owned()], CancellationToken::new())
+        .await
+        .unwrap();
     server.restart().unwrap();
     // Publish until the resubscribed connection receives (the shared connection
     // reconnects by itself too; its first call after the restart may fail).

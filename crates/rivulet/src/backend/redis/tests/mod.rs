@@ -18,7 +18,12 @@ use rivulet_testkit::RedisServer;
 use tokio::time::Instant;
 
 use super::RedisBackend;
-use crate::backend::{Backend, EntryRef, PublishOpts, ReadEntry, Reader, Record, StreamKey};
+#[allow(unused_imports)]
+pub(super) use crate::backend::{
+    Backend, DeadLetterStore, EntryRef, GroupRole, GroupStatus, Groups, Inspection, LiveChannels,
+    PublishOpts, Publishing, ReadEntry, Reader, Readers, Record, Recovery, Retention, RetryLater,
+    Settling, StreamKey,
+};
 use crate::message::{Envelope, Headers, MessageId, Published};
 use crate::name::{ConsumerName, GroupName, TopicName};
 use crate::topic::StartFrom;
@@ -86,7 +91,7 @@ pub(super) async fn subscribed(
 ) -> (StreamKey, Box<dyn Reader>) {
     let key = StreamKey::main(topic(t));
     backend
-        .ensure_group(&key, &group(g), &StartFrom::Beginning)
+        .ensure_group(&key, &group(g), &StartFrom::Beginning, GroupRole::Regular)
         .await
         .unwrap();
     let reader = backend.reader(&key, &group(g), &consumer(c)).await.unwrap();
@@ -134,9 +139,28 @@ pub(super) fn raw<T: redis::FromRedisValue>(server: &RedisServer, cmd: &redis::C
 }
 
 pub(super) fn stream_key(t: &str) -> String {
-    format!("{{rivulet:{t}}}:stream")
+    format!("{{rivulet/topic/{t}}}/stream")
 }
 
 pub(super) fn lane_key(t: &str, g: &str) -> String {
-    format!("{{rivulet:{t}}}:lane:{g}")
+    format!("{{rivulet/topic/{t}}}/lane/{g}")
+}
+
+pub(super) fn retry_key(t: &str) -> String {
+    format!("{{rivulet/topic/{t}}}/retry")
+}
+
+pub(super) fn dead_letters_key(t: &str) -> String {
+    format!("{{rivulet/topic/{t}}}/dead-letters")
+}
+
+/// The grace period of the retry mover in these tests.
+pub(super) const GRACE: Duration = Duration::from_secs(60);
+
+pub(super) fn retry(entry: &EntryRef, next: &Envelope, due_ms: u64) -> RetryLater {
+    RetryLater {
+        entry: entry.clone(),
+        next: next.clone(),
+        due_ms,
+    }
 }

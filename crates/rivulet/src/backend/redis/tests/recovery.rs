@@ -111,7 +111,7 @@ async fn extended_leases_are_not_reclaimed() {
     let until = tokio::time::Instant::now() + Duration::from_millis(900);
     while tokio::time::Instant::now() < until {
         backend
-            .extend_lease(&key, &group("g"), &consumer("slow"), &refs(&got))
+            .keep_alive(&key, &group("g"), &consumer("slow"), &refs(&got))
             .await
             .unwrap();
         let r = backend
@@ -135,7 +135,7 @@ async fn extended_leases_are_not_reclaimed() {
 }
 
 #[tokio::test]
-async fn hand_back_requeues_all_but_kept_entries() {
+async fn hand_back_requeues_the_given_entries_of_that_consumer_only() {
     let (server, backend) = start().await;
     let (key, mut stopping) = subscribed(&backend, "t", "g", "stopping").await;
     let published = publish(
@@ -145,9 +145,15 @@ async fn hand_back_requeues_all_but_kept_entries() {
     )
     .await;
     let got = read_n(&mut stopping, 3).await;
-    let keep = vec![got[0].entry.clone()];
+    let unstarted = refs(&got[1..]);
+    // Another consumer's hand-back of the same entries touches nothing.
     let handed = backend
-        .hand_back(&key, &group("g"), &consumer("stopping"), &keep)
+        .hand_back(&key, &group("g"), &consumer("someone-else"), &unstarted)
+        .await
+        .unwrap();
+    assert_eq!(handed, 0);
+    let handed = backend
+        .hand_back(&key, &group("g"), &consumer("stopping"), &unstarted)
         .await
         .unwrap();
     assert_eq!(handed, 2);
@@ -174,13 +180,20 @@ async fn hand_back_requeues_all_but_kept_entries() {
         redis::cmd("XPENDING").arg(stream_key("t")).arg("g"),
     );
     assert_eq!(pending.first(), Some(&redis::Value::Int(1)));
-    // Nothing left to hand back but the kept entry.
+    // Handed back once only; the started entry is still pending on its consumer.
     assert_eq!(
         backend
-            .hand_back(&key, &group("g"), &consumer("stopping"), &keep)
+            .hand_back(&key, &group("g"), &consumer("stopping"), &unstarted)
             .await
             .unwrap(),
         0
+    );
+    assert_eq!(
+        backend
+            .pending_of(&key, &group("g"), &consumer("stopping"), 10)
+            .await
+            .unwrap(),
+        vec![got[0].entry.clone()]
     );
 }
 
@@ -208,13 +221,20 @@ async fn a_vanished_group_is_recreated_where_the_reader_was() {
 }
 
 #[tokio::test]
-async fn orphan_broadcast_groups_are_removed() {
+async fn orphan_clean_up_removes_only_registered_broadcast_groups_without_heartbeat() {
     let (_server, backend) = start().await;
     let key = StreamKey::main(topic("t"));
-    let base = group("app:t__h");
-    for g in ["app:t__h__alive_1", "app:t__h__dead_2", "other"] {
+    // A regular group whose name looks like a broadcast group of base `app:t__h`
+    // (handler `h__warm`), the base itself, and two broadcast groups.
+    for g in ["app:t__h__warm", "app:t__h", "other"] {
         backend
-            .ensure_group(&key, &group(g), &StartFrom::New)
+            .ensure_group(&key, &group(g), &StartFrom::New, GroupRole::Regular)
+            .await
+            .unwrap();
+    }
+    for g in ["app:t__h__alive_1", "app:t__h__dead_2"] {
+        backend
+            .ensure_group(&key, &group(g), &StartFrom::New, GroupRole::Broadcast)
             .await
             .unwrap();
     }
@@ -222,19 +242,18 @@ async fn orphan_broadcast_groups_are_removed() {
         .broadcast_heartbeat(&key, &group("app:t__h__alive_1"), Duration::from_secs(30))
         .await
         .unwrap();
-    let removed = backend
-        .remove_orphan_broadcast_groups(&key, &base)
-        .await
-        .unwrap();
+    let removed = backend.remove_orphan_broadcast_groups(&key).await.unwrap();
     assert_eq!(removed, vec!["app:t__h__dead_2".to_owned()]);
     let mut conn = backend.conn().unwrap();
-    let names = backend
+    let mut names = backend
         .group_names(&mut conn, &stream_key("t"))
         .await
         .unwrap();
-    assert!(names.contains(&"app:t__h__alive_1".to_owned()));
-    assert!(names.contains(&"other".to_owned()));
-    assert!(!names.contains(&"app:t__h__dead_2".to_owned()));
+    names.sort();
+    assert_eq!(
+        names,
+        ["app:t__h", "app:t__h__alive_1", "app:t__h__warm", "other"]
+    );
 }
 
 #[tokio::test]
@@ -248,16 +267,14 @@ async fn scripts_are_reloaded_after_script_flush() {
         .retry_later(
             &key,
             &group("g"),
-            &got[0].entry,
-            message(&got[0]),
-            now_ms() + 20,
+            &retry(&got[0].entry, message(&got[0]), now_ms() + 20),
         )
         .await
         .unwrap();
     let _: () = raw(&server, redis::cmd("SCRIPT").arg("FLUSH"));
     assert_eq!(
         backend
-            .move_due_retries(&key, now_ms() + 20, 10)
+            .move_due_retries(&key, now_ms() + 20, 10, GRACE)
             .await
             .unwrap()
             .moved,
@@ -282,7 +299,7 @@ async fn calls_on_a_vanished_group_do_not_fail() {
     let (key, mut reader) = subscribed(&backend, "t", "g", "c").await;
     // Creating an existing group again is fine, and keeps its position.
     backend
-        .ensure_group(&key, &group("g"), &StartFrom::Beginning)
+        .ensure_group(&key, &group("g"), &StartFrom::Beginning, GroupRole::Regular)
         .await
         .unwrap();
     publish(&backend, "t", &["a"]).await;
@@ -290,7 +307,7 @@ async fn calls_on_a_vanished_group_do_not_fail() {
     backend.destroy_group(&key, &group("g")).await.unwrap();
     backend.destroy_group(&key, &group("g")).await.unwrap();
     backend
-        .extend_lease(&key, &group("g"), &consumer("c"), &refs(&got))
+        .keep_alive(&key, &group("g"), &consumer("c"), &refs(&got))
         .await
         .unwrap();
     backend.ack(&key, &group("g"), &refs(&got)).await.unwrap();
@@ -310,7 +327,7 @@ async fn calls_on_a_vanished_group_do_not_fail() {
     let fresh = StreamKey::main(topic("never-used"));
     assert_eq!(
         backend
-            .move_due_retries(&fresh, now_ms(), 10)
+            .move_due_retries(&fresh, now_ms(), 10, GRACE)
             .await
             .unwrap()
             .moved,
@@ -318,7 +335,7 @@ async fn calls_on_a_vanished_group_do_not_fail() {
     );
     assert!(
         backend
-            .remove_orphan_broadcast_groups(&fresh, &group("x"))
+            .remove_orphan_broadcast_groups(&fresh)
             .await
             .unwrap()
             .is_empty()

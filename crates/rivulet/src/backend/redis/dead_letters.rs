@@ -1,19 +1,22 @@
 //! The dead-letter queue: list, count, remove, replay (B-RET-4). The queue is never
 //! trimmed by retention: dead letters leave only by replay or purge.
 
+use async_trait::async_trait;
 use redis::Value;
 
 use super::RedisBackend;
 use super::reply;
 use super::scripts::SCRIPTS;
 use super::wire::{decode_dead_letter_lossy, envelope_of, message_fields};
+use crate::backend::DeadLetterStore;
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::message::EntryId;
 use crate::name::TopicName;
 
-impl RedisBackend {
-    pub(super) async fn list_dead_letters(
+#[async_trait]
+impl DeadLetterStore for RedisBackend {
+    async fn dead_letters(
         &self,
         topic: &TopicName,
         after: Option<&EntryId>,
@@ -32,7 +35,7 @@ impl RedisBackend {
             None => "-".to_owned(),
         };
         let mut conn = self.conn()?;
-        let dlq = self.topic_keys(topic).dlq();
+        let dlq = self.topic_keys(topic).dead_letters();
         let v: Value = redis::cmd("XRANGE")
             .arg(&dlq)
             .arg(&start)
@@ -48,20 +51,16 @@ impl RedisBackend {
             .collect())
     }
 
-    pub(super) async fn count_dead_letters(&self, topic: &TopicName) -> Result<u64> {
+    async fn dead_letter_count(&self, topic: &TopicName) -> Result<u64> {
         let mut conn = self.conn()?;
         let n: u64 = redis::cmd("XLEN")
-            .arg(self.topic_keys(topic).dlq())
+            .arg(self.topic_keys(topic).dead_letters())
             .query_async(&mut conn)
             .await?;
         Ok(n)
     }
 
-    pub(super) async fn delete_dead_letters(
-        &self,
-        topic: &TopicName,
-        ids: &[EntryId],
-    ) -> Result<u64> {
+    async fn remove_dead_letters(&self, topic: &TopicName, ids: &[EntryId]) -> Result<u64> {
         let ids: Vec<&str> = ids
             .iter()
             .map(EntryId::as_str)
@@ -74,7 +73,7 @@ impl RedisBackend {
         let mut removed = 0;
         for chunk in ids.chunks(500) {
             let n: u64 = redis::cmd("XDEL")
-                .arg(self.topic_keys(topic).dlq())
+                .arg(self.topic_keys(topic).dead_letters())
                 .arg(chunk)
                 .query_async(&mut conn)
                 .await?;
@@ -83,7 +82,26 @@ impl RedisBackend {
         Ok(removed)
     }
 
-    pub(super) async fn replay(&self, topic: &TopicName, dead: &DeadLetter) -> Result<bool> {
+    async fn dead_letter_by_id(
+        &self,
+        topic: &TopicName,
+        id: &EntryId,
+    ) -> Result<Option<DeadLetter>> {
+        if reply::parse_stream_id(id.as_str()).is_none() {
+            return Ok(None);
+        }
+        let mut conn = self.conn()?;
+        let v: Value = redis::cmd("XRANGE")
+            .arg(self.topic_keys(topic).dead_letters())
+            .arg(id.as_str())
+            .arg(id.as_str())
+            .query_async(&mut conn)
+            .await?;
+        let (entries, _) = reply::entries(&v);
+        Ok(entries.first().map(|e| decode_dead_letter_lossy(e, topic)))
+    }
+
+    async fn replay_dead_letter(&self, topic: &TopicName, dead: &DeadLetter) -> Result<bool> {
         if reply::parse_stream_id(dead.id.as_str()).is_none() {
             return Ok(false);
         }
@@ -94,11 +112,22 @@ impl RedisBackend {
             .lane(dead.group.as_str());
         let fields = message_fields(&envelope_of(dead), true);
         let mut inv = SCRIPTS.replay.prepare_invoke();
-        inv.key(keys.dlq()).key(&lane).arg(dead.id.as_str());
+        inv.key(keys.dead_letters())
+            .key(keys.stream())
+            .key(&lane)
+            .arg(dead.id.as_str())
+            .arg(dead.group.as_str());
         for f in &fields {
             inv.arg(f.as_ref());
         }
         let replayed: i64 = inv.invoke_async(&mut conn).await?;
-        Ok(replayed == 1)
+        match replayed {
+            1 => Ok(true),
+            -1 => Err(Error::GroupNotFound {
+                topic: topic.to_string(),
+                group: dead.group.to_string(),
+            }),
+            _ => Ok(false),
+        }
     }
 }
