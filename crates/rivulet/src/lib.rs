@@ -4,6 +4,8 @@
 pub mod backend;
 mod bus;
 pub mod dead_letter;
+#[cfg(test)]
+mod defaults_tests;
 pub mod error;
 mod glob;
 mod handler;
