@@ -66,8 +66,8 @@ async fn drain_timeout_5s() {
 #[tokio::test]
 async fn retry_mover_wake_up_bound_1s() {
     for cfg in [Config::default(), built()] {
-        // To be renamed `retry_mover_interval` with `BusBuilder::retry_scheduler_interval`.
-        assert_eq!(cfg.retry_scheduler_interval, SECOND);
+        // To be renamed `retry_mover_interval` with `BusBuilder::retry_mover_interval`.
+        assert_eq!(cfg.retry_mover_interval, SECOND);
     }
 }
 
@@ -127,8 +127,8 @@ async fn idempotent_publish_window_24h_handler_ttl_24h() {
 async fn idempotency_claim_lease_is_min_idle() {
     for cfg in [Config::default(), built()] {
         // Unset means the bus's `min_idle` (`bus/consumer.rs` resolves it). To be renamed
-        // `idempotency_claim_ttl` with `BusBuilder::idempotency_lease`.
-        assert_eq!(cfg.idempotency_lease, None);
+        // `idempotency_claim_ttl` with `BusBuilder::idempotency_claim_ttl`.
+        assert_eq!(cfg.idempotency_claim_ttl, None);
     }
 }
 
@@ -203,23 +203,15 @@ fn seen(s: &Seen) -> Vec<String> {
 mod redis {
     use rivulet_testkit::RedisServer;
 
-    use super::MIB;
     use crate::backend::Backend;
-    use crate::backend::redis::DEFAULT_MAX_PAYLOAD;
     use crate::{Bus, Delivery, Dispatch, RedisBackend, RedisBackendBuilder};
 
     #[test]
     fn redis_backend_options() {
-        assert_eq!(DEFAULT_MAX_PAYLOAD, MIB);
         // The timeouts and the prefix are private to the Redis backend; its builder's
         // `Debug` output is the window onto them.
         let builder = format!("{:?}", RedisBackendBuilder::new("redis://127.0.0.1:1"));
-        for part in [
-            "prefix: \"rivulet\"",
-            "max_payload: 1048576",
-            "connect: 2s",
-            "response: 10s",
-        ] {
+        for part in ["prefix: \"rivulet\"", "connect: 2s", "response: 10s"] {
             assert!(builder.contains(part), "{part} not in {builder}");
         }
     }
@@ -232,7 +224,6 @@ mod redis {
             .expect("redis-server");
         let backend = RedisBackend::connect(&server.url()).await.expect("connect");
         assert_eq!(backend.default_concurrency(), 1);
-        assert_eq!(backend.max_payload(), MIB);
         assert_eq!(backend.prefix(), "rivulet");
 
         let bus = Bus::builder(backend).build().expect("bus");

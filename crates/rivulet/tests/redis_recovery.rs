@@ -263,11 +263,7 @@ async fn malformed_and_oversized_raw_entries_are_dead_lettered_and_the_consumer_
     let server = server().await;
     let url = server.url();
     let topic = "rec.raw";
-    let backend = RedisBackend::builder(url.clone())
-        .max_payload(64)
-        .build()
-        .await
-        .expect("connect");
+    let backend = RedisBackend::connect(&url).await.expect("connect");
     let bus = rivulet::Bus::builder(backend)
         .block_timeout(Duration::from_millis(200))
         .max_payload(64)

@@ -260,11 +260,7 @@ pub(crate) async fn dead_letters(target: &Target, topic: &str) -> Result<Vec<Dea
         Target::Single { url } => rivulet::RedisBackend::builder(url.clone()),
         Target::Cluster { urls } => rivulet::backend::redis::RedisBackendBuilder::cluster(urls),
     };
-    let backend = builder
-        .max_payload(64 * 1024 * 1024)
-        .build()
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let backend = builder.build().await.map_err(|e| format!("connect: {e}"))?;
     let bus = rivulet::Bus::builder(backend)
         .app("chaos")
         .build()

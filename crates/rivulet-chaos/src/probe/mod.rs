@@ -56,7 +56,6 @@ impl Connect {
         builder
             .connect_timeout(Duration::from_millis(1000))
             .response_timeout(Duration::from_millis(self.response_timeout_ms))
-            .max_payload(self.max_payload)
             .build()
             .await
     }

@@ -124,12 +124,6 @@ impl Held {
         lock(&self.entries).is_empty()
     }
 
-    /// How many entries are held.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.entries).len()
-    }
-
     /// Entries not refreshed for `period`, by consumer.
     fn due(&self, period: Duration) -> Vec<Due> {
         let now = Instant::now();

@@ -49,9 +49,6 @@ use self::conn::{Conn, Target, Timeouts};
 pub use self::idempotency::RedisIdempotencyStore;
 use self::keys::{DEFAULT_PREFIX, LogKeys, TopicKeys};
 
-/// The default limit on a payload's size: 1 MiB.
-pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
-
 /// The Redis Streams backend. Cheap to clone: clones share the connections.
 ///
 /// ```no_run
@@ -62,7 +59,6 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 /// // or, with options:
 /// let backend = RedisBackend::builder("redis://127.0.0.1:6379")
 ///     .prefix("myapp")
-///     .max_payload(256 * 1024)
 ///     .await?;
 /// // or a Redis Cluster:
 /// let backend = RedisBackend::cluster(&["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).await?;
@@ -79,7 +75,6 @@ struct Inner {
     target: Target,
     redacted: String,
     prefix: String,
-    max_payload: usize,
     timeouts: Timeouts,
     /// The shared connection. It closes when the last clone of the backend is dropped:
     /// a bus that shuts down never closes it under another bus (B-MULTI-1).
@@ -97,7 +92,6 @@ impl fmt::Debug for RedisBackend {
                 &matches!(self.inner.target, Target::Cluster { .. }),
             )
             .field("prefix", &self.inner.prefix)
-            .field("max_payload", &self.inner.max_payload)
             .finish()
     }
 }
@@ -112,7 +106,6 @@ enum Source {
 pub struct RedisBackendBuilder {
     source: Source,
     prefix: String,
-    max_payload: usize,
     timeouts: Timeouts,
 }
 
@@ -130,7 +123,6 @@ impl fmt::Debug for RedisBackendBuilder {
         f.debug_struct("RedisBackendBuilder")
             .field("source", &source)
             .field("prefix", &self.prefix)
-            .field("max_payload", &self.max_payload)
             .field("timeouts", &self.timeouts)
             .finish()
     }
@@ -141,7 +133,6 @@ impl RedisBackendBuilder {
         RedisBackendBuilder {
             source,
             prefix: DEFAULT_PREFIX.to_owned(),
-            max_payload: DEFAULT_MAX_PAYLOAD,
             timeouts: Timeouts::default(),
         }
     }
@@ -172,13 +163,6 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// The largest payload accepted, in bytes (default 1 MiB). Publishing a larger one
-    /// fails; a larger entry written by someone else is read as malformed.
-    pub fn max_payload(mut self, bytes: usize) -> Self {
-        self.max_payload = bytes;
-        self
-    }
-
     /// How long to wait for a connection to open (default 2 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.timeouts.connect = timeout;
@@ -196,9 +180,6 @@ impl RedisBackendBuilder {
     /// [`Error::Connection`] when the server cannot be reached.
     pub async fn build(self) -> Result<RedisBackend> {
         keys::check_prefix(&self.prefix)?;
-        if self.max_payload == 0 {
-            return Err(Error::config("max_payload must be at least 1 byte"));
-        }
         let (target, redacted) = match self.source {
             Source::Url(url) => (
                 Target::Single(conn::client_for(&url)?),
@@ -244,7 +225,6 @@ impl RedisBackendBuilder {
                 target,
                 redacted,
                 prefix: self.prefix,
-                max_payload: self.max_payload,
                 timeouts: self.timeouts,
                 shared,
                 registered: Mutex::new(HashSet::new()),
@@ -288,11 +268,6 @@ impl RedisBackend {
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
-    }
-
-    /// The payload size limit, in bytes.
-    pub fn max_payload(&self) -> usize {
-        self.inner.max_payload
     }
 
     /// A clone of the shared connection.
@@ -344,7 +319,6 @@ impl Backend for RedisBackend {
                 target: inner.target.clone(),
                 redacted: inner.redacted.clone(),
                 prefix: inner.prefix.clone(),
-                max_payload: inner.max_payload,
                 timeouts: inner.timeouts,
                 shared,
                 registered: Mutex::new(HashSet::new()),

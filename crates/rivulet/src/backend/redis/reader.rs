@@ -23,17 +23,14 @@ use crate::name::{ConsumerName, GroupName};
 const READ_GRACE: Duration = Duration::from_secs(5);
 
 /// Decodes an entry read from a lane of `key`.
-pub(super) fn decode_entry(
-    key: &StreamKey,
-    lane: Lane,
-    raw: &RawEntry,
-    max_payload: usize,
-) -> Record {
+/// The payload size limit is the bus's (it classifies oversized entries): the backend
+/// decodes whatever it reads.
+pub(super) fn decode_entry(key: &StreamKey, lane: Lane, raw: &RawEntry) -> Record {
     match (key.kind, lane) {
         (StreamKind::DeadLetters, Lane::Main) => {
-            decode_dead_letter_record(raw, &key.topic, max_payload)
+            decode_dead_letter_record(raw, &key.topic, usize::MAX)
         }
-        _ => decode_message(raw, max_payload),
+        _ => decode_message(raw, usize::MAX),
     }
 }
 
@@ -271,7 +268,7 @@ impl Reader for RedisReader {
                 if which == Lane::Main {
                     self.last_seen = Some(raw.id.clone());
                 }
-                let record = decode_entry(&self.key, which, &raw, self.backend.inner.max_payload);
+                let record = decode_entry(&self.key, which, &raw);
                 let entry = ReadEntry {
                     entry: EntryRef {
                         lane: which,

@@ -84,7 +84,7 @@ impl Recovery for RedisBackend {
                 .collect();
             let (entries, gone_in_list) = claimed;
             for (i, raw) in entries.iter().enumerate() {
-                let record = decode_entry(key, which, raw, self.inner.max_payload);
+                let record = decode_entry(key, which, raw);
                 out.entries.push(ReadEntry {
                     entry: EntryRef {
                         lane: which,

@@ -65,31 +65,45 @@ pub(crate) async fn start(shared: &Arc<Shared>, sub: &Arc<SubState>) -> Result<(
     Ok(())
 }
 
-/// Runs the task `make()` builds until it returns; when it panics, records the failure
-/// and runs a fresh one after a pause (unless the subscription is stopping).
-fn spawn<F, Fut>(shared: &Arc<Shared>, sub: &Arc<SubState>, task: &'static str, mut make: F)
+/// Spawns the task `make()` builds on the bus, supervised (see [`supervised`]).
+fn spawn<F, Fut>(shared: &Arc<Shared>, sub: &Arc<SubState>, task: &'static str, make: F)
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let state = sub.clone();
-    let supervised = async move {
-        let mut backoff = ErrorBackoff::new();
-        loop {
-            match AssertUnwindSafe(make()).catch_unwind().await {
-                Ok(()) => return,
-                Err(panic) => {
-                    state.task_failed(task, panic_message(panic.as_ref()));
-                    let wait = backoff.next();
-                    tokio::select! {
-                        _ = state.stop.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
+    let fut = supervised(
+        sub.stop.clone(),
+        move |error| state.task_failed(task, error),
+        make,
+    );
+    shared.tasks.spawn(sub.tasks.track_future(fut));
+}
+
+/// Runs the task `make()` builds until it returns; when it panics, reports the panic
+/// through `failed` and runs a fresh one after a pause, unless `stop` is cancelled.
+async fn supervised<F, Fut>(
+    stop: tokio_util::sync::CancellationToken,
+    failed: impl Fn(String),
+    mut make: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut backoff = ErrorBackoff::new();
+    loop {
+        match AssertUnwindSafe(make()).catch_unwind().await {
+            Ok(()) => return,
+            Err(panic) => {
+                failed(panic_message(panic.as_ref()));
+                let wait = backoff.next();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
-    };
-    shared.tasks.spawn(sub.tasks.track_future(supervised));
+    }
 }
 
 /// Bounded exponential backoff for errors talking to the backend: no busy loops.
@@ -111,5 +125,54 @@ impl ErrorBackoff {
 
     pub(crate) fn reset(&mut self) {
         self.0 = Self::MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_panics_is_reported_and_restarted() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let (r, f) = (runs.clone(), failures.clone());
+        supervised(
+            CancellationToken::new(),
+            move |e| f.lock().expect("lock").push(e),
+            move || {
+                let r = r.clone();
+                async move {
+                    // Dies twice, then ends normally.
+                    assert!(r.fetch_add(1, Ordering::SeqCst) >= 2, "loop bug");
+                }
+            },
+        )
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(*failures.lock().expect("lock"), ["loop bug", "loop bug"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_task_is_not_restarted() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let runs = Arc::new(AtomicU32::new(0));
+        let r = runs.clone();
+        supervised(
+            stop,
+            |_| {},
+            move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                async { panic!("always") }
+            },
+        )
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 }

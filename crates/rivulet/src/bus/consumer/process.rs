@@ -110,7 +110,12 @@ fn unpack(record: Record) -> (Input, Envelope, Option<Malformation>) {
 }
 
 async fn one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry) -> Settle {
-    let (input, envelope, malformed) = unpack(read.record);
+    let (input, envelope, mut malformed) = unpack(read.record);
+    // The one payload limit is the bus's: an oversized entry written by someone else is
+    // dead-lettered, whatever the backend.
+    if malformed.is_none() && envelope.payload.len() > shared.cfg.max_payload {
+        malformed = Some(Malformation::TooLarge(envelope.payload.len()));
+    }
     let ctx = Ctx {
         shared,
         sub,
@@ -134,7 +139,10 @@ async fn one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry) -> Sett
     let claim = match ctx.claim().await {
         Claimed::Run(key) => key,
         Claimed::Settled(s) => return s,
-        Claimed::Failed(outcome) => return ctx.settle(outcome, None).await,
+        Claimed::Failed(outcome) => {
+            sub.metrics.outcome(&outcome).increment(1);
+            return ctx.settle(outcome, None).await;
+        }
     };
     let outcome = ctx.run(input).await;
     ctx.settle(outcome, claim).await

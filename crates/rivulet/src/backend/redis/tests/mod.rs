@@ -150,10 +150,6 @@ pub(super) fn retry_key(t: &str) -> String {
     format!("{{rivulet/topic/{t}}}/retry")
 }
 
-pub(super) fn dead_letters_key(t: &str) -> String {
-    format!("{{rivulet/topic/{t}}}/dead-letters")
-}
-
 /// The grace period of the retry mover in these tests.
 pub(super) const GRACE: Duration = Duration::from_secs(60);
 
