@@ -86,6 +86,14 @@ pub enum Error {
     Protocol(String),
 }
 
+/// Error codes of Redis replies (that the `redis` crate has no kind for) which report a
+/// passing condition of the server: `OOM` (over `maxmemory` with `noeviction`; clears
+/// when consumers catch up and retention trims) and `BUSY` (a script or function is
+/// running too long; clears when it ends or is killed). `LOADING`, `TRYAGAIN`,
+/// `MASTERDOWN` and `CLUSTERDOWN` have kinds of their own, matched by kind.
+#[cfg(feature = "redis")]
+const TRANSIENT_CODES: &[&str] = &["OOM", "BUSY"];
+
 /// A coarse classification of [`Error`], for matching without destructuring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -136,8 +144,10 @@ impl Error {
         }
     }
 
-    /// Whether the same call may succeed if tried again later (connection trouble,
-    /// timeouts, backpressure). Invalid input and configuration are never transient.
+    /// Whether the same call may succeed if tried again later: connection trouble,
+    /// timeouts, backpressure, and Redis refusals that pass by themselves (`OOM`,
+    /// `BUSY`, `LOADING`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`, redirections).
+    /// Invalid input and configuration are never transient.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Connection(_)
@@ -161,6 +171,7 @@ impl Error {
                                 | redis::ServerErrorKind::MasterDown
                         )
                     )
+                    || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
             }
             _ => false,
         }
@@ -191,5 +202,68 @@ impl From<redis::RedisError> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Codec(e)
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use super::*;
+
+    fn server_error(line: &str) -> Error {
+        let (code, detail) = line.split_once(' ').unwrap_or((line, ""));
+        let e = match code {
+            "TRYAGAIN" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+                "try again",
+                detail.to_owned(),
+            )),
+            "MASTERDOWN" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown),
+                "master down",
+                detail.to_owned(),
+            )),
+            "LOADING" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+                "loading",
+                detail.to_owned(),
+            )),
+            "ERR" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "error",
+                detail.to_owned(),
+            )),
+            other => redis::make_extension_error(other.to_owned(), Some(detail.to_owned())),
+        };
+        Error::Redis(e)
+    }
+
+    #[test]
+    fn server_conditions_that_clear_by_themselves_are_transient() {
+        for line in [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "LOADING Redis is loading the dataset in memory",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        ] {
+            let e = server_error(line);
+            assert!(e.is_transient(), "{line}: {e:?}");
+            assert!(!e.is_indeterminate(), "{line}: {e:?}");
+            assert_eq!(e.kind(), ErrorKind::Redis);
+        }
+    }
+
+    #[test]
+    fn command_errors_are_not_transient() {
+        for line in [
+            "ERR syntax error",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "NOPERM this user has no permissions to run the 'xadd' command",
+            "BUSYGROUP Consumer Group name already exists",
+            "OOMX not a real code",
+        ] {
+            let e = server_error(line);
+            assert!(!e.is_transient(), "{line}: {e:?}");
+        }
     }
 }
