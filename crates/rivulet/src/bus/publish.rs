@@ -150,6 +150,10 @@ impl<'a> IntoFuture for Publish<'a> {
 
 /// A batch publish being built: every message is written in one round trip, in order.
 /// Await it to write them (`IntoFuture`).
+///
+/// The batch is not atomic: the server may refuse some of its messages (out of memory,
+/// for example) after writing others. Then the result is [`Error::PartialBatch`], which
+/// says per message whether it was written; no message written is reported as failed.
 #[derive(Debug)]
 #[must_use = "a publish does nothing until awaited"]
 pub struct PublishBatch<'a> {
@@ -278,10 +282,17 @@ impl Bus {
             topic: shared.topic_options(topic),
             wait_replicas,
         };
-        let n = envelopes.len() as u64;
-        let out = shared.backend.publish(topic, envelopes, &opts).await?;
-        metrics::counter!("rivulet_published_total", "topic" => topic.to_string()).increment(n);
-        shared.trimmer(topic);
-        Ok(out)
+        let result = shared.backend.publish(topic, envelopes, &opts).await;
+        let written = match &result {
+            Ok(out) => out.len(),
+            Err(Error::PartialBatch { results }) => results.iter().filter(|r| r.is_ok()).count(),
+            Err(_) => 0,
+        };
+        if written > 0 {
+            metrics::counter!("rivulet_published_total", "topic" => topic.to_string())
+                .increment(written as u64);
+            shared.trimmer(topic);
+        }
+        result
     }
 }

@@ -1,8 +1,9 @@
-//! Limits and server-side refusals: OOM is transient.
+//! Limits and server-side refusals: OOM is transient, and a batch that is only partly
+//! written says so per message.
 
 use super::*;
-use crate::Bus;
 use crate::error::Error;
+use crate::{Bus, ErrorKind};
 
 fn used_memory(server: &RedisServer) -> u64 {
     let info: String = raw(server, redis::cmd("INFO").arg("memory"));
@@ -53,4 +54,57 @@ async fn out_of_memory_is_a_transient_redis_error() {
     // It clears when memory is freed (consumers catch up, retention trims).
     let _: () = raw(&server, redis::cmd("DEL").arg(stream_key("t")));
     bus.publish_raw("t", payload).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_partly_written_batch_reports_each_message() {
+    let (server, backend) = start().await;
+    let bus = Bus::builder(backend).build().unwrap();
+    // Room for a few entries: the first XADDs of the pipeline succeed, the later ones
+    // are refused with OOM once the stream has grown past the limit.
+    cap_memory(&server, 4 * CHUNK as u64);
+    let payloads: Vec<Bytes> = (0..20u8).map(|i| Bytes::from(vec![i; CHUNK])).collect();
+    let err = bus.publish_batch_raw("t", payloads).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PartialBatch, "{err:?}");
+    assert!(!err.is_indeterminate(), "every outcome is known: {err}");
+    assert!(
+        !err.is_transient(),
+        "retrying the whole batch would duplicate: {err}"
+    );
+    let Error::PartialBatch { results } = &err else {
+        unreachable!()
+    };
+    assert_eq!(results.len(), 20);
+    let written: Vec<&Published> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert!(!written.is_empty() && written.len() < 20, "{err}");
+    assert!(results[0].is_ok() && results[19].is_err(), "{err}");
+    for failure in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(failure, Error::Redis(r) if r.code() == Some("OOM")),
+            "{failure:?}"
+        );
+        assert!(failure.is_transient());
+    }
+    // Exactly the messages reported written are in the topic, under the ids returned.
+    let ids: Vec<String> = {
+        let v: redis::Value = raw(
+            &server,
+            redis::cmd("XRANGE").arg(stream_key("t")).arg("-").arg("+"),
+        );
+        crate::backend::redis::reply::array(&v)
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let e = crate::backend::redis::reply::array(e).unwrap();
+                crate::backend::redis::reply::string(&e[0]).unwrap()
+            })
+            .collect()
+    };
+    let reported: Vec<String> = written.iter().map(|p| p.entry_id.0.clone()).collect();
+    assert_eq!(ids, reported);
+    assert!(
+        err.to_string()
+            .contains(&format!("{} of 20", written.len())),
+        "{err}"
+    );
 }
