@@ -4,6 +4,7 @@
 pub mod backend;
 mod bus;
 pub mod dead_letter;
+mod deadline;
 pub mod error;
 mod handler;
 pub mod idempotency;

@@ -20,6 +20,7 @@ use crate::backend::{
     Record, RetrySweep, Settlements, StreamKey, StreamKind,
 };
 use crate::dead_letter::DeadLetter;
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::live::glob_match;
 use crate::message::{EntryId, Envelope, Published, now_ms};
@@ -209,7 +210,7 @@ impl Topic {
         let over_len = opts.max_len.map_or(0, |max| len.saturating_sub(max));
         let cutoff_ms = opts
             .max_age
-            .map(|age| now_ms().saturating_sub(age.as_millis() as u64));
+            .map(|age| now_ms().saturating_sub(deadline::millis(age)));
         let mut wanted = Vec::new();
         for (i, seq) in self.main.log.entries.keys().enumerate() {
             let by_len = (i as u64) < over_len;
@@ -410,7 +411,7 @@ impl Reader for MemoryReader {
         // Reading never waits when entries are ready: give the scheduler a chance so a
         // busy consumer cannot starve other tasks on its worker thread.
         tokio::task::consume_budget().await;
-        let deadline = Instant::now() + block;
+        let deadline = deadline::from_now(block);
         loop {
             let notify = self
                 .backend
@@ -446,7 +447,7 @@ impl Backend for MemoryBackend {
         opts: &PublishOpts,
     ) -> Result<Vec<Published>> {
         if let Some(wait) = opts.topic.backpressure_wait {
-            let deadline = Instant::now() + wait;
+            let deadline = deadline::from_now(wait);
             loop {
                 match self.check_backpressure(topic, &opts.topic) {
                     Err(Error::Backpressure { .. }) if Instant::now() < deadline => {
@@ -485,7 +486,8 @@ impl Backend for MemoryBackend {
                         entry_id: seq_to_id(seq),
                         duplicate: false,
                     };
-                    t.dedup.insert(key, (published.clone(), now + window));
+                    t.dedup
+                        .insert(key, (published.clone(), deadline::after(now, window)));
                     out.push(published);
                 } else {
                     let message_id = envelope.message_id.clone();
@@ -834,7 +836,7 @@ impl Backend for MemoryBackend {
     ) -> Result<()> {
         self.with_topic(&key.topic, |t| {
             t.heartbeats
-                .insert((key.kind, group.clone()), Instant::now() + ttl);
+                .insert((key.kind, group.clone()), deadline::from_now(ttl));
         })
     }
 

@@ -141,3 +141,70 @@ async fn a_retry_already_due_goes_straight_to_the_lane_once() -> Result<()> {
     assert!(r.read(10, Duration::from_millis(10)).await?.is_empty());
     Ok(())
 }
+
+/// Durations past what `build()` accepts reach the backend only through internal
+/// callers; they must saturate, never panic or wrap round.
+#[tokio::test(start_paused = true)]
+async fn durations_too_long_saturate() -> Result<()> {
+    let b = MemoryBackend::new();
+    let key = StreamKey::main(topic());
+    let g = GroupName::new("g")?;
+    let c = ConsumerName::new("c")?;
+    b.ensure_group(&key, &g, &StartFrom::Beginning).await?;
+    let dedup = PublishOpts {
+        dedup_window: Some(Duration::MAX),
+        ..PublishOpts::default()
+    };
+    let id = MessageId::new("m1")?;
+    let first = Envelope::new(id.clone(), Bytes::from_static(b"1"), Default::default());
+    let out = b.publish(&topic(), vec![first.clone()], &dedup).await?;
+    assert!(!out[0].duplicate);
+    let out = b.publish(&topic(), vec![first], &dedup).await?;
+    assert!(out[0].duplicate);
+
+    let mut reader = b.reader(&key, &g, &c).await?;
+    assert_eq!(reader.read(10, Duration::MAX).await?.len(), 1);
+
+    let bg = GroupName::new("base__x")?;
+    b.ensure_group(&key, &bg, &StartFrom::New).await?;
+    b.broadcast_heartbeat(&key, &bg, Duration::MAX).await?;
+    let base = GroupName::new("base")?;
+    assert!(
+        b.remove_orphan_broadcast_groups(&key, &base)
+            .await?
+            .is_empty()
+    );
+
+    let full = PublishOpts {
+        topic: TopicOptions::default()
+            .backpressure(Backpressure::MaxLength(1))
+            .backpressure_wait(Duration::MAX),
+        ..PublishOpts::default()
+    };
+    let waited = tokio::time::timeout(
+        Duration::from_secs(1),
+        b.publish(&topic(), vec![env(2)], &full),
+    )
+    .await;
+    assert!(waited.is_err(), "expected to wait for room: {waited:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_age_limit_too_long_for_milliseconds_trims_nothing() -> Result<()> {
+    let b = MemoryBackend::new();
+    b.publish(&topic(), vec![env(1)], &PublishOpts::default())
+        .await?;
+    // Let the entry's millisecond be in the past.
+    let start = now_ms();
+    while now_ms() < start + 3 {
+        tokio::task::yield_now().await;
+    }
+    // 2^64 + 1 ms: a u64 millisecond cast would wrap round to 1 ms.
+    let opts = TopicOptions::default()
+        .unbounded()
+        .max_age(Duration::new(18_446_744_073_709_551, 617_000_000));
+    let report = b.trim(&topic(), &opts).await?;
+    assert_eq!(report.removed, 0, "{report:?}");
+    Ok(())
+}

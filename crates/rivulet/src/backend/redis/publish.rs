@@ -164,7 +164,7 @@ impl RedisBackend {
         let Some(cap) = opts.backpressure else {
             return Ok(());
         };
-        let deadline = opts.backpressure_wait.map(|w| Instant::now() + w);
+        let deadline = opts.backpressure_wait.map(crate::deadline::from_now);
         let mut pause = Duration::from_millis(10);
         loop {
             let (current, limit) = self.measure(keys, cap).await?;

@@ -1,8 +1,15 @@
-//! Limits and server-side refusals: OOM is transient, and a batch that is only partly
-//! written says so per message.
+//! Limits and server-side refusals: OOM is transient, a batch that is only partly
+//! written says so per message, and durations too long for Redis saturate instead of
+//! failing (or panicking).
+
+use std::time::Duration;
 
 use super::*;
+use crate::backend::redis::RedisIdempotencyStore;
 use crate::error::Error;
+use crate::idempotency::{Claim, IdempotencyStore};
+use crate::message::now_ms;
+use crate::topic::{Backpressure, TopicOptions};
 use crate::{Bus, ErrorKind};
 
 fn used_memory(server: &RedisServer) -> u64 {
@@ -107,4 +114,101 @@ async fn a_partly_written_batch_reports_each_message() {
             .contains(&format!("{} of 20", written.len())),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn idempotency_store_accepts_durations_too_long_for_redis() {
+    let (server, _backend) = start().await;
+    let store = RedisIdempotencyStore::open(&server.url()).unwrap();
+    assert_eq!(
+        store.claim("k", Duration::MAX).await.unwrap(),
+        Claim::Acquired
+    );
+    assert_eq!(store.claim("k", Duration::MAX).await.unwrap(), Claim::Busy);
+    store.complete("k", Duration::MAX).await.unwrap();
+    assert_eq!(store.claim("k", Duration::MAX).await.unwrap(), Claim::Done);
+}
+
+#[tokio::test]
+async fn dedup_window_too_long_for_redis_still_dedups() {
+    let (server, backend) = start().await;
+    let opts = PublishOpts {
+        dedup_window: Some(Duration::MAX),
+        ..PublishOpts::default()
+    };
+    let env = || {
+        Envelope::new(
+            MessageId::new("order-7").unwrap(),
+            Bytes::from_static(b"x"),
+            Headers::new(),
+        )
+    };
+    let first = backend
+        .publish(&topic("t"), vec![env()], &opts)
+        .await
+        .unwrap();
+    assert!(!first[0].duplicate);
+    let again = backend
+        .publish(&topic("t"), vec![env()], &opts)
+        .await
+        .unwrap();
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].entry_id, first[0].entry_id);
+    let len: u64 = raw(&server, redis::cmd("XLEN").arg(stream_key("t")));
+    assert_eq!(len, 1);
+}
+
+#[tokio::test]
+async fn backpressure_wait_too_long_waits_without_panicking() {
+    let (_server, backend) = start().await;
+    let opts = PublishOpts {
+        topic: TopicOptions::default()
+            .backpressure(Backpressure::MaxLength(1))
+            .backpressure_wait(Duration::MAX),
+        ..PublishOpts::default()
+    };
+    backend
+        .publish(&topic("t"), vec![envelope("a")], &opts)
+        .await
+        .unwrap();
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(300),
+        backend.publish(&topic("t"), vec![envelope("b")], &opts),
+    )
+    .await;
+    assert!(blocked.is_err(), "expected to wait for room: {blocked:?}");
+}
+
+#[tokio::test]
+async fn a_requested_retry_delay_too_long_for_milliseconds_is_capped_not_wrapped() {
+    let (server, backend) = start().await;
+    let bus = Bus::builder(backend).block_timeout(BLOCK).build().unwrap();
+    // 2^64 + 5 ms: cast to u64 milliseconds it would wrap round to 5 ms.
+    let delay = Duration::new(18_446_744_073_709_551, 621_000_000);
+    let _sub = bus
+        .subscribe_raw("t", "h", move |_d| async move {
+            Err(crate::HandlerError::retryable("later").retry_after(delay))
+        })
+        .start_from(StartFrom::Beginning)
+        .await
+        .unwrap();
+    bus.publish_raw("t", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let retry_key = "{rivulet:t}:retry";
+    let due: f64 = eventually("the retry to be scheduled", || async {
+        let v: Vec<(String, f64)> = raw(
+            &server,
+            redis::cmd("ZRANGE")
+                .arg(retry_key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES"),
+        );
+        v.first().map(|(_, score)| *score)
+    })
+    .await;
+    let six_days_ms = 6.0 * 24.0 * 3600.0 * 1000.0;
+    assert!(due > now_ms() as f64 + six_days_ms, "due at {due}");
+    bus.shutdown().await;
 }

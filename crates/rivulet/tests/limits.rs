@@ -1,0 +1,202 @@
+//! Limits on the memory backend: every duration option either fails `build()` with a
+//! configuration error naming the option and its limit, or works without panicking.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rivulet::{
+    Bus, BusBuilder, Claim, Delivery, Error, ErrorKind, HandlerError, IdempotencyStore,
+    MemoryBackend, MemoryIdempotencyStore, RetryPolicy, StartFrom, TopicOptions,
+};
+use tokio::time::Instant;
+
+type Seen = Arc<Mutex<Vec<Bytes>>>;
+
+async fn wait_for(seen: &Seen, n: usize) -> Vec<Bytes> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = seen.lock().expect("lock").clone();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} messages, got {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+type Ready = std::future::Ready<Result<(), HandlerError>>;
+
+fn recorder(seen: &Seen) -> impl Fn(Delivery<Bytes>) -> Ready + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |d: Delivery<Bytes>| {
+        seen.lock().expect("lock").push(d.into_payload());
+        std::future::ready(Ok(()))
+    }
+}
+
+type Setter = fn(BusBuilder) -> BusBuilder;
+
+fn config_error(what: &str, result: rivulet::Result<Bus>, option: &str, limit: &str) {
+    match result {
+        Err(Error::Config(msg)) => {
+            assert!(msg.contains(option), "{what}: {msg:?} should name {option}");
+            assert!(
+                msg.contains(limit),
+                "{what}: {msg:?} should name the limit {limit}"
+            );
+        }
+        Err(other) => panic!("{what}: expected a configuration error, got {other:?}"),
+        Ok(_) => panic!("{what}: Duration::MAX was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn every_duration_option_refuses_duration_max_naming_its_limit() {
+    let cases: [(&str, &str, Setter); 14] = [
+        ("block_timeout", "1 h", |b| b.block_timeout(Duration::MAX)),
+        ("reclaim_interval", "24 h", |b| {
+            b.reclaim_interval(Duration::MAX)
+        }),
+        ("min_idle", "24 h", |b| b.min_idle(Duration::MAX)),
+        ("drain_timeout", "24 h", |b| b.drain_timeout(Duration::MAX)),
+        ("retry_scheduler_interval", "1 h", |b| {
+            b.retry_scheduler_interval(Duration::MAX)
+        }),
+        ("trim_interval", "24 h", |b| b.trim_interval(Duration::MAX)),
+        ("broadcast_ttl", "24 h", |b| b.broadcast_ttl(Duration::MAX)),
+        ("dedup_window", "30 days", |b| b.dedup_window(Duration::MAX)),
+        ("idempotency_ttl", "365 days", |b| {
+            b.idempotency_ttl(Duration::MAX)
+        }),
+        ("idempotency_lease", "24 h", |b| {
+            b.idempotency_lease(Duration::MAX)
+        }),
+        ("max_age", "3650 days", |b| {
+            b.topic("t", TopicOptions::default().max_age(Duration::MAX))
+        }),
+        ("backpressure_wait", "1 h", |b| {
+            b.topic(
+                "t",
+                TopicOptions::default().backpressure_wait(Duration::MAX),
+            )
+        }),
+        ("backoff", "7 days", |b| {
+            b.retry(RetryPolicy::default().backoff(Duration::MAX))
+        }),
+        ("max_delay", "7 days", |b| {
+            b.retry(RetryPolicy::default().max_delay(Duration::MAX))
+        }),
+    ];
+    for (option, limit, set) in cases {
+        let result = set(Bus::builder(MemoryBackend::new())).build();
+        config_error(option, result, option, limit);
+    }
+    // A handler's own retry policy is checked the same way.
+    let bus = Bus::memory().expect("bus");
+    let err = bus
+        .subscribe_raw("t", "h", recorder(&Seen::default()))
+        .retry(RetryPolicy::default().backoff(Duration::MAX))
+        .await
+        .expect_err("handler backoff");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+    assert!(err.to_string().contains("7 days"), "{err}");
+}
+
+#[tokio::test]
+async fn every_duration_option_at_its_limit_works() {
+    let day = Duration::from_secs(24 * 3600);
+    let bus = Bus::builder(MemoryBackend::new())
+        .block_timeout(Duration::from_secs(3600))
+        .reclaim_interval(day)
+        .min_idle(day)
+        .drain_timeout(day)
+        .retry_scheduler_interval(Duration::from_secs(3600))
+        .trim_interval(day)
+        .broadcast_ttl(day)
+        .dedup_window(30 * day)
+        .idempotency_ttl(365 * day)
+        .idempotency_lease(day)
+        .idempotency(MemoryIdempotencyStore::new())
+        .retry(RetryPolicy::default().backoff(7 * day).max_delay(7 * day))
+        .topic(
+            "t",
+            TopicOptions::default()
+                .max_age(3650 * day)
+                .backpressure(rivulet::Backpressure::MaxLength(1_000))
+                .backpressure_wait(Duration::from_secs(3600)),
+        )
+        .build()
+        .expect("every duration at its maximum is accepted");
+    let seen: Seen = Default::default();
+    let _plain = bus
+        .subscribe_raw("t", "plain", recorder(&seen))
+        .start_from(StartFrom::Beginning)
+        .await
+        .expect("subscribe");
+    let _broadcast = bus
+        .subscribe_raw("t", "everyone", recorder(&seen))
+        .broadcast()
+        .start_from(StartFrom::Beginning)
+        .await
+        .expect("broadcast");
+    let failing: Arc<Mutex<u32>> = Default::default();
+    let runs = failing.clone();
+    let failing_sub = bus
+        .subscribe_raw("t", "failing", move |_d: Delivery<Bytes>| {
+            *runs.lock().expect("lock") += 1;
+            // 2^64 + 5 ms: a u64 millisecond cast would wrap round to 5 ms.
+            let delay = Duration::new(18_446_744_073_709_551, 621_000_000);
+            std::future::ready(Err(HandlerError::retryable("later").retry_after(delay)))
+        })
+        .idempotent()
+        .start_from(StartFrom::Beginning)
+        .await
+        .expect("failing");
+    bus.publish_raw("t", Bytes::from_static(b"a"))
+        .id("order-1")
+        .await
+        .expect("idempotent publish");
+    bus.publish_batch_raw("t", vec![Bytes::from_static(b"b")])
+        .await
+        .expect("batch");
+    wait_for(&seen, 4).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Both messages failed once and were rescheduled (7 days out, the cap).
+    while failing_sub.stats().retried < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the failing handler's retries were not scheduled"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(*failing.lock().expect("lock"), 2);
+    bus.trim("t").await.expect("trim");
+    bus.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_idempotency_store_accepts_duration_max() {
+    let store = MemoryIdempotencyStore::new();
+    assert_eq!(
+        store.claim("k", Duration::MAX).await.ok(),
+        Some(Claim::Acquired)
+    );
+    assert_eq!(
+        store.claim("k", Duration::MAX).await.ok(),
+        Some(Claim::Busy)
+    );
+    tokio::time::advance(Duration::from_secs(10 * 365 * 24 * 3600)).await;
+    assert_eq!(
+        store.claim("k", Duration::MAX).await.ok(),
+        Some(Claim::Busy)
+    );
+    store.complete("k", Duration::MAX).await.expect("complete");
+    assert_eq!(
+        store.claim("k", Duration::MAX).await.ok(),
+        Some(Claim::Done)
+    );
+}
