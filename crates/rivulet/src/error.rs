@@ -37,6 +37,19 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A message's headers exceed a size limit: a value over 8 KiB, more than 64
+    /// headers, or more than 64 KiB of names and values together (see
+    /// [`message::MAX_HEADERS`](crate::message::MAX_HEADERS) and the constants beside
+    /// it). Nothing was written. A header *name* that breaks the naming rule is an
+    /// [`InvalidName`](Error::InvalidName).
+    #[error("header {header:?} exceeds a limit: {reason}")]
+    HeaderLimit {
+        /// The header that crossed the limit (its name, truncated to 64 characters).
+        header: String,
+        /// Which limit, with its value and the size found.
+        reason: String,
+    },
+
     /// A payload could not be serialized or deserialized.
     #[error("codec error: {0}")]
     Codec(#[source] serde_json::Error),
@@ -121,6 +134,8 @@ pub enum ErrorKind {
     InvalidName,
     /// See [`Error::PayloadTooLarge`].
     PayloadTooLarge,
+    /// See [`Error::HeaderLimit`].
+    HeaderLimit,
     /// See [`Error::Codec`].
     Codec,
     /// See [`Error::Config`].
@@ -151,6 +166,7 @@ impl Error {
         match self {
             Error::InvalidName { .. } => ErrorKind::InvalidName,
             Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::HeaderLimit { .. } => ErrorKind::HeaderLimit,
             Error::Codec(_) => ErrorKind::Codec,
             Error::Config(_) => ErrorKind::Config,
             Error::Connection(_) => ErrorKind::Connection,

@@ -1,4 +1,5 @@
-//! Limits on the memory backend: every duration option either fails `build()` with a
+//! Limits on the memory backend: header sizes and counts are refused at publish with
+//! nothing written, and every duration option either fails `build()` with a
 //! configuration error naming the option and its limit, or works without panicking.
 
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,78 @@ fn recorder(seen: &Seen) -> impl Fn(Delivery<Bytes>) -> Ready + Send + Sync + 's
         seen.lock().expect("lock").push(d.into_payload());
         std::future::ready(Ok(()))
     }
+}
+
+fn header_limit(err: &Error, needle: &str) {
+    assert_eq!(err.kind(), ErrorKind::HeaderLimit, "{err:?}");
+    assert!(
+        err.to_string().contains(needle),
+        "{err} should name {needle}"
+    );
+}
+
+#[tokio::test]
+async fn header_limits_are_enforced_at_publish_and_nothing_is_written() {
+    let bus = Bus::memory().expect("bus");
+    let t = "headers";
+    // At the limits: accepted.
+    let name_256 = "n".repeat(256);
+    let value_8k = "v".repeat(8192);
+    bus.publish_raw(t, Bytes::from_static(b"ok"))
+        .header(name_256.clone(), "v")
+        .header("big", value_8k.clone())
+        .headers((0..62).map(|i| (format!("h{i:02}"), "v")))
+        .await
+        .expect("64 headers, a 256-byte name and an 8 KiB value are within the limits");
+
+    let seen: Seen = Default::default();
+    let _sub = bus
+        .subscribe_raw(t, "reader", recorder(&seen))
+        .start_from(StartFrom::New)
+        .await
+        .expect("subscribe");
+
+    // Over the limits: refused with the limit's value in the message.
+    let err = bus
+        .publish_raw(t, Bytes::from_static(b"x"))
+        .header("n".repeat(257), "v")
+        .await
+        .expect_err("name of 257 bytes");
+    assert_eq!(err.kind(), ErrorKind::InvalidName, "{err:?}");
+    assert!(err.to_string().contains("256"), "{err}");
+    let err = bus
+        .publish_raw(t, Bytes::from_static(b"x"))
+        .header("big", "v".repeat(8193))
+        .await
+        .expect_err("value of 8193 bytes");
+    header_limit(&err, "8192");
+    let err = bus
+        .publish_raw(t, Bytes::from_static(b"x"))
+        .headers((0..65).map(|i| (format!("h{i:02}"), "v")))
+        .await
+        .expect_err("65 headers");
+    header_limit(&err, "64");
+    // Eight 8 KiB values plus their names: over 64 KiB in all.
+    let err = bus
+        .publish_raw(t, Bytes::from_static(b"x"))
+        .headers((0..8).map(|i| (format!("h{i}"), "v".repeat(8192))))
+        .await
+        .expect_err("more than 64 KiB of headers");
+    header_limit(&err, "65536");
+    let err = bus
+        .publish_batch_raw(t, vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")])
+        .header("big", "v".repeat(8193))
+        .await
+        .expect_err("batch with a value of 8193 bytes");
+    header_limit(&err, "8192");
+
+    // Nothing was written: the reader gets only the sentinel.
+    bus.publish_raw(t, Bytes::from_static(b"sentinel"))
+        .await
+        .expect("sentinel");
+    let got = wait_for(&seen, 1).await;
+    assert_eq!(got, vec![Bytes::from_static(b"sentinel")]);
+    bus.shutdown().await;
 }
 
 type Setter = fn(BusBuilder) -> BusBuilder;

@@ -11,22 +11,8 @@ use tracing::Instrument;
 use super::Bus;
 use crate::backend::PublishOpts;
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Headers, MessageId, Published};
+use crate::message::{Envelope, Headers, MessageId, Published, check_header_name, check_headers};
 use crate::name::TopicName;
-
-/// The longest header name accepted, in bytes.
-const MAX_HEADER_NAME: usize = 200;
-
-fn check_header(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_HEADER_NAME || name.chars().any(char::is_control) {
-        return Err(Error::InvalidName {
-            what: "header",
-            name: name.chars().take(64).collect(),
-            reason: "must be 1-200 bytes without control characters",
-        });
-    }
-    Ok(())
-}
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
     Ok(Bytes::from(serde_json::to_vec(value)?))
@@ -44,7 +30,7 @@ struct Common {
 impl Common {
     fn header(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
-        match check_header(&name) {
+        match check_header_name(&name) {
             Ok(()) => {
                 self.headers.insert(name, value.into());
             }
@@ -114,6 +100,7 @@ impl<'a> Publish<'a> {
         if let Some(e) = self.common.error {
             return Err(e);
         }
+        check_headers(&self.common.headers)?;
         let topic = self.topic?;
         let payload = self.payload?;
         let (id, idempotent) = match self.id {
@@ -180,6 +167,7 @@ impl<'a> PublishBatch<'a> {
         if let Some(e) = self.common.error {
             return Err(e);
         }
+        check_headers(&self.common.headers)?;
         let topic = self.topic?;
         let payloads = self.payloads?;
         if payloads.is_empty() {
