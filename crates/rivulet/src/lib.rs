@@ -9,6 +9,7 @@ pub mod error;
 mod handler;
 pub mod idempotency;
 pub mod live;
+mod log_limit;
 pub mod message;
 pub mod name;
 pub mod retry;
