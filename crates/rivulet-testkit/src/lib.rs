@@ -56,5 +56,6 @@ mod server;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Result, TestkitError};
+pub use ports::PortLease;
 pub use proxy::{ProxyMode, TcpProxy};
 pub use server::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder};

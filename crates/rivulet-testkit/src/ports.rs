@@ -27,14 +27,23 @@ const MAX_ATTEMPTS: usize = 1_000;
 
 static RESERVED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
-/// Ports reserved for one listener; released when dropped.
+/// A free port reserved for this process; released when dropped.
+///
+/// Nothing listens on it, so it also serves as a closed port for tests of connection
+/// errors ([`PortLease::reserve`]).
 #[derive(Debug)]
-pub(crate) struct PortLease {
+pub struct PortLease {
     port: u16,
     bus_port: Option<u16>,
 }
 
 impl PortLease {
+    /// Reserves a free port in 20000..55535 (never 6379) that no other test of this
+    /// process is handed while the lease lives.
+    pub fn reserve() -> Result<Self> {
+        Self::acquire(false)
+    }
+
     /// Reserves a free port; with `with_bus_port`, `port + 10000` is free too.
     pub(crate) fn acquire(with_bus_port: bool) -> Result<Self> {
         let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
@@ -58,7 +67,8 @@ impl PortLease {
         })
     }
 
-    pub(crate) fn port(&self) -> u16 {
+    /// The reserved port.
+    pub fn port(&self) -> u16 {
         self.port
     }
 }

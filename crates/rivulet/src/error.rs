@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::message::Published;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -33,6 +35,19 @@ pub enum Error {
         size: usize,
         /// The configured limit in bytes.
         limit: usize,
+    },
+
+    /// A message's headers exceed a size limit: a value over 8 KiB, more than 64
+    /// headers, or more than 64 KiB of names and values together (see
+    /// [`message::MAX_HEADERS`](crate::message::MAX_HEADERS) and the constants beside
+    /// it). Nothing was written. A header *name* that breaks the naming rule is an
+    /// [`InvalidName`](Error::InvalidName).
+    #[error("header {header:?} exceeds a limit: {reason}")]
+    HeaderLimit {
+        /// The header that crossed the limit (its name, truncated to 64 characters).
+        header: String,
+        /// Which limit, with its value and the size found.
+        reason: String,
     },
 
     /// A payload could not be serialized or deserialized.
@@ -68,6 +83,23 @@ pub enum Error {
     #[error("outcome indeterminate: {0}")]
     Indeterminate(String),
 
+    /// Some messages of a batch were written and others were not, or may not have been.
+    ///
+    /// `results` has one item per message, in the order given: `Ok` for a message that
+    /// was written, `Err` for one that was not — or whose outcome is unknown, when that
+    /// error's [`is_indeterminate`](Error::is_indeterminate) is true. Publish again only
+    /// the messages with an `Err`: the others are in the topic.
+    #[error(
+        "{written} of {total} messages of the batch were written; first failure: {first}",
+        written = count_written(results),
+        total = results.len(),
+        first = first_failure(results)
+    )]
+    PartialBatch {
+        /// Per message, in order: what happened to it.
+        results: Vec<Result<Published>>,
+    },
+
     /// The bus or subscription is shut down.
     #[error("the bus is closed")]
     Closed,
@@ -96,6 +128,14 @@ pub enum Error {
     Protocol(String),
 }
 
+/// Error codes of Redis replies (that the `redis` crate has no kind for) which report a
+/// passing condition of the server: `OOM` (over `maxmemory` with `noeviction`; clears
+/// when consumers catch up and retention trims) and `BUSY` (a script or function is
+/// running too long; clears when it ends or is killed). `LOADING`, `TRYAGAIN`,
+/// `MASTERDOWN` and `CLUSTERDOWN` have kinds of their own, matched by kind.
+#[cfg(feature = "redis")]
+const TRANSIENT_CODES: &[&str] = &["OOM", "BUSY"];
+
 /// A coarse classification of [`Error`], for matching without destructuring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -104,6 +144,8 @@ pub enum ErrorKind {
     InvalidName,
     /// See [`Error::PayloadTooLarge`].
     PayloadTooLarge,
+    /// See [`Error::HeaderLimit`].
+    HeaderLimit,
     /// See [`Error::Codec`].
     Codec,
     /// See [`Error::Config`].
@@ -116,6 +158,8 @@ pub enum ErrorKind {
     Backpressure,
     /// See [`Error::Indeterminate`].
     Indeterminate,
+    /// See [`Error::PartialBatch`].
+    PartialBatch,
     /// See [`Error::Closed`].
     Closed,
     /// See [`Error::GroupNotFound`].
@@ -134,12 +178,14 @@ impl Error {
         match self {
             Error::InvalidName { .. } => ErrorKind::InvalidName,
             Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::HeaderLimit { .. } => ErrorKind::HeaderLimit,
             Error::Codec(_) => ErrorKind::Codec,
             Error::Config(_) => ErrorKind::Config,
             Error::Connection(_) => ErrorKind::Connection,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Backpressure { .. } => ErrorKind::Backpressure,
             Error::Indeterminate(_) => ErrorKind::Indeterminate,
+            Error::PartialBatch { .. } => ErrorKind::PartialBatch,
             Error::Closed => ErrorKind::Closed,
             Error::GroupNotFound { .. } => ErrorKind::GroupNotFound,
             Error::NotAvailable(_) => ErrorKind::NotAvailable,
@@ -149,8 +195,12 @@ impl Error {
         }
     }
 
-    /// Whether the same call may succeed if tried again later (connection trouble,
-    /// timeouts, backpressure). Invalid input and configuration are never transient.
+    /// Whether the same call may succeed if tried again later: connection trouble,
+    /// timeouts, backpressure, and Redis refusals that pass by themselves (`OOM`,
+    /// `BUSY`, `LOADING`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`, redirections).
+    /// Invalid input and configuration are never transient, nor is a
+    /// [`PartialBatch`](Error::PartialBatch): the same call again would publish its
+    /// written messages twice (its per-message errors say which may be retried).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Connection(_)
@@ -174,15 +224,20 @@ impl Error {
                                 | redis::ServerErrorKind::MasterDown
                         )
                     )
+                    || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
             }
             _ => false,
         }
     }
 
-    /// Whether the outcome of the call is unknown (it may have been applied).
+    /// Whether the outcome of the call is unknown (it may have been applied). For a
+    /// [`PartialBatch`](Error::PartialBatch): whether the outcome of some message is.
     pub fn is_indeterminate(&self) -> bool {
         match self {
             Error::Indeterminate(_) | Error::Timeout(_) => true,
+            Error::PartialBatch { results } => results
+                .iter()
+                .any(|r| r.as_ref().is_err_and(Error::is_indeterminate)),
             #[cfg(feature = "redis")]
             Error::Redis(e) => e.is_timeout() || e.is_connection_dropped(),
             _ => false,
@@ -192,6 +247,31 @@ impl Error {
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
     }
+}
+
+/// The result of a batch from the result of each message: all written, nothing written
+/// (the first error), or a [`Error::PartialBatch`] when some were written or the outcome
+/// of some is unknown. A batch of one returns its own error.
+pub(crate) fn batch_result(results: Vec<Result<Published>>) -> Result<Vec<Published>> {
+    let partial = results.len() > 1
+        && results
+            .iter()
+            .any(|r| r.as_ref().map_or_else(Error::is_indeterminate, |_| true));
+    if partial && results.iter().any(Result::is_err) {
+        return Err(Error::PartialBatch { results });
+    }
+    results.into_iter().collect()
+}
+
+fn count_written(results: &[Result<Published>]) -> usize {
+    results.iter().filter(|r| r.is_ok()).count()
+}
+
+fn first_failure(results: &[Result<Published>]) -> String {
+    results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 #[cfg(feature = "redis")]
@@ -204,5 +284,122 @@ impl From<redis::RedisError> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Codec(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{EntryId, MessageId};
+
+    fn published(n: u32) -> Result<Published> {
+        Ok(Published {
+            message_id: MessageId::generate(),
+            entry_id: EntryId(format!("{n}-0")),
+            duplicate: false,
+        })
+    }
+
+    fn refused() -> Result<Published> {
+        Err(Error::Backpressure {
+            topic: "t".into(),
+            current: 2,
+            limit: 1,
+        })
+    }
+
+    fn unknown() -> Result<Published> {
+        Err(Error::Indeterminate("no reply".into()))
+    }
+
+    #[test]
+    fn a_batch_result_never_hides_a_written_message() {
+        assert_eq!(
+            batch_result(vec![published(1), published(2)])
+                .map(|v| v.len())
+                .ok(),
+            Some(2)
+        );
+        // Nothing written: the first error, as for a single publish.
+        let e = batch_result(vec![refused(), refused()]).expect_err("an error");
+        assert_eq!(e.kind(), ErrorKind::Backpressure);
+        assert_eq!(
+            batch_result(vec![unknown()]).expect_err("an error").kind(),
+            ErrorKind::Indeterminate
+        );
+        // Some written.
+        let e = batch_result(vec![published(1), refused(), published(3)]).expect_err("an error");
+        assert_eq!(e.kind(), ErrorKind::PartialBatch);
+        assert!(!e.is_indeterminate() && !e.is_transient());
+        assert!(e.to_string().starts_with("2 of 3 messages"), "{e}");
+        let Error::PartialBatch { results } = &e else {
+            unreachable!()
+        };
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        // Outcomes unknown, even with nothing known to be written.
+        let e = batch_result(vec![refused(), unknown()]).expect_err("an error");
+        assert_eq!(e.kind(), ErrorKind::PartialBatch);
+        assert!(e.is_indeterminate());
+    }
+
+    #[cfg(feature = "redis")]
+    fn server_error(line: &str) -> Error {
+        let (code, detail) = line.split_once(' ').unwrap_or((line, ""));
+        let e = match code {
+            "TRYAGAIN" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+                "try again",
+                detail.to_owned(),
+            )),
+            "MASTERDOWN" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown),
+                "master down",
+                detail.to_owned(),
+            )),
+            "LOADING" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+                "loading",
+                detail.to_owned(),
+            )),
+            "ERR" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "error",
+                detail.to_owned(),
+            )),
+            other => redis::make_extension_error(other.to_owned(), Some(detail.to_owned())),
+        };
+        Error::Redis(e)
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn server_conditions_that_clear_by_themselves_are_transient() {
+        for line in [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "LOADING Redis is loading the dataset in memory",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        ] {
+            let e = server_error(line);
+            assert!(e.is_transient(), "{line}: {e:?}");
+            assert!(!e.is_indeterminate(), "{line}: {e:?}");
+            assert_eq!(e.kind(), ErrorKind::Redis);
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn command_errors_are_not_transient() {
+        for line in [
+            "ERR syntax error",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "NOPERM this user has no permissions to run the 'xadd' command",
+            "BUSYGROUP Consumer Group name already exists",
+            "OOMX not a real code",
+        ] {
+            let e = server_error(line);
+            assert!(!e.is_transient(), "{line}: {e:?}");
+        }
     }
 }

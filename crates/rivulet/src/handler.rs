@@ -55,7 +55,8 @@ impl HandlerError {
     }
 
     /// Asks for the next attempt no earlier than `delay` from now, instead of the
-    /// policy's backoff (still bounded by the policy's attempts).
+    /// policy's backoff (still bounded by the policy's attempts). Delays longer than
+    /// [`MAX_RETRY_DELAY`](crate::retry::MAX_RETRY_DELAY) (7 days) are cut to it.
     pub fn retry_after(mut self, delay: Duration) -> Self {
         self.retry_after = Some(delay);
         self
@@ -78,6 +79,7 @@ impl HandlerError {
 
     pub(crate) fn requested_delay(&self) -> Option<Duration> {
         self.retry_after
+            .map(|d| d.min(crate::retry::MAX_RETRY_DELAY))
     }
 }
 

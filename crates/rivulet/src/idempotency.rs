@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::deadline;
 use crate::error::Result;
 
 /// The answer to a claim.
@@ -113,7 +114,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
                 Some(Entry::Done(until)) if *until > now => Claim::Done,
                 Some(Entry::Claimed(until)) if *until > now => Claim::Busy,
                 _ => {
-                    keys.insert(key.to_owned(), Entry::Claimed(now + lease));
+                    keys.insert(key.to_owned(), Entry::Claimed(deadline::after(now, lease)));
                     Claim::Acquired
                 }
             }
@@ -121,7 +122,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     }
 
     async fn complete(&self, key: &str, ttl: Duration) -> Result<()> {
-        let until = Instant::now() + ttl;
+        let until = deadline::from_now(ttl);
         self.with(|keys| keys.insert(key.to_owned(), Entry::Done(until)));
         Ok(())
     }

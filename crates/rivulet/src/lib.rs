@@ -4,6 +4,7 @@
 pub mod backend;
 mod bus;
 pub mod dead_letter;
+mod deadline;
 #[cfg(test)]
 mod defaults_tests;
 pub mod error;
@@ -11,6 +12,7 @@ mod glob;
 mod handler;
 pub mod idempotency;
 pub mod live;
+mod log_limit;
 pub mod message;
 pub mod name;
 mod outcome;

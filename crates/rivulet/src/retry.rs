@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// The longest retry delay: a policy's `backoff` and `max_delay` may not be longer
+/// (`validate` refuses them), computed delays are capped at it, and so is a handler's
+/// [`retry_after`](crate::HandlerError::retry_after). A message that should wait longer
+/// belongs in a scheduler, not in a retry set.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How a failed message is retried.
 ///
 /// The delay before attempt `n + 1` is `backoff × multiplier^(n − 1)`, capped at
@@ -12,6 +18,8 @@ use crate::error::{Error, Result};
 /// drawn uniformly from `[d × (1 − jitter), d]`).
 ///
 /// Defaults: 5 attempts, 1 s backoff, multiplier 2, no cap, no jitter, dead-letter on.
+/// `backoff` and `max_delay` may be at most [`MAX_RETRY_DELAY`] (7 days), which also caps
+/// every computed delay.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
@@ -93,6 +101,19 @@ impl RetryPolicy {
         if !self.jitter.is_finite() || !(0.0..=1.0).contains(&self.jitter) {
             return Err(Error::config("retry jitter must be between 0.0 and 1.0"));
         }
+        for (name, d) in [
+            ("backoff", Some(self.backoff)),
+            ("max_delay", self.max_delay),
+        ] {
+            if let Some(d) = d
+                && d > MAX_RETRY_DELAY
+            {
+                return Err(Error::config(format!(
+                    "retry {name} must be at most {}, got {d:?}",
+                    crate::deadline::human(MAX_RETRY_DELAY)
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -104,9 +125,8 @@ impl RetryPolicy {
         if let Some(cap) = self.max_delay {
             secs = secs.min(cap.as_secs_f64());
         }
-        // A week is far beyond any sensible retry delay; it also keeps the
-        // conversion below finite.
-        secs = secs.min(7.0 * 24.0 * 3600.0);
+        // Also keeps the conversion below finite.
+        secs = secs.min(MAX_RETRY_DELAY.as_secs_f64());
         if self.jitter > 0.0 {
             let r: f64 = rand::random();
             secs *= 1.0 - self.jitter * r;
@@ -139,6 +159,28 @@ mod tests {
             assert!(d <= Duration::from_secs(3), "{d:?}");
         }
         assert!(p.delay_after(10) >= Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn delays_are_capped_at_the_maximum() {
+        let p = RetryPolicy::default()
+            .backoff(MAX_RETRY_DELAY)
+            .multiplier(10.0);
+        assert!(p.validate().is_ok());
+        assert_eq!(p.delay_after(1), MAX_RETRY_DELAY);
+        assert_eq!(p.delay_after(u32::MAX), MAX_RETRY_DELAY);
+        let unchecked = RetryPolicy {
+            backoff: Duration::MAX,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(unchecked.delay_after(3), MAX_RETRY_DELAY);
+        for p in [
+            RetryPolicy::default().backoff(MAX_RETRY_DELAY + Duration::from_millis(1)),
+            RetryPolicy::default().max_delay(Duration::MAX),
+        ] {
+            let err = p.validate().expect_err("over the maximum");
+            assert!(err.to_string().contains("7 days"), "{err}");
+        }
     }
 
     #[test]

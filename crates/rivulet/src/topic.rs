@@ -34,14 +34,14 @@ pub enum Backpressure {
 pub struct TopicOptions {
     /// Keep about this many entries (approximate trimming). `None` = no length limit.
     pub max_len: Option<u64>,
-    /// Remove entries older than this. `None` = no age limit.
+    /// Remove entries older than this (at most 3650 days). `None` = no age limit.
     pub max_age: Option<Duration>,
     /// Never remove an entry some group has not been delivered or has not acknowledged.
     /// On by default; turning it off lets retention drop unprocessed messages.
     pub safe: bool,
     /// Refuse publishes past this cap with [`Error::Backpressure`](crate::Error::Backpressure).
     pub backpressure: Option<Backpressure>,
-    /// With backpressure: wait up to this long for room before failing.
+    /// With backpressure: wait up to this long for room before failing (at most 1 h).
     pub backpressure_wait: Option<Duration>,
 }
 

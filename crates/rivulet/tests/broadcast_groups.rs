@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::*;
-use rivulet::{Delivery, HandlerError, RetryPolicy};
+use rivulet::{Delivery, HandlerError};
 
 /// A broadcast handler `cache` has the base group `t:bc.names__cache`; a regular handler
 /// named `cache__warm` derives `t:bc.names__cache__warm`, which looks like one of its

@@ -60,6 +60,7 @@ pub(crate) fn classify(e: &rivulet::Error) -> PublishResult {
     match e.kind() {
         K::InvalidName
         | K::PayloadTooLarge
+        | K::HeaderLimit
         | K::Codec
         | K::Config
         | K::Backpressure

@@ -51,6 +51,41 @@ pub enum Dispatch {
 /// The longest concurrency accepted.
 const MAX_CONCURRENCY: usize = 1024;
 
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A blocked read notices a silently dead connection only when its block ends.
+const MAX_BLOCK_TIMEOUT: Duration = HOUR;
+/// Entries of a crashed consumer wait up to `reclaim_interval + min_idle` (and an
+/// idempotency lease) before another consumer takes them over; longer is an outage.
+const MAX_RECLAIM: Duration = DAY;
+/// A shutdown that waits longer than a day for handlers is a hang.
+const MAX_DRAIN_TIMEOUT: Duration = DAY;
+/// Retries scheduled by other processes wait up to this long for this process's mover.
+const MAX_RETRY_MOVER_INTERVAL: Duration = HOUR;
+/// Retention applied less than daily lets a topic grow for a day.
+const MAX_TRIM_INTERVAL: Duration = DAY;
+/// An orphaned broadcast group (and what is pending on it) lingers this long.
+const MAX_BROADCAST_TTL: Duration = DAY;
+/// One marker key per idempotently published message lives this long.
+const MAX_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+/// One key per handled message lives this long.
+const MAX_IDEMPOTENCY_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longer retention by age is better said as no age limit.
+const MAX_AGE: Duration = Duration::from_secs(3650 * 24 * 3600);
+/// A publish call that waits longer than this for room is a stuck caller.
+const MAX_BACKPRESSURE_WAIT: Duration = HOUR;
+
+fn check_max(name: &str, d: Duration, max: Duration) -> Result<()> {
+    if d > max {
+        return Err(Error::config(format!(
+            "{name} must be at most {}, got {d:?}",
+            crate::deadline::human(max)
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) app: String,
@@ -159,58 +194,61 @@ impl BusBuilder {
     }
 
     duration_setter!(
-        /// How long one blocking read waits for messages (default 5 s). Affects only idle
-        /// traffic; shutdown interrupts reads at once.
+        /// How long one blocking read waits for messages (default 5 s, at most 1 h).
+        /// Affects only idle traffic; shutdown interrupts reads at once.
         block_timeout
     );
     duration_setter!(
-        /// How often idle pending entries are reclaimed (default 30 s).
+        /// How often idle pending entries are reclaimed (default 30 s, at most 24 h).
         reclaim_interval
     );
     duration_setter!(
         /// How long an entry must be idle before another consumer may reclaim it
-        /// (default 60 s). Entries a live process holds (running, or read and waiting to
-        /// start) are kept fresh by the keep-alive, on a thread of its own.
+        /// (default 60 s, at most 24 h). Entries a live process holds (running, or read
+        /// and waiting to start) are kept fresh by the keep-alive, on a thread of its own.
         min_idle
     );
     duration_setter!(
-        /// How long `shutdown` waits for in-flight handlers (default 5 s).
+        /// How long `shutdown` waits for in-flight handlers (default 5 s, at most 24 h).
         drain_timeout
     );
     duration_setter!(
-        /// The longest the retry mover sleeps between checks (default 1 s); it also wakes
-        /// at the next due time.
+        /// The longest the retry mover sleeps between checks (default 1 s, at most 1 h);
+        /// it also wakes at the next due time.
         retry_mover_interval
     );
     duration_setter!(
         /// How long scheduled retries of a group that no longer exists wait for it to
         /// come back (a reader re-creates a group deleted under it) before they are
-        /// dead-lettered with reason `group_gone` (default 5 min). They are never
-        /// dropped.
+        /// dead-lettered with reason `group_gone` (default 5 min, at most 24 h). They are
+        /// never dropped.
         vanished_group_grace
     );
     duration_setter!(
-        /// How often the housekeeping task applies retention and removes orphan broadcast groups (default 60 s).
+        /// How often the housekeeping task applies retention and removes orphan
+        /// broadcast groups (default 60 s, at most 24 h).
         trim_interval
     );
     duration_setter!(
-        /// How long a broadcast group's heartbeat lives (default 30 s); a group whose
-        /// heartbeat has expired is an orphan any process may remove.
+        /// How long a broadcast group's heartbeat lives (default 30 s, at most 24 h); a
+        /// group whose heartbeat has expired is an orphan any process may remove.
         broadcast_ttl
     );
     duration_setter!(
         /// The window in which a caller-supplied message id is written only once
-        /// (default 24 h).
+        /// (default 24 h, at most 30 days).
         dedup_window
     );
     duration_setter!(
-        /// How long an idempotent handler's key is remembered as done (default 24 h).
+        /// How long an idempotent handler's key is remembered as done (default 24 h, at
+        /// most 365 days).
         idempotency_ttl
     );
 
     /// How long an idempotency claim lasts unless renewed (default: the bus's
-    /// `min_idle`). The keep-alive renews the claims of running handlers, so a handler
-    /// longer than this still runs once; a crashed one's claim expires by itself.
+    /// `min_idle`; at most 24 h). The keep-alive renews the claims of running handlers,
+    /// so a handler longer than this still runs once; a crashed one's claim expires by
+    /// itself.
     pub fn idempotency_claim_ttl(mut self, d: Duration) -> Self {
         self.cfg.idempotency_claim_ttl = Some(d);
         self
@@ -244,6 +282,11 @@ impl BusBuilder {
     }
 
     /// Validates the settings and builds the bus. Must be called inside a Tokio runtime.
+    ///
+    /// Every duration option has a maximum (in its setter's documentation and the
+    /// README's defaults table); a longer one is an [`Error::Config`] naming the option
+    /// and its limit. So are a topic's `max_age` over 3650 days and `backpressure_wait`
+    /// over 1 h, and a retry `backoff` or `max_delay` over 7 days.
     pub fn build(self) -> Result<Bus> {
         let BusBuilder {
             backend,
@@ -273,6 +316,33 @@ impl BusBuilder {
                 return Err(Error::config(format!("{name} must be greater than zero")));
             }
         }
+        for (name, d, max) in [
+            ("block_timeout", cfg.block_timeout, MAX_BLOCK_TIMEOUT),
+            ("reclaim_interval", cfg.reclaim_interval, MAX_RECLAIM),
+            ("min_idle", cfg.min_idle, MAX_RECLAIM),
+            ("drain_timeout", cfg.drain_timeout, MAX_DRAIN_TIMEOUT),
+            (
+                "retry_mover_interval",
+                cfg.retry_mover_interval,
+                MAX_RETRY_MOVER_INTERVAL,
+            ),
+            (
+                "vanished_group_grace",
+                cfg.vanished_group_grace,
+                MAX_RECLAIM,
+            ),
+            ("trim_interval", cfg.trim_interval, MAX_TRIM_INTERVAL),
+            ("broadcast_ttl", cfg.broadcast_ttl, MAX_BROADCAST_TTL),
+            ("dedup_window", cfg.dedup_window, MAX_DEDUP_WINDOW),
+            ("idempotency_ttl", cfg.idempotency_ttl, MAX_IDEMPOTENCY_TTL),
+            (
+                "idempotency_claim_ttl",
+                cfg.idempotency_claim_ttl.unwrap_or_default(),
+                MAX_RECLAIM,
+            ),
+        ] {
+            check_max(name, d, max)?;
+        }
         if cfg.max_payload == 0 {
             return Err(Error::config("max_payload must be at least 1 byte"));
         }
@@ -282,6 +352,16 @@ impl BusBuilder {
                 return Err(Error::config(format!(
                     "topic {topic}: max_len must be >= 1"
                 )));
+            }
+            if let Some(age) = options.max_age {
+                check_max(&format!("topic {topic}: max_age"), age, MAX_AGE)?;
+            }
+            if let Some(wait) = options.backpressure_wait {
+                check_max(
+                    &format!("topic {topic}: backpressure_wait"),
+                    wait,
+                    MAX_BACKPRESSURE_WAIT,
+                )?;
             }
             cfg.topics.insert(topic, options);
         }

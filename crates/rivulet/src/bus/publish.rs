@@ -11,22 +11,8 @@ use tracing::Instrument;
 use super::Bus;
 use crate::backend::PublishOpts;
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Headers, MessageId, Published};
+use crate::message::{Envelope, Headers, MessageId, Published, check_header_name, check_headers};
 use crate::name::TopicName;
-
-/// The longest header name accepted, in bytes.
-const MAX_HEADER_NAME: usize = 200;
-
-fn check_header(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_HEADER_NAME || name.chars().any(char::is_control) {
-        return Err(Error::InvalidName {
-            what: "header",
-            name: name.chars().take(64).collect(),
-            reason: "must be 1-200 bytes without control characters",
-        });
-    }
-    Ok(())
-}
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
     Ok(Bytes::from(serde_json::to_vec(value)?))
@@ -44,7 +30,7 @@ struct Common {
 impl Common {
     fn header(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
-        match check_header(&name) {
+        match check_header_name(&name) {
             Ok(()) => {
                 self.headers.insert(name, value.into());
             }
@@ -114,6 +100,7 @@ impl<'a> Publish<'a> {
         if let Some(e) = self.common.error {
             return Err(e);
         }
+        check_headers(&self.common.headers)?;
         let topic = self.topic?;
         let payload = self.payload?;
         let (id, idempotent) = match self.id {
@@ -150,6 +137,10 @@ impl<'a> IntoFuture for Publish<'a> {
 
 /// A batch publish being built: every message is written in one round trip, in order.
 /// Await it to write them (`IntoFuture`).
+///
+/// The batch is not atomic: the server may refuse some of its messages (out of memory,
+/// for example) after writing others. Then the result is [`Error::PartialBatch`], which
+/// says per message whether it was written; no message written is reported as failed.
 #[derive(Debug)]
 #[must_use = "a publish does nothing until awaited"]
 pub struct PublishBatch<'a> {
@@ -176,6 +167,7 @@ impl<'a> PublishBatch<'a> {
         if let Some(e) = self.common.error {
             return Err(e);
         }
+        check_headers(&self.common.headers)?;
         let topic = self.topic?;
         let payloads = self.payloads?;
         if payloads.is_empty() {
@@ -278,10 +270,17 @@ impl Bus {
             topic: shared.topic_options(topic),
             wait_replicas,
         };
-        let n = envelopes.len() as u64;
-        let out = shared.backend.publish(topic, envelopes, &opts).await?;
-        metrics::counter!("rivulet_published_total", "topic" => topic.to_string()).increment(n);
-        shared.housekeeper(topic);
-        Ok(out)
+        let result = shared.backend.publish(topic, envelopes, &opts).await;
+        let written = match &result {
+            Ok(out) => out.len(),
+            Err(Error::PartialBatch { results }) => results.iter().filter(|r| r.is_ok()).count(),
+            Err(_) => 0,
+        };
+        if written > 0 {
+            metrics::counter!("rivulet_published_total", "topic" => topic.to_string())
+                .increment(written as u64);
+            shared.housekeeper(topic);
+        }
+        result
     }
 }

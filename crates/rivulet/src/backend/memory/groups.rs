@@ -67,11 +67,9 @@ impl Groups for MemoryBackend {
         ttl: Duration,
     ) -> Result<()> {
         self.with_topic(&key.topic, |t| {
-            let now = Instant::now();
-            let until = now
-                .checked_add(ttl)
-                .unwrap_or(now + Duration::from_secs(86_400 * 365));
-            t.stream(key.kind).heartbeats.insert(group.clone(), until);
+            t.stream(key.kind)
+                .heartbeats
+                .insert(group.clone(), crate::deadline::from_now(ttl));
         })
     }
 

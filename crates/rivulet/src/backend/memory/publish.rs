@@ -42,7 +42,7 @@ impl Publishing for MemoryBackend {
         opts: &PublishOpts,
     ) -> Result<Vec<Published>> {
         if let Some(wait) = opts.topic.backpressure_wait {
-            let deadline = Instant::now() + wait;
+            let deadline = crate::deadline::from_now(wait);
             loop {
                 match self.check_backpressure(topic, &opts.topic) {
                     Err(Error::Backpressure { .. }) if Instant::now() < deadline => {
@@ -81,7 +81,10 @@ impl Publishing for MemoryBackend {
                         entry_id: seq_to_id(seq),
                         duplicate: false,
                     };
-                    t.dedup.insert(key, (published.clone(), now + window));
+                    t.dedup.insert(
+                        key,
+                        (published.clone(), crate::deadline::after(now, window)),
+                    );
                     out.push(published);
                 } else {
                     let message_id = envelope.message_id.clone();

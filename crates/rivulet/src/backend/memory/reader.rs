@@ -120,9 +120,7 @@ impl Reader for MemoryReader {
         // Reading never waits when entries are ready: give the scheduler a chance so a
         // busy consumer cannot starve other tasks on its worker thread.
         tokio::task::consume_budget().await;
-        let deadline = Instant::now()
-            .checked_add(block)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        let deadline = crate::deadline::from_now(block);
         loop {
             let notify = self
                 .backend

@@ -210,7 +210,7 @@ impl Topic {
         let over_len = opts.max_len.map_or(0, |max| len.saturating_sub(max));
         let cutoff_ms = opts
             .max_age
-            .map(|age| now_ms().saturating_sub(age.as_millis() as u64));
+            .map(|age| now_ms().saturating_sub(crate::deadline::millis(age)));
         let mut wanted = Vec::new();
         for (i, seq) in self.main.log.entries.keys().enumerate() {
             let by_len = (i as u64) < over_len;

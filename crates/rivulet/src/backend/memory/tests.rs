@@ -13,7 +13,7 @@ use crate::dead_letter::DeadLetterReason;
 use crate::error::Error;
 use crate::message::{EntryId, Envelope, MessageId, now_ms};
 use crate::name::{ConsumerName, GroupName};
-use crate::topic::StartFrom;
+use crate::topic::{Backpressure, StartFrom, TopicOptions};
 
 const GRACE: Duration = Duration::from_secs(60);
 
@@ -324,5 +324,50 @@ async fn orphan_clean_up_only_touches_registered_broadcast_groups() -> Result<()
     assert_eq!(removed, vec![bcast.to_string()]);
     assert_eq!(group(&b, &key, &regular).await?, GroupStatus::Existed);
     assert_eq!(group(&b, &key, &base).await?, GroupStatus::Existed);
+    Ok(())
+}
+
+/// Durations past what `build()` accepts reach the backend only through internal
+/// callers; they must saturate, never panic or wrap round.
+#[tokio::test(start_paused = true)]
+async fn durations_too_long_saturate() -> Result<()> {
+    let b = MemoryBackend::new();
+    let key = StreamKey::main(topic());
+    let g = GroupName::new("g")?;
+    let c = ConsumerName::new("c")?;
+    b.ensure_group(&key, &g, &StartFrom::Beginning, GroupRole::Regular)
+        .await?;
+    let dedup = PublishOpts {
+        dedup_window: Some(Duration::MAX),
+        ..PublishOpts::default()
+    };
+    let id = MessageId::new("m1")?;
+    let first = Envelope::new(id.clone(), Bytes::from_static(b"1"), Default::default());
+    let out = b.publish(&topic(), vec![first.clone()], &dedup).await?;
+    assert!(!out[0].duplicate);
+    let out = b.publish(&topic(), vec![first], &dedup).await?;
+    assert!(out[0].duplicate);
+
+    let mut reader = b.reader(&key, &g, &c).await?;
+    assert_eq!(reader.read(10, Duration::MAX).await?.len(), 1);
+
+    let bg = GroupName::new("base__x")?;
+    b.ensure_group(&key, &bg, &StartFrom::New, GroupRole::Broadcast)
+        .await?;
+    b.broadcast_heartbeat(&key, &bg, Duration::MAX).await?;
+    assert!(b.remove_orphan_broadcast_groups(&key).await?.is_empty());
+
+    let full = PublishOpts {
+        topic: TopicOptions::default()
+            .backpressure(Backpressure::MaxLength(1))
+            .backpressure_wait(Duration::MAX),
+        ..PublishOpts::default()
+    };
+    let waited = tokio::time::timeout(
+        Duration::from_secs(1),
+        b.publish(&topic(), vec![env(2)], &full),
+    )
+    .await;
+    assert!(waited.is_err(), "expected to wait for room: {waited:?}");
     Ok(())
 }

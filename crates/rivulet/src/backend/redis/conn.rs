@@ -253,32 +253,55 @@ pub(crate) fn check_value(v: Value) -> Result<Value> {
 }
 
 /// A URL with its password (and query string) masked, for `Debug`, logs and errors.
+///
+/// Textual on purpose, so it holds for strings that do not parse: the userinfo is
+/// everything between `://` and the **last** `@` (a password may contain `/ ? # @ :`,
+/// which a URL parser takes for the end of the authority), the part after the first
+/// `:` of it is replaced by `***` (the user is kept), and a query string becomes `?***`.
+/// Without a `user:` part the whole userinfo is masked. Unix-socket URLs have no
+/// userinfo (their credentials are query parameters, masked with the query).
+///
+/// One ambiguity is resolved towards the usual form: in `redis://h/0?password=a@b` the
+/// `@` is taken as the end of a userinfo, so `b` shows. Put credentials in the userinfo
+/// (percent-encoded or not), as Redis URLs do.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return match url.rfind('@') {
-            Some(at) => format!("***@{}", &url[at + 1..]),
-            None => url.to_owned(),
-        };
+    let (scheme, rest) = match url.find("://") {
+        Some(i) if is_scheme(&url[..i]) => url.split_at(i + 3),
+        _ => ("", url),
     };
-    let (scheme, rest) = url.split_at(scheme_end + 3);
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(auth_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let host = &authority[at + 1..];
+    let unix = scheme.contains("unix");
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    let host_part = match rest.rfind('@') {
+        Some(at) if !unix => {
+            let userinfo = &rest[..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{host}"),
-                None => format!("***@{host}"),
+                Some((user, _)) if !scheme.is_empty() => {
+                    out.push_str(user);
+                    out.push_str(":***@");
+                }
+                _ => out.push_str("***@"),
             }
+            &rest[at + 1..]
         }
-        None => authority.to_owned(),
+        _ => rest,
     };
-    let tail = match tail.find('?') {
-        Some(q) => format!("{}?***", &tail[..q]),
-        None => tail.to_owned(),
-    };
-    format!("{scheme}{authority}{tail}")
+    match host_part.find('?') {
+        Some(q) => {
+            out.push_str(&host_part[..q]);
+            out.push_str("?***");
+        }
+        None => out.push_str(host_part),
+    }
+    out
+}
+
+/// Whether `s` is a URL scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`), so a
+/// `://` inside a password is not taken for the end of one.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// Parses a URL into a client, with a redacted configuration error on failure.
@@ -313,13 +336,108 @@ mod tests {
         assert!(!redact_url("redis://u:p@ss@w0rd@host").contains("w0rd"));
     }
 
+    /// Passwords that the URL grammar would end early, each built from fragments
+    /// (`qz1`, `kx7`, …) that appear nowhere else in the URLs below.
+    const TRICKY: &[&str] = &[
+        "qz1/kx7",
+        "qz1?kx7#wv3",
+        "12/kx7",
+        "qz1@kx7",
+        "qz1:kx7:wv3",
+        "qz1#kx7",
+        "qz1%40kx7%2Fwv3",
+        "qz1%3Fkx7",
+        "qz1://kx7",
+        "?qz1=kx7&wv3@",
+        "/qz1",
+    ];
+
+    /// The alphanumeric fragments of a secret, none of which may be shown.
+    fn fragments(secret: &str) -> Vec<&str> {
+        secret
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|f| f.len() >= 2)
+            .collect()
+    }
+
+    fn assert_hidden(shown: &str, secret: &str) {
+        assert!(!shown.contains(secret), "{secret:?} shown in {shown:?}");
+        for f in fragments(secret) {
+            assert!(!shown.contains(f), "{f:?} of {secret:?} shown in {shown:?}");
+        }
+    }
+
+    /// Every URL shape a tricky password can appear in.
+    fn urls_with(secret: &str) -> Vec<String> {
+        let mut urls = vec![
+            format!("redis://user:{secret}@redis.example:6379/0"),
+            format!("redis://:{secret}@redis.example:6379"),
+            format!("rediss://app:{secret}@redis.example"),
+            format!("redis://user:{secret}@redis.example/0?protocol=resp3"),
+            format!("redis+unix:///run/redis.sock?db=1&pass={secret}"),
+            format!("user:{secret}@redis.example"),
+        ];
+        // Without a `user:` part the whole userinfo is the secret; with a `:` in it, the
+        // text before is a user name by definition.
+        if !secret.contains(':') {
+            urls.push(format!("redis://{secret}@redis.example/2"));
+        }
+        // A query value with an `@` cannot be told from a userinfo (documented).
+        if !secret.contains('@') {
+            urls.push(format!("redis://redis.example:6379/0?password={secret}"));
+        }
+        urls
+    }
+
     #[test]
-    fn bad_urls_are_config_errors() {
-        for bad in ["", "http://x", "redis://:s3cret@", "not a url at all"] {
-            match client_for(bad) {
-                Err(Error::Config(msg)) => assert!(!msg.contains("s3cret"), "{msg}"),
-                Err(other) => panic!("{bad:?}: unexpected {other:?}"),
-                Ok(_) => {}
+    fn tricky_passwords_are_redacted() {
+        for secret in TRICKY {
+            for url in urls_with(secret) {
+                let shown = redact_url(&url);
+                assert_hidden(&shown, secret);
+                let host = if url.contains("unix") {
+                    "/run/redis.sock"
+                } else {
+                    "redis.example"
+                };
+                assert!(shown.contains(host), "host lost: {url:?} -> {shown:?}");
+            }
+        }
+        // The user is kept when there is a `user:` part.
+        assert_eq!(
+            redact_url("redis://user:pa/ss@host:6379"),
+            "redis://user:***@host:6379"
+        );
+        assert_eq!(redact_url("redis://:p?w#d@host/0"), "redis://:***@host/0");
+        assert_eq!(redact_url("redis://u:12/x@host"), "redis://u:***@host");
+        assert_eq!(
+            redact_url("redis://u:p@ss@host/1?db=2"),
+            "redis://u:***@host/1?***"
+        );
+        // A `://` inside the password does not start a scheme.
+        assert_eq!(redact_url("u:a://b@host"), "***@host");
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_without_the_secret() {
+        let bad = [
+            "redis://user:pa/ss@host:6379",
+            "redis://:p?w#d@host/0",
+            "redis://u:12/x@host",
+            "redis://:s3cret@host:notaport",
+            "http://u:s3cret@host",
+            "s3cret@host:6379",
+            "",
+        ];
+        for url in bad {
+            match client_for(url) {
+                Err(Error::Config(msg)) => {
+                    for secret in ["pa/ss", "p?w#d", "12/x", "s3cret"] {
+                        assert!(!msg.contains(secret), "{url:?}: {msg}");
+                    }
+                }
+                Err(other) => panic!("{url:?}: unexpected {other:?}"),
+                Ok(_) => panic!("{url:?} was accepted"),
             }
         }
     }

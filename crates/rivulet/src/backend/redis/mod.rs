@@ -290,8 +290,10 @@ impl From<RedisBackend> for AnyBackend {
     }
 }
 
+/// Milliseconds for Redis arguments, cut to about 30 years so expiries and timeouts stay
+/// in the range Redis accepts.
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    crate::deadline::millis(d)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

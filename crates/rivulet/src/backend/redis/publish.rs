@@ -13,7 +13,7 @@ use super::scripts::SCRIPTS;
 use super::wire::{check_envelope, message_fields};
 use super::{RedisBackend, millis};
 use crate::backend::{PublishOpts, Publishing};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, batch_result};
 use crate::message::{EntryId, Envelope, Published, now_ms};
 use crate::name::TopicName;
 use crate::topic::{Backpressure, TopicOptions};
@@ -24,6 +24,39 @@ const TS_SLACK_MS: u64 = 5_000;
 
 /// Longest pause between two backpressure checks while waiting for room.
 const BACKPRESSURE_POLL_MAX: Duration = Duration::from_millis(200);
+
+/// What the reply to one entry's command says about it.
+///
+/// An error reply means the command was refused and nothing was written: XADD writes
+/// nothing when it fails, and the dedup script's only command after its XADD is a SET
+/// with an expiry that `millis` keeps in range, which cannot fail. A missing or
+/// unexpected reply leaves the outcome unknown.
+fn entry_outcome(env: Envelope, reply: Option<Value>, dedup: bool) -> Result<Published> {
+    let Some(v) = reply else {
+        return Err(Error::Indeterminate(
+            "the pipeline returned no reply for this message".into(),
+        ));
+    };
+    let v = check_value(v)?;
+    let (entry_id, duplicate) = if dedup {
+        let items = reply::array(&v).unwrap_or(&[]);
+        let id = items.first().and_then(reply::string);
+        let dup = items.get(1).and_then(reply::int) == Some(1);
+        (id, dup)
+    } else {
+        (reply::string(&v), false)
+    };
+    match entry_id {
+        Some(entry_id) => Ok(Published {
+            message_id: env.message_id,
+            entry_id: EntryId(entry_id),
+            duplicate,
+        }),
+        None => Err(Error::Indeterminate(
+            reply::unexpected("XADD", &v).to_string(),
+        )),
+    }
+}
 
 #[async_trait::async_trait]
 impl Publishing for RedisBackend {
@@ -83,29 +116,17 @@ impl Publishing for RedisBackend {
             // In the same pipeline, so WAIT runs on the connection that did the writes.
             pipe.cmd("WAIT").arg(replicas).arg(millis(timeout));
         }
+        // A failure of the whole pipeline (connection lost, timeout) is returned as it is:
+        // it says itself whether anything may have been written.
         let values = pipeline_with_scripts(&mut conn, &pipe, &[&SCRIPTS.publish_dedup]).await?;
         let mut values = values.into_iter();
-        let mut out = Vec::with_capacity(batch.len());
-        for env in batch {
-            let v = check_value(values.next().unwrap_or(Value::Nil))?;
-            let (entry_id, duplicate) = match opts.dedup_window {
-                Some(_) => {
-                    let items = reply::array(&v).unwrap_or(&[]);
-                    let id = items.first().and_then(reply::string);
-                    let dup = items.get(1).and_then(reply::int) == Some(1);
-                    (id, dup)
-                }
-                None => (reply::string(&v), false),
-            };
-            let Some(entry_id) = entry_id else {
-                return Err(reply::unexpected("XADD", &v));
-            };
-            out.push(Published {
-                message_id: env.message_id,
-                entry_id: EntryId(entry_id),
-                duplicate,
-            });
-        }
+        let results = batch
+            .into_iter()
+            .map(|env| entry_outcome(env, values.next(), opts.dedup_window.is_some()))
+            .collect();
+        // Some entries written and others not: say which, and skip WAIT's verdict (the
+        // caller has a partial batch to deal with first).
+        let out = batch_result(results)?;
         if let Some((replicas, _)) = opts.wait_replicas {
             let v = values.next().unwrap_or(Value::Nil);
             let acked = match check_value(v) {
@@ -146,7 +167,7 @@ impl RedisBackend {
         let Some(cap) = opts.backpressure else {
             return Ok(());
         };
-        let deadline = opts.backpressure_wait.map(|w| Instant::now() + w);
+        let deadline = opts.backpressure_wait.map(crate::deadline::from_now);
         let mut pause = Duration::from_millis(10);
         loop {
             let (current, limit) = self.measure(keys, cap).await?;

@@ -202,7 +202,7 @@ impl Reader for RedisReader {
                 .arg(self.consumer.as_str())
                 .arg("COUNT")
                 .arg(count);
-            let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
+            let block_ms = super::millis(block);
             if block_ms > 0 {
                 cmd.arg("BLOCK").arg(block_ms);
             }

@@ -40,7 +40,9 @@ pub(crate) const F_ATTEMPTS: &str = "attempts";
 pub(crate) const F_ENTRY: &str = "entry";
 pub(crate) const F_DEAD_AT: &str = "dead_at";
 
-/// The most headers a message may carry (scripts pass fields as one argument list).
+/// The most headers decoded from an entry (scripts pass fields as one argument list).
+/// Publish allows far fewer ([`crate::message::MAX_HEADERS`]); this bound only protects
+/// readers from entries written by other clients.
 pub(crate) const MAX_HEADERS: usize = 1000;
 
 /// The longest dead-letter error message kept, in bytes.
@@ -61,13 +63,7 @@ pub(crate) fn check_envelope(env: &Envelope, max_payload: usize) -> Result<()> {
             limit: max_payload,
         });
     }
-    if env.headers.len() > MAX_HEADERS {
-        return Err(Error::config(format!(
-            "a message may carry at most {MAX_HEADERS} headers, this one has {}",
-            env.headers.len()
-        )));
-    }
-    Ok(())
+    crate::message::check_headers(&env.headers)
 }
 
 fn push_common(out: &mut Fields, env: &Envelope) {

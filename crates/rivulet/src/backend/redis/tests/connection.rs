@@ -208,3 +208,56 @@ async fn idempotency_store_claims_are_leases() {
     let shared = RedisIdempotencyStore::from_backend(&backend).prefix("svc:idem:");
     assert_eq!(shared.claim("k", lease).await.unwrap(), Claim::Done);
 }
+
+#[tokio::test]
+async fn tricky_passwords_never_show_in_debug_or_connect_errors() {
+    let closed = rivulet_testkit::PortLease::reserve().unwrap();
+    let port = closed.port();
+    // (URL, secret fragments that must not show). The first ones parse (percent-encoded
+    // passwords) and fail to connect; the others are refused as configuration.
+    let cases = [
+        (
+            format!("redis://app:qz1%2Fkx7@127.0.0.1:{port}"),
+            vec!["qz1", "kx7"],
+        ),
+        (
+            format!("redis://:qz1%3Fkx7%23wv3@127.0.0.1:{port}/0"),
+            vec!["qz1", "kx7", "wv3"],
+        ),
+        (
+            format!("redis://u:qz1%40kx7@127.0.0.1:{port}"),
+            vec!["qz1", "kx7"],
+        ),
+        (
+            format!("redis://user:qz1/kx7@127.0.0.1:{port}"),
+            vec!["qz1", "kx7"],
+        ),
+        (
+            format!("redis://:qz1?kx7#wv3@127.0.0.1:{port}/0"),
+            vec!["qz1", "kx7", "wv3"],
+        ),
+        (
+            format!("redis://u:12/kx7@127.0.0.1:{port}"),
+            vec!["12/", "kx7"],
+        ),
+    ];
+    for (url, secrets) in &cases {
+        let debug = format!("{:?}", RedisBackendBuilder::new(url.clone()));
+        let err = RedisBackend::builder(url.clone())
+            .connect_timeout(Duration::from_millis(200))
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Connection(_) | Error::Config(_)),
+            "{url}: {err:?}"
+        );
+        let shown = [debug, err.to_string(), format!("{err:?}")];
+        for s in &shown {
+            assert!(s.contains("127.0.0.1"), "host lost: {s}");
+            for secret in secrets {
+                assert!(!s.contains(secret), "{secret:?} of {url:?} shown in {s}");
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 mod cluster;
 mod connection;
 mod delivery;
+mod limits;
 mod live;
 mod recovery;
 mod retention;
