@@ -246,7 +246,7 @@ pub(crate) struct BoundInputs {
     pub(crate) consumers: u64,
     /// Slack around Redis-side disruptions (the durability window).
     pub(crate) window_ms: u64,
-    /// A scenario-specific allowance (e.g. long handlers without lease extension).
+    /// A scenario-specific allowance (none of the scenarios needs one today).
     pub(crate) extra: u64,
 }
 
