@@ -29,12 +29,17 @@ pub(crate) fn signal(pid: u32, sig: &str) -> Result<(), String> {
 }
 
 /// Spawns `<this exe> <subcommand> --config <file>` with stderr to `<stem>.stderr`.
+///
+/// Probes run with `RUST_BACKTRACE=0` whatever the caller's environment: in a debug
+/// build, capturing a backtrace for each planned panic holds a runtime thread for up
+/// to a second, which would make the `panics` scenario depend on who runs it.
 fn spawn_probe(exe: &Path, sub: &str, config: &Path, stderr: &Path) -> Result<Child, String> {
     let err = File::create(stderr).map_err(|e| format!("{}: {e}", stderr.display()))?;
     Command::new(exe)
         .arg(sub)
         .arg("--config")
         .arg(config)
+        .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err)
