@@ -107,6 +107,8 @@ struct Slot {
     /// When the current process was seen dead; respawned `respawn` later.
     died: Option<Instant>,
     stopped: bool,
+    /// Stopped for good (its group was removed): never restarted.
+    retired: bool,
     logs: Vec<PathBuf>,
 }
 
@@ -151,6 +153,7 @@ impl Consumers {
                     pid: None,
                     died: None,
                     stopped: false,
+                    retired: false,
                     logs: Vec::new(),
                 })
                 .collect(),
@@ -226,6 +229,7 @@ impl Consumers {
                     .is_some_and(|d| now.duration_since(d) >= self.respawn);
             if due
                 && !self.closing
+                && !slot.retired
                 && let Err(e) = self.spawn_slot(i)
             {
                 eprintln!("rivulet-chaos: respawning consumer {i}: {e}");
@@ -241,11 +245,37 @@ impl Consumers {
             .and_then(|s| s.child.as_ref().map(Child::id))
     }
 
-    /// Slots with a live, running (not stopped) process.
+    /// Slots with a live, running (not stopped, not retired) process.
     pub(crate) fn live_slots(&self) -> Vec<usize> {
         (0..self.slots.len())
-            .filter(|&i| self.slots[i].child.is_some() && !self.slots[i].stopped)
+            .filter(|&i| {
+                let s = &self.slots[i];
+                s.child.is_some() && !s.stopped && !s.retired
+            })
             .collect()
+    }
+
+    /// Stops slot `i` for good: SIGTERM (it drains and exits) and no restart. Returns
+    /// the pid, if it had a process.
+    pub(crate) fn retire(&mut self, i: usize) -> Result<Option<u32>, String> {
+        let slot = self.slots.get_mut(i).ok_or("no such slot")?;
+        slot.retired = true;
+        match slot.child.as_ref().map(Child::id) {
+            Some(pid) => {
+                if slot.stopped {
+                    signal(pid, "CONT")?;
+                    slot.stopped = false;
+                }
+                signal(pid, "TERM")?;
+                Ok(Some(pid))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Whether slot `i` still has a process (the supervisor reaps exited ones).
+    pub(crate) fn has_process(&self, i: usize) -> bool {
+        self.slots.get(i).is_some_and(|s| s.child.is_some())
     }
 
     /// SIGKILLs slot `i`; returns the pid.
@@ -291,7 +321,7 @@ impl Consumers {
     pub(crate) fn heal(&mut self) -> Result<(), String> {
         for i in 0..self.slots.len() {
             self.resume(i)?;
-            if self.slots[i].child.is_none() {
+            if self.slots[i].child.is_none() && !self.slots[i].retired {
                 self.spawn_slot(i)?;
             }
         }
