@@ -13,6 +13,11 @@
 //! | `recovered` | `unknown` publishes that arrived |
 //! | `duplicates` | successful handler runs beyond the first, per id |
 //! | `dlq_mismatch` | dead letters that were not planted poison, plus acknowledged poison that was not dead-lettered |
+//! | `overlap` | (when asked for) handler runs of an id that started while another run of the same id in the same group was still running |
+//!
+//! A message published several times (copies under different message ids, see
+//! `probe::publisher`) is one id: acknowledged when any copy was, handled once when
+//! handled by any copy.
 //!
 //! `stuck` (entries still pending or due after the drain) comes from Redis, not from the
 //! logs; see `harness::inspect`.
@@ -60,6 +65,9 @@ pub(crate) struct Expect {
     pub(crate) durability_events: Vec<u64>,
     /// How far before such an event an acknowledged write may be lost.
     pub(crate) window_ms: u64,
+    /// Count overlapping runs of one id ([`overlaps`]); only meaningful without faults
+    /// that kill a handler mid-run (a run that never ended would stay open).
+    pub(crate) check_overlap: bool,
 }
 
 /// The checker's verdict on one run (summed over groups).
@@ -78,6 +86,8 @@ pub(crate) struct Outcome {
     pub(crate) recovered: u64,
     pub(crate) duplicates: u64,
     pub(crate) dlq_mismatch: u64,
+    /// Overlapping runs of one id, when the scenario checks them.
+    pub(crate) overlap: Option<u64>,
     /// A few examples of each problem, for the report.
     pub(crate) examples: BTreeMap<String, Vec<String>>,
 }
@@ -96,10 +106,21 @@ impl Outcome {
 /// Applies the queue model.
 pub(crate) fn check(history: &History, expect: &Expect) -> Outcome {
     let mut out = Outcome::default();
-    // The last record wins if an id was somehow logged twice.
+    // An id published more than once (copies) counts as acknowledged when any call was,
+    // at the earliest acknowledgement; else unknown when any call was; else failed.
+    let rank = |r: PublishResult| match r {
+        PublishResult::Ok => 2,
+        PublishResult::Unknown => 1,
+        PublishResult::Fail => 0,
+    };
     let mut calls: HashMap<&str, &PublishRecord> = HashMap::new();
     for p in &history.publishes {
-        calls.insert(p.id.as_str(), p);
+        let better = calls.get(p.id.as_str()).is_none_or(|q| {
+            rank(p.result) > rank(q.result) || (p.result == q.result && p.t_done < q.t_done)
+        });
+        if better {
+            calls.insert(p.id.as_str(), p);
+        }
     }
     for p in calls.values() {
         match p.result {
@@ -195,7 +216,57 @@ pub(crate) fn check(history: &History, expect: &Expect) -> Outcome {
             }
         }
     }
+    if expect.check_overlap {
+        let (n, ids) = overlaps(&history.events, &expect.groups);
+        out.overlap = Some(n);
+        for id in ids {
+            out.example("overlapping_runs", &id);
+        }
+    }
     out
+}
+
+/// Handler runs that started while another run of the same id in the same group was
+/// still running (between its `start` and its `ok`, `fail` or `panic`), over every
+/// process. Returns the count and the ids. Events of one millisecond order ends before
+/// starts, so back-to-back runs do not overlap.
+pub(crate) fn overlaps(events: &[ConsumerEvent], groups: &[String]) -> (u64, Vec<String>) {
+    let mut by_key: BTreeMap<(&str, &str), Vec<(u64, bool)>> = BTreeMap::new();
+    for e in events {
+        let is_start = match e.ev {
+            Ev::Start => true,
+            Ev::Ok | Ev::Fail | Ev::Panic => false,
+            _ => continue,
+        };
+        if !groups.contains(&e.group) {
+            continue;
+        }
+        by_key
+            .entry((e.group.as_str(), e.id.as_str()))
+            .or_default()
+            .push((e.t, is_start));
+    }
+    let (mut n, mut ids) = (0, Vec::new());
+    for ((_, id), mut evs) in by_key {
+        evs.sort_unstable();
+        let mut open = 0u64;
+        let mut here = 0;
+        for (_, is_start) in evs {
+            if is_start {
+                if open > 0 {
+                    here += 1;
+                }
+                open += 1;
+            } else {
+                open = open.saturating_sub(1);
+            }
+        }
+        if here > 0 {
+            n += here;
+            ids.push(id.to_owned());
+        }
+    }
+    (n, ids)
 }
 
 /// What the harness did, for duplicate bounds and reclaim latency.
@@ -217,15 +288,28 @@ pub(crate) struct FaultRecord {
 pub(crate) enum FaultKind {
     ConsumerKill,
     ConsumerTerm,
+    /// A SIGTERM while every handler is shorter than the drain timeout: a healthy
+    /// drain, which must not repeat anything.
+    ConsumerDrain,
     ConsumerStop,
     RedisKill,
     Proxy,
     ClusterFailover,
     ClusterKillMaster,
+    /// A group's consumers stopped for good and the group destroyed (an application
+    /// that removed a handler), then the dead letters replayed.
+    GroupRetired,
+    /// A group destroyed on the topic by an admin while its consumers run.
+    GroupDestroyed,
+    /// The retry set replaced by a value of the wrong type, then restored.
+    RetrySetBroken,
+    /// Redis at its `maxmemory` (`noeviction`): writes refused, then the limit lifted.
+    MemoryFull,
 }
 
 impl FaultKind {
-    /// Faults that cut consumers off from Redis (acks may fail, state may roll back).
+    /// Faults that cut consumers off from Redis or from part of their state (acks may
+    /// fail, state may roll back or be re-created).
     fn disrupts_redis(self) -> bool {
         matches!(
             self,
@@ -233,6 +317,9 @@ impl FaultKind {
                 | FaultKind::Proxy
                 | FaultKind::ClusterFailover
                 | FaultKind::ClusterKillMaster
+                | FaultKind::GroupDestroyed
+                | FaultKind::RetrySetBroken
+                | FaultKind::MemoryFull
         )
     }
 }
@@ -246,7 +333,7 @@ pub(crate) struct BoundInputs {
     pub(crate) consumers: u64,
     /// Slack around Redis-side disruptions (the durability window).
     pub(crate) window_ms: u64,
-    /// A scenario-specific allowance (e.g. long handlers without lease extension).
+    /// A scenario-specific allowance (none of the scenarios needs one today).
     pub(crate) extra: u64,
 }
 
@@ -254,11 +341,14 @@ pub(crate) struct BoundInputs {
 ///
 /// * a consumer killed, terminated past its drain timeout or exiting inside a handler
 ///   may have handled (and logged) up to `concurrency` entries it had not acknowledged;
+/// * a healthy drain (SIGTERM with every handler shorter than the drain timeout) and a
+///   retired group allow nothing;
 /// * a stopped consumer may finish up to `concurrency` entries that were reclaimed
 ///   meanwhile, plus up to `concurrency` entries already in its socket buffer;
-/// * while Redis is unreachable or rolls back, every success handled from `window_ms`
-///   before the fault to `window_ms` after it healed may lose its ack, plus every
-///   consumer's in-flight entries;
+/// * while Redis is unreachable, rolls back, refuses writes, or a group or side key is
+///   destroyed under the consumers, every success handled from `window_ms` before the
+///   fault to `window_ms` after it healed may lose its ack (or be delivered again by a
+///   re-created group), plus every consumer's in-flight entries;
 /// * plus the scenario's own allowance.
 pub(crate) fn duplicate_bound(
     faults: &[FaultRecord],
@@ -296,7 +386,10 @@ pub(crate) fn reclaim_max_ms(faults: &[FaultRecord], events: &[ConsumerEvent]) -
         .filter(|f| {
             matches!(
                 f.kind,
-                FaultKind::ConsumerKill | FaultKind::ConsumerTerm | FaultKind::ConsumerStop
+                FaultKind::ConsumerKill
+                    | FaultKind::ConsumerTerm
+                    | FaultKind::ConsumerDrain
+                    | FaultKind::ConsumerStop
             )
         })
         .filter_map(|f| f.pid.map(|p| (p, f.t)))
@@ -359,6 +452,7 @@ mod tests {
     fn publish(id: &str, t: u64, result: PublishResult) -> PublishRecord {
         PublishRecord {
             id: id.into(),
+            copy: 0,
             t_invoke: t,
             t_done: t + 1,
             result,
@@ -521,6 +615,52 @@ mod tests {
         let o = check(&h, &e);
         assert_eq!(o.lost, 1);
         assert_eq!(o.handled, 3);
+    }
+
+    #[test]
+    fn copies_of_a_message_are_one_id() {
+        let mut copy = publish("a", 50, PublishResult::Ok);
+        copy.copy = 1;
+        let h = History {
+            publishes: vec![
+                publish("a", 10, PublishResult::Unknown),
+                copy,
+                publish("b", 10, PublishResult::Fail),
+                publish("b", 20, PublishResult::Unknown),
+            ],
+            events: vec![event(Ev::Ok, "a", 60, 1)],
+            ..History::default()
+        };
+        let o = check(&h, &expect());
+        assert_eq!((o.published_ok, o.published_unknown), (1, 1));
+        assert_eq!((o.lost, o.handled, o.duplicates), (0, 1, 0));
+    }
+
+    #[test]
+    fn overlapping_runs_of_one_id_are_counted() {
+        let events = vec![
+            event(Ev::Start, "a", 10, 1),
+            event(Ev::Start, "a", 20, 2),
+            event(Ev::Ok, "a", 30, 2),
+            event(Ev::Ok, "a", 40, 1),
+            // Back to back: not an overlap.
+            event(Ev::Start, "b", 10, 1),
+            event(Ev::Fail, "b", 20, 1),
+            event(Ev::Start, "b", 20, 2),
+            event(Ev::Ok, "b", 25, 2),
+        ];
+        assert_eq!(
+            overlaps(&events, &["g".to_owned()]),
+            (1, vec!["a".to_owned()])
+        );
+        let mut e = expect();
+        e.check_overlap = true;
+        let h = History {
+            events,
+            ..History::default()
+        };
+        assert_eq!(check(&h, &e).overlap, Some(1));
+        assert_eq!(check(&h, &expect()).overlap, None);
     }
 
     #[test]

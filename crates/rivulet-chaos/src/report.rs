@@ -22,6 +22,8 @@ pub(crate) struct Report {
     pub(crate) bound: u64,
     pub(crate) stuck: u64,
     pub(crate) dlq_mismatch: u64,
+    /// Overlapping runs of one id, when the scenario checks them (must be 0).
+    pub(crate) overlap: Option<u64>,
     pub(crate) recovered: u64,
     pub(crate) reclaim_max_ms: Option<u64>,
     pub(crate) quiesce_ms: Option<u64>,
@@ -84,6 +86,9 @@ impl Report {
         if o.failed_but_seen > 0 {
             violations.push(format!("failed_but_seen={}", o.failed_but_seen));
         }
+        if let Some(n) = o.overlap.filter(|n| *n > 0) {
+            violations.push(format!("overlap={n}"));
+        }
         let pass = if selftest {
             if o.lost == 0 {
                 problems.push(
@@ -106,6 +111,7 @@ impl Report {
             bound: m.bound,
             stuck: m.stuck,
             dlq_mismatch: o.dlq_mismatch,
+            overlap: o.overlap,
             recovered: o.recovered,
             reclaim_max_ms: m.reclaim_max_ms,
             quiesce_ms: m.quiesce_ms,
@@ -172,6 +178,9 @@ impl Report {
             opt(self.reclaim_max_ms),
             opt(self.quiesce_ms),
         );
+        if let Some(n) = self.overlap {
+            let _ = write!(s, " overlap={n}");
+        }
         let _ = write!(
             s,
             " lost_in_fsync_window={} failed_but_seen={} ok={} unknown={} fail={} planted={} dead={} faults={} elapsed_ms={} verdict={}",

@@ -13,7 +13,7 @@ use rivulet_testkit::ProxyMode;
 
 use crate::harness::env::Topology;
 use crate::harness::inspect::RawEntry;
-use crate::probe::consumer::{Behaviour, Retry};
+use crate::probe::consumer::{Behaviour, Retry, SubMode};
 use crate::probe::hash64;
 use crate::probe::publisher::{Retention, message_id};
 
@@ -43,13 +43,32 @@ impl Profile {
 /// The consumers of one group.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupPlan {
+    /// The group's name in explicit mode; the handler's name in derived and broadcast
+    /// modes, where the library names the group (`harness` resolves it).
     pub(crate) name: String,
+    pub(crate) mode: SubMode,
     pub(crate) consumers: usize,
     pub(crate) concurrency: usize,
     pub(crate) sliding: bool,
     pub(crate) idempotent: bool,
+    /// Idempotent by the payload's id (copies of one message share a key).
+    pub(crate) idempotent_by_id: bool,
     pub(crate) current_thread: bool,
+    /// Subscriptions per bus in this group (explicit mode).
+    pub(crate) subscriptions: usize,
+    /// Buses per process, on clones of one backend.
+    pub(crate) buses: usize,
+    /// Each process shuts its first bus down this long after it is ready.
+    pub(crate) close_first_bus_after_ms: Option<u64>,
     pub(crate) behaviour: Behaviour,
+}
+
+impl GroupPlan {
+    /// Whether the checker holds this group to the promise. A broadcast group belongs to
+    /// one process and ends with it: it is exercised, not checked.
+    pub(crate) fn checked(&self) -> bool {
+        self.mode != SubMode::Broadcast
+    }
 }
 
 /// The bus timings every consumer gets.
@@ -59,7 +78,7 @@ pub(crate) struct Timing {
     pub(crate) reclaim_ms: u64,
     pub(crate) block_ms: u64,
     pub(crate) drain_timeout_ms: u64,
-    pub(crate) retry_scheduler_ms: u64,
+    pub(crate) retry_mover_ms: u64,
     pub(crate) retry: Retry,
 }
 
@@ -75,19 +94,60 @@ pub(crate) struct PublishPlan {
     /// Safe retention with a small max length, trimmed often: must remove entries, and
     /// never one a group still needs.
     pub(crate) retention: Option<Retention>,
+    /// Each message is published this many times, under different message ids.
+    pub(crate) copies: u32,
 }
 
 /// One injected fault. Consumer faults name a slot; if that slot has no live process
 /// at the time, the next live slot is used.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Fault {
-    Kill { slot: usize },
-    Term { slot: usize },
-    Stop { slot: usize, for_ms: u64 },
-    KillRedis { down_ms: u64 },
-    Proxy { mode: ProxyMode, for_ms: u64 },
+    Kill {
+        slot: usize,
+    },
+    Term {
+        slot: usize,
+    },
+    /// A SIGTERM the scenario promises is a healthy drain (every handler shorter than
+    /// the drain timeout): no duplicates allowed for it.
+    Drain {
+        slot: usize,
+    },
+    Stop {
+        slot: usize,
+        for_ms: u64,
+    },
+    /// Waits until nothing is outstanding, stops group `group`'s consumers for good,
+    /// destroys the group in Redis (as removing a handler from an application would:
+    /// the group and its lane), then replays every dead letter through the library.
+    RetireGroup {
+        group: usize,
+    },
+    /// `XGROUP DESTROY` of group `group` on the topic's stream, by an admin, while its
+    /// consumers keep running.
+    DestroyGroup {
+        group: usize,
+    },
+    /// The topic's retry set replaced by a string for `for_ms`, then restored (its
+    /// members kept aside and put back).
+    BreakRetrySet {
+        for_ms: u64,
+    },
+    /// Redis's `maxmemory` lowered below its use (`noeviction`) for `for_ms`, then lifted.
+    FillMemory {
+        for_ms: u64,
+    },
+    KillRedis {
+        down_ms: u64,
+    },
+    Proxy {
+        mode: ProxyMode,
+        for_ms: u64,
+    },
     ClusterFailover,
-    ClusterKillMaster { down_ms: u64 },
+    ClusterKillMaster {
+        down_ms: u64,
+    },
 }
 
 /// A fault and when it starts, in ms after publishing began. Faults run one after the
@@ -116,6 +176,8 @@ pub(crate) struct Plan {
     pub(crate) window_ms: u64,
     /// Extra duplicates the scenario allows (explained where it is set).
     pub(crate) dup_extra: u64,
+    /// Count overlapping runs of one id; any is a violation.
+    pub(crate) check_overlap: bool,
 }
 
 impl Plan {
@@ -123,7 +185,18 @@ impl Plan {
         self.groups.iter().map(|g| g.consumers).sum()
     }
 
-    /// The group and index within it of a global consumer slot.
+    /// How many publish calls the publisher makes (every copy is a call).
+    pub(crate) fn publish_calls(&self) -> u64 {
+        self.publish.count * u64::from(self.publish.copies.max(1))
+    }
+
+    /// The consumer slots of group `index` (slots are numbered group after group).
+    pub(crate) fn slots_of(&self, index: usize) -> std::ops::Range<usize> {
+        let start: usize = self.groups[..index].iter().map(|g| g.consumers).sum();
+        start..start + self.groups.get(index).map_or(0, |g| g.consumers)
+    }
+
+    /// The group of every consumer slot, in slot order.
     pub(crate) fn slots(&self) -> Vec<&GroupPlan> {
         self.groups
             .iter()
@@ -162,7 +235,7 @@ pub(crate) fn find(name: &str) -> Option<&'static Scenario> {
     CATALOG.iter().find(|s| s.name == name)
 }
 
-static CATALOG: [Scenario; 18] = [
+static CATALOG: [Scenario; 26] = [
     Scenario {
         name: "baseline",
         about: "no fault; two groups (batch and sliding dispatch) each see every message once",
@@ -228,7 +301,7 @@ static CATALOG: [Scenario; 18] = [
     },
     Scenario {
         name: "long-handlers-blocking",
-        about: "handlers blocking their runtime thread 1.8 x min_idle, so the lease cannot be extended: duplicates, no loss",
+        about: "handlers blocking their runtime thread 1.8 x min_idle in a live process: no duplicates allowed",
         soak_only: false,
         selftest: false,
         build: long_handlers_blocking,
@@ -260,6 +333,62 @@ static CATALOG: [Scenario; 18] = [
         soak_only: false,
         selftest: false,
         build: retention_under_faults,
+    },
+    Scenario {
+        name: "broadcast-overlap",
+        about: "a broadcast handler `cache` restarting (orphan cleanup) next to regular handlers `cache__warm` and `cache__index` with retries on one topic",
+        soak_only: false,
+        selftest: false,
+        build: broadcast_overlap,
+    },
+    Scenario {
+        name: "shared-group-drain",
+        about: "two subscriptions of one bus in one explicit group, slow handlers, SIGTERM while busy: healthy drains, no duplicates allowed",
+        soak_only: false,
+        selftest: false,
+        build: shared_group_drain,
+    },
+    Scenario {
+        name: "leftovers-long-retries",
+        about: "concurrency 1, retries longer than min_idle read together with topic entries, 3 consumers, no fault: no duplicates allowed",
+        soak_only: false,
+        selftest: false,
+        build: leftovers_long_retries,
+    },
+    Scenario {
+        name: "idempotent-long",
+        about: "every message published twice under different message ids, idempotent by payload id, some handlers 2.5 x the claim lease: no overlap, no duplicates",
+        soak_only: false,
+        selftest: false,
+        build: idempotent_long,
+    },
+    Scenario {
+        name: "replay-after-group-gone",
+        about: "dead letters of two groups; one group removed (consumers stopped, group and lane destroyed), then every dead letter replayed: none may vanish",
+        soak_only: false,
+        selftest: false,
+        build: replay_after_group_gone,
+    },
+    Scenario {
+        name: "group-destroyed-retries",
+        about: "XGROUP DESTROY of the group on the topic by an admin, 3x, while retries with a 1.5 s backoff are scheduled and consumers run",
+        soak_only: false,
+        selftest: false,
+        build: group_destroyed_retries,
+    },
+    Scenario {
+        name: "side-keys-broken",
+        about: "the retry set replaced by a string (2x), and Redis at maxmemory (noeviction), while handlers fail and retry; then repaired",
+        soak_only: false,
+        selftest: false,
+        build: side_keys_broken,
+    },
+    Scenario {
+        name: "shared-backend",
+        about: "two buses on clones of one backend per process; the first shut down mid-run, the second must keep consuming",
+        soak_only: false,
+        selftest: false,
+        build: shared_backend,
     },
     Scenario {
         name: "selftest-ack-early",
@@ -304,11 +433,16 @@ fn behaviour() -> Behaviour {
 fn group(name: &str, consumers: usize, concurrency: usize, b: Behaviour) -> GroupPlan {
     GroupPlan {
         name: name.into(),
+        mode: SubMode::Explicit,
         consumers,
         concurrency,
         sliding: false,
         idempotent: false,
+        idempotent_by_id: false,
         current_thread: false,
+        subscriptions: 1,
+        buses: 1,
+        close_first_bus_after_ms: None,
         behaviour: b,
     }
 }
@@ -325,7 +459,7 @@ fn base(p: Profile) -> Plan {
             reclaim_ms: 500,
             block_ms: 200,
             drain_timeout_ms: 1000,
-            retry_scheduler_ms: 200,
+            retry_mover_ms: 200,
             retry: Retry {
                 max_attempts: 5,
                 backoff_ms: 100,
@@ -341,6 +475,7 @@ fn base(p: Profile) -> Plan {
             oversize: BTreeSet::new(),
             response_timeout_ms: 2000,
             retention: None,
+            copies: 1,
         },
         planted: Vec::new(),
         poison: BTreeSet::new(),
@@ -350,12 +485,13 @@ fn base(p: Profile) -> Plan {
         max_payload: 1024 * 1024,
         window_ms: 2000,
         dup_extra: 0,
+        check_overlap: false,
     }
 }
 
 /// How long publishing takes, in ms.
-fn publish_ms(plan: &Plan) -> u64 {
-    plan.publish.count * 1000 / plan.publish.rate.max(1)
+pub(crate) fn publish_ms(plan: &Plan) -> u64 {
+    plan.publish_calls() * 1000 / plan.publish.rate.max(1)
 }
 
 /// `k` distinct message ids out of the publisher's, avoiding `taken`.
@@ -366,6 +502,16 @@ fn pick_ids(
     taken: &mut BTreeSet<String>,
 ) -> BTreeSet<String> {
     let count = usize::try_from(plan.publish.count).unwrap_or(usize::MAX);
+    pick_ids_below(rng, count, k, taken)
+}
+
+/// `k` distinct ids among the first `count` messages, avoiding `taken`.
+fn pick_ids_below(
+    rng: &mut StdRng,
+    count: usize,
+    k: usize,
+    taken: &mut BTreeSet<String>,
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for i in sample(rng, count, count.min(k + taken.len())) {
         if out.len() == k {
@@ -659,11 +805,10 @@ fn long_handlers_blocking(p: Profile, rng: &mut StdRng) -> Plan {
     let mut taken = BTreeSet::new();
     let long = pick_ids(rng, &plan, p.pick(6, 30), &mut taken);
     let long_ms = plan.timing.min_idle_ms * 9 / 5;
-    // Each long handler freezes its whole process for long_ms: every entry the process
-    // holds (its `concurrency` lanes) may be reclaimed and run again, once per min_idle
-    // that passes.
-    let reclaims = long_ms.div_ceil(plan.timing.min_idle_ms);
-    plan.dup_extra = long.len() as u64 * 2 * reclaims;
+    // Each long handler freezes its whole process for long_ms, so the bus's own tasks
+    // cannot extend the leases of the entries it holds. The promise is still no
+    // duplicates (bound 0): a live process's entries must not be run twice.
+    plan.dup_extra = 0;
     plan.timing.retry.max_attempts = 10;
     let b = &mut plan.groups[0].behaviour;
     b.long = long;
@@ -786,6 +931,239 @@ fn retention_under_faults(p: Profile, rng: &mut StdRng) -> Plan {
     plan
 }
 
+fn broadcast_overlap(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.publish.count = p.pick(600, 6000);
+    plan.publish.rate = p.pick(120, 200);
+    plan.drain_deadline_ms = p.pick(20_000, 60_000);
+    plan.timing.retry = Retry {
+        max_attempts: 6,
+        backoff_ms: 200,
+        multiplier: 2.0,
+        max_delay_ms: 1000,
+    };
+    // The broadcast handler `cache` has the base group `chaos:<topic>__cache`; the
+    // regular handlers' derived groups `chaos:<topic>__cache__warm` and `…__cache__index`
+    // start with that base and `__`, as broadcast groups do, but are no broadcast groups.
+    let mut cache = group(
+        "cache",
+        2,
+        4,
+        Behaviour {
+            sleep_ms: [1, 5],
+            ..Behaviour::default()
+        },
+    );
+    cache.mode = SubMode::Broadcast;
+    let mut warm = group("cache__warm", 2, 4, behaviour());
+    warm.mode = SubMode::Derived;
+    let mut index = group("cache__index", 1, 4, behaviour());
+    index.mode = SubMode::Derived;
+    let n = usize::try_from(plan.publish.count * 3 / 10).unwrap_or(0);
+    let mut taken = BTreeSet::new();
+    let failing_warm = pick_ids(rng, &plan, n, &mut taken);
+    let mut taken = BTreeSet::new();
+    let failing_index = pick_ids(rng, &plan, n, &mut taken);
+    warm.behaviour.fail_times = failing_warm.iter().map(|id| (id.clone(), 1)).collect();
+    index.behaviour.fail_times = failing_index.iter().map(|id| (id.clone(), 1)).collect();
+    plan.groups = vec![cache, warm, index];
+    // The broadcast processes are SIGTERMed in turn and respawned: each new one
+    // subscribes again, which runs the orphan clean-up of `cache`'s broadcast groups.
+    // Their handlers take a few ms against a 1 s drain timeout (healthy drains), and
+    // nothing else happens to the regular groups: no duplicates allowed there either.
+    let end = publish_ms(&plan);
+    let broadcast = plan.slots_of(0);
+    for (k, at) in times(rng, 700, end, [900, 1500]).into_iter().enumerate() {
+        plan.faults.push(Scheduled {
+            at_ms: at,
+            fault: Fault::Drain {
+                slot: broadcast.start + k % broadcast.len(),
+            },
+        });
+    }
+    plan
+}
+
+fn shared_group_drain(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.publish.count = p.pick(320, 3200);
+    plan.publish.rate = p.pick(40, 60);
+    // Handlers of at most 400 ms against a 3 s drain timeout: every SIGTERM is a
+    // healthy drain, which repeats nothing.
+    plan.timing.drain_timeout_ms = 3000;
+    plan.timing.retry.max_attempts = 10;
+    let mut g = group(
+        "g",
+        3,
+        2,
+        Behaviour {
+            sleep_ms: [100, 400],
+            ..Behaviour::default()
+        },
+    );
+    // Two handlers of one bus in the same explicit group.
+    g.subscriptions = 2;
+    plan.groups = vec![g];
+    let end = publish_ms(&plan);
+    for at in times(rng, 1000, end, p.pick([1200, 2000], [1500, 3000])) {
+        let slot = any_slot(rng, &plan);
+        plan.faults.push(Scheduled {
+            at_ms: at,
+            fault: Fault::Drain { slot },
+        });
+    }
+    plan
+}
+
+fn leftovers_long_retries(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    // Published faster than three consumers at concurrency 1 handle it, so the topic has
+    // a backlog whenever a retry reaches the lane: a read returns the retry and a topic
+    // entry, and the topic entry waits while the retry runs.
+    plan.publish.count = p.pick(300, 3000);
+    plan.publish.rate = p.pick(300, 300);
+    plan.timing.retry = Retry {
+        max_attempts: 10,
+        backoff_ms: 100,
+        multiplier: 2.0,
+        max_delay_ms: 1000,
+    };
+    plan.groups = vec![group("g", 3, 1, behaviour())];
+    let count = usize::try_from(plan.publish.count).unwrap_or(0);
+    let mut taken = BTreeSet::new();
+    // Long retries among the earlier messages (while the backlog lasts), the other
+    // failures anywhere.
+    let long = pick_ids_below(rng, count / 2, p.pick(12, 60), &mut taken);
+    let others = pick_ids(rng, &plan, count / 4, &mut taken);
+    let b = &mut plan.groups[0].behaviour;
+    b.fail_times = long
+        .iter()
+        .chain(&others)
+        .map(|id| (id.clone(), 1))
+        .collect();
+    b.long = long;
+    // The second attempt (the retry, read from the lane) runs 1.5 x min_idle.
+    b.long_ms = plan.timing.min_idle_ms * 3 / 2;
+    b.long_from_attempt = 2;
+    plan
+}
+
+fn idempotent_long(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.publish.count = p.pick(200, 2000);
+    plan.publish.copies = 2;
+    plan.publish.rate = p.pick(80, 150);
+    plan.timing.retry.max_attempts = 10;
+    plan.check_overlap = true;
+    let mut g = group("g", 3, 2, behaviour());
+    g.sliding = true;
+    g.idempotent_by_id = true;
+    plan.groups = vec![g];
+    let mut taken = BTreeSet::new();
+    let long = pick_ids(rng, &plan, p.pick(12, 60), &mut taken);
+    let b = &mut plan.groups[0].behaviour;
+    b.long = long;
+    // The claim's lease is min_idle (the default).
+    b.long_ms = plan.timing.min_idle_ms * 5 / 2;
+    plan
+}
+
+fn replay_after_group_gone(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.publish.count = p.pick(300, 3000);
+    plan.timing.retry.max_attempts = 2;
+    let mut taken = BTreeSet::new();
+    let poison = pick_ids(rng, &plan, p.pick(15, 60), &mut taken);
+    let b = Behaviour {
+        fail_always: poison.clone(),
+        ..behaviour()
+    };
+    plan.groups = vec![group("g-gone", 2, 4, b.clone()), group("g-live", 1, 4, b)];
+    plan.poison = poison;
+    plan.faults.push(Scheduled {
+        at_ms: publish_ms(&plan) + 300,
+        fault: Fault::RetireGroup { group: 0 },
+    });
+    plan
+}
+
+fn group_destroyed_retries(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.publish.count = p.pick(900, 9000);
+    plan.timing.retry = Retry {
+        max_attempts: 6,
+        backoff_ms: 1500,
+        multiplier: 1.0,
+        max_delay_ms: 1500,
+    };
+    let mut taken = BTreeSet::new();
+    let n = usize::try_from(plan.publish.count * 2 / 5).unwrap_or(0);
+    let failing = pick_ids(rng, &plan, n, &mut taken);
+    let b = &mut plan.groups[0].behaviour;
+    b.sleep_ms = [20, 80];
+    b.fail_times = failing.iter().map(|id| (id.clone(), 1)).collect();
+    let end = publish_ms(&plan);
+    let destroys = p.pick(3, 8);
+    for k in 0..destroys {
+        let at = 1500 + (end - 1500) * k / destroys + rng.random_range(0..500);
+        plan.faults.push(Scheduled {
+            at_ms: at,
+            fault: Fault::DestroyGroup { group: 0 },
+        });
+    }
+    plan
+}
+
+fn side_keys_broken(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.publish.count = p.pick(900, 9000);
+    plan.timing.retry = Retry {
+        max_attempts: 10,
+        backoff_ms: 300,
+        multiplier: 2.0,
+        max_delay_ms: 1500,
+    };
+    let mut taken = BTreeSet::new();
+    let n = usize::try_from(plan.publish.count * 2 / 5).unwrap_or(0);
+    let failing = pick_ids(rng, &plan, n, &mut taken);
+    let b = &mut plan.groups[0].behaviour;
+    b.sleep_ms = [10, 40];
+    b.fail_times = failing.iter().map(|id| (id.clone(), 1)).collect();
+    // Over 6 s of publishing (smoke): the retry set broken, Redis full, the retry set
+    // broken again; each repaired before the next.
+    let end = publish_ms(&plan);
+    let mut at = 1000;
+    for k in 0..p.pick(3, 9) {
+        let (fault, lasts) = if k % 3 == 1 {
+            let for_ms = rng.random_range(800..=1200);
+            (Fault::FillMemory { for_ms }, for_ms)
+        } else {
+            let for_ms = rng.random_range(1000..=1500);
+            (Fault::BreakRetrySet { for_ms }, for_ms)
+        };
+        plan.faults.push(Scheduled { at_ms: at, fault });
+        at += lasts + rng.random_range(300..=600);
+        if at >= end {
+            break;
+        }
+    }
+    plan
+}
+
+fn shared_backend(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.publish.count = p.pick(600, 6000);
+    plan.publish.rate = p.pick(100, 200);
+    // A consumer that stopped consuming shows as stuck; no need to wait long for that.
+    plan.drain_deadline_ms = p.pick(15_000, 60_000);
+    let mut g = group("g", 2, 2, behaviour());
+    g.buses = 2;
+    let end = publish_ms(&plan);
+    g.close_first_bus_after_ms = Some(rng.random_range(end / 4..=end / 2));
+    plan.groups = vec![g];
+    plan
+}
+
 fn mixed(p: Profile, rng: &mut StdRng) -> Plan {
     let mut plan = base(p);
     plan.timing.retry.max_attempts = 10;
@@ -866,6 +1244,37 @@ mod tests {
         let a = format!("{:?}", s.plan(Profile::Smoke, 1).faults);
         let b = format!("{:?}", s.plan(Profile::Smoke, 2).faults);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_defect_scenarios_aim_at_their_defects() {
+        let plan = |name| find(name).expect("scenario").plan(Profile::Smoke, 7);
+        // Only the broadcast processes are restarted.
+        let b = plan("broadcast-overlap");
+        assert!(!b.faults.is_empty());
+        assert!(
+            b.faults
+                .iter()
+                .all(|f| matches!(f.fault, Fault::Drain { slot } if b.slots_of(0).contains(&slot)))
+        );
+        assert!(!b.groups[0].checked() && b.groups[1].checked());
+        // Every long run is a retry, at concurrency 1.
+        let l = plan("leftovers-long-retries");
+        let lb = &l.groups[0].behaviour;
+        assert_eq!(l.groups[0].concurrency, 1);
+        assert!(!lb.long.is_empty());
+        assert!(lb.long.iter().all(|id| lb.fail_times.get(id) == Some(&1)));
+        assert!(lb.long_ms > l.timing.min_idle_ms && lb.long_from_attempt == 2);
+        // The retry set is broken twice, Redis filled once, all while publishing.
+        let k = plan("side-keys-broken");
+        let count = |f: fn(&Fault) -> bool| k.faults.iter().filter(|s| f(&s.fault)).count();
+        assert_eq!(count(|f| matches!(f, Fault::BreakRetrySet { .. })), 2);
+        assert_eq!(count(|f| matches!(f, Fault::FillMemory { .. })), 1);
+        assert!(k.faults.iter().all(|s| s.at_ms < publish_ms(&k)));
+        // Copies double the calls; handlers outlast the claim's lease.
+        let i = plan("idempotent-long");
+        assert_eq!(i.publish_calls(), 2 * i.publish.count);
+        assert!(i.groups[0].behaviour.long_ms > i.timing.min_idle_ms);
     }
 
     #[test]

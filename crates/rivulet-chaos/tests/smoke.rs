@@ -90,7 +90,7 @@ fn smoke_profile_keeps_the_promise() {
         started.elapsed().as_secs_f64()
     );
     assert!(
-        reports.len() >= 14,
+        reports.len() >= 23,
         "expected every smoke scenario, got {}:\n{stdout}",
         reports.len()
     );

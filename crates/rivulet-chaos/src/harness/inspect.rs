@@ -2,9 +2,11 @@
 //!
 //! It relies on the documented key layout (`crates/rivulet/src/backend/redis/keys.rs`,
 //! `docs/wire-format.md`) with the default prefix `rivulet`:
-//! `{rivulet:<topic>}:stream`, `{rivulet:<topic>}:lane:<group>` (a group's retry lane,
-//! where the group exists too) and `{rivulet:<topic>}:retry` (scheduled retries).
-//! Dead letters are read through the library's public API.
+//! `{rivulet/topic/<topic>}/stream`, `{rivulet/topic/<topic>}/lane/<group>` (a group's retry lane,
+//! where the group exists too) and `{rivulet/topic/<topic>}/retry` (scheduled retries).
+//! Every raw key name the suite uses is built by the functions right below, and nowhere
+//! else: a change of the layout is one edit here.
+//! Dead letters are read (and replayed) through the library's public API.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,20 +18,30 @@ use crate::probe::{Msg, Target, now_ms};
 
 const PREFIX: &str = "rivulet";
 
+/// The hash tag every key of a topic shares.
 fn tag(topic: &str) -> String {
-    format!("{{{PREFIX}:{topic}}}")
+    format!("{{{PREFIX}/topic/{topic}}}")
 }
 
+/// The topic's stream.
 pub(crate) fn stream_key(topic: &str) -> String {
-    format!("{}:stream", tag(topic))
+    format!("{}/stream", tag(topic))
 }
 
+/// A group's retry lane.
 fn lane_key(topic: &str, group: &str) -> String {
-    format!("{}:lane:{group}", tag(topic))
+    format!("{}/lane/{group}", tag(topic))
 }
 
+/// The topic's retry set (scheduled retries of every group).
 fn retry_key(topic: &str) -> String {
-    format!("{}:retry", tag(topic))
+    format!("{}/retry", tag(topic))
+}
+
+/// Where the harness keeps the retry set's members while the key is broken (same hash
+/// tag, so the swap is one atomic script on a cluster too). Not a library key.
+fn retry_aside_key(topic: &str) -> String {
+    format!("{}/chaos-retry-aside", tag(topic))
 }
 
 /// A short-lived blocking connection (single server or cluster).
@@ -256,15 +268,7 @@ pub(crate) fn plant(
 /// Reads every dead letter of `topic` through the library, mapping each to the probe id
 /// in its payload (or its message id when the payload is not a probe message).
 pub(crate) async fn dead_letters(target: &Target, topic: &str) -> Result<Vec<DeadRecord>, String> {
-    let builder = match target {
-        Target::Single { url } => rivulet::RedisBackend::builder(url.clone()),
-        Target::Cluster { urls } => rivulet::backend::redis::RedisBackendBuilder::cluster(urls),
-    };
-    let backend = builder.build().await.map_err(|e| format!("connect: {e}"))?;
-    let bus = rivulet::Bus::builder(backend)
-        .app("chaos")
-        .build()
-        .map_err(|e| format!("bus: {e}"))?;
+    let bus = harness_bus(target).await?;
     let dlq = bus
         .dead_letters(topic)
         .map_err(|e| format!("dead letters: {e}"))?;
@@ -288,6 +292,157 @@ pub(crate) async fn dead_letters(target: &Target, topic: &str) -> Result<Vec<Dea
         match page.last() {
             Some(last) if page.len() == 500 => after = Some(last.id.clone()),
             _ => break,
+        }
+    }
+    bus.shutdown().await;
+    Ok(out)
+}
+
+/// Destroys `group` the way an operator would with raw commands: `XGROUP DESTROY` on the
+/// topic's stream, and with `with_lane` also the group's retry lane (`DEL`). Returns
+/// whether the group existed on the stream.
+pub(crate) fn destroy_group(
+    target: &Target,
+    topic: &str,
+    group: &str,
+    with_lane: bool,
+) -> Result<bool, String> {
+    let mut con = connect(target)?;
+    let destroyed: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(stream_key(topic))
+        .arg(group)
+        .query(con.as_mut())
+        .map_err(|e| format!("XGROUP DESTROY {group}: {e}"))?;
+    if with_lane {
+        let _: i64 = redis::cmd("DEL")
+            .arg(lane_key(topic, group))
+            .query(con.as_mut())
+            .map_err(|e| format!("DEL lane of {group}: {e}"))?;
+    }
+    Ok(destroyed == 1)
+}
+
+/// Replaces the topic's retry set by a string, keeping its members aside, in one step.
+/// Returns how many members were set aside.
+pub(crate) fn break_retry_set(target: &Target, topic: &str) -> Result<i64, String> {
+    let mut con = connect(target)?;
+    redis::Script::new(
+        r"
+        local n = 0
+        if redis.call('TYPE', KEYS[1])['ok'] == 'zset' then
+          n = redis.call('ZCARD', KEYS[1])
+          redis.call('RENAME', KEYS[1], KEYS[2])
+        end
+        redis.call('SET', KEYS[1], 'broken by rivulet-chaos')
+        return n
+        ",
+    )
+    .key(retry_key(topic))
+    .key(retry_aside_key(topic))
+    .invoke(con.as_mut())
+    .map_err(|e| format!("break the retry set: {e}"))
+}
+
+/// Deletes the string in the retry set's place and puts the members set aside back, in
+/// one step (nothing else can write a retry in between). Returns how many came back.
+pub(crate) fn repair_retry_set(target: &Target, topic: &str) -> Result<i64, String> {
+    let mut con = connect(target)?;
+    redis::Script::new(
+        r"
+        if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then
+          redis.call('DEL', KEYS[1])
+        end
+        if redis.call('EXISTS', KEYS[2]) == 1 then
+          local n = redis.call('ZCARD', KEYS[2])
+          redis.call('ZUNIONSTORE', KEYS[1], 2, KEYS[1], KEYS[2])
+          redis.call('DEL', KEYS[2])
+          return n
+        end
+        return 0
+        ",
+    )
+    .key(retry_key(topic))
+    .key(retry_aside_key(topic))
+    .invoke(con.as_mut())
+    .map_err(|e| format!("repair the retry set: {e}"))
+}
+
+/// Sets `maxmemory`; returns the previous value.
+pub(crate) fn set_maxmemory(target: &Target, value: &str) -> Result<String, String> {
+    let mut con = connect(target)?;
+    let before: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query(con.as_mut())
+        .map_err(|e| format!("CONFIG GET maxmemory: {e}"))?;
+    let _: Value = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(value)
+        .query(con.as_mut())
+        .map_err(|e| format!("CONFIG SET maxmemory {value}: {e}"))?;
+    Ok(before.get(1).cloned().unwrap_or_else(|| "0".into()))
+}
+
+/// What replaying every dead letter did.
+#[derive(Debug, Default)]
+pub(crate) struct Replayed {
+    pub(crate) listed: u64,
+    pub(crate) replayed: u64,
+    pub(crate) refused: u64,
+    pub(crate) errors: Vec<String>,
+}
+
+async fn harness_bus(target: &Target) -> Result<rivulet::Bus, String> {
+    let builder = match target {
+        Target::Single { url } => rivulet::RedisBackend::builder(url.clone()),
+        Target::Cluster { urls } => rivulet::backend::redis::RedisBackendBuilder::cluster(urls),
+    };
+    let backend = builder
+        .build()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    rivulet::Bus::builder(backend)
+        .app("chaos")
+        .build()
+        .map_err(|e| format!("bus: {e}"))
+}
+
+/// Replays every dead letter of `topic` through the library, one by one, as an operator
+/// would; an error on one does not stop the others (the library may refuse a replay).
+pub(crate) async fn replay_dead_letters(target: &Target, topic: &str) -> Result<Replayed, String> {
+    let bus = harness_bus(target).await?;
+    let dlq = bus
+        .dead_letters(topic)
+        .map_err(|e| format!("dead letters: {e}"))?;
+    let mut all = Vec::new();
+    let mut after: Option<rivulet::EntryId> = None;
+    loop {
+        let page = dlq
+            .list(after.as_ref(), 500)
+            .await
+            .map_err(|e| format!("list dead letters: {e}"))?;
+        all.extend(page.iter().map(|d| d.id.clone()));
+        match page.last() {
+            Some(last) if page.len() == 500 => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    let mut out = Replayed {
+        listed: all.len() as u64,
+        ..Replayed::default()
+    };
+    for id in &all {
+        match dlq.replay(id).await {
+            Ok(true) => out.replayed += 1,
+            Ok(false) => out.refused += 1,
+            Err(e) => {
+                out.refused += 1;
+                if out.errors.len() < 3 {
+                    out.errors.push(e.to_string());
+                }
+            }
         }
     }
     bus.shutdown().await;

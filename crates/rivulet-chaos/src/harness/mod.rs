@@ -17,10 +17,11 @@ use self::inspect::Outstanding;
 use self::procs::{Consumers, PublisherProc, SharedConsumers};
 use crate::checker::{self, BoundInputs, Expect, FaultKind, FaultRecord, History, Planted};
 use crate::probe::consumer::ConsumerConfig;
+use crate::probe::consumer::SubMode;
 use crate::probe::publisher::PublisherConfig;
 use crate::probe::{Connect, ConsumerEvent, PublishRecord, now_ms, read_lines};
 use crate::report::{Measured, Report};
-use crate::scenarios::{Fault, Plan, Profile, Scenario};
+use crate::scenarios::{self, Fault, GroupPlan, Plan, Profile, Scenario};
 
 /// Options of `run`.
 #[derive(Debug, Clone, Default)]
@@ -132,8 +133,24 @@ impl Run {
         }
     }
 
+    /// The name of the group a plan's group consumes in: its own name when explicit,
+    /// the library's derived name otherwise (a broadcast group's base: each process
+    /// adds its own suffix).
+    fn group_name(&self, g: &GroupPlan) -> String {
+        match g.mode {
+            SubMode::Explicit => g.name.clone(),
+            SubMode::Derived | SubMode::Broadcast => derived_group(&self.topic, &g.name),
+        }
+    }
+
+    /// The groups the checker holds to the promise.
     fn group_names(&self) -> Vec<String> {
-        self.plan.groups.iter().map(|g| g.name.clone()).collect()
+        self.plan
+            .groups
+            .iter()
+            .filter(|g| g.checked())
+            .map(|g| self.group_name(g))
+            .collect()
     }
 
     fn consumer_configs(&self, connect: &Connect) -> Vec<ConsumerConfig> {
@@ -144,8 +161,11 @@ impl Run {
             .map(|g| ConsumerConfig {
                 connect: connect.clone(),
                 topic: self.topic.clone(),
-                group: g.name.clone(),
-                handler: "probe".into(),
+                group: self.group_name(g),
+                handler: match g.mode {
+                    SubMode::Explicit => "probe".into(),
+                    SubMode::Derived | SubMode::Broadcast => g.name.clone(),
+                },
                 consumer_name: g.name.clone(),
                 concurrency: g.concurrency,
                 sliding: g.sliding,
@@ -153,7 +173,7 @@ impl Run {
                 reclaim_interval_ms: t.reclaim_ms,
                 block_timeout_ms: t.block_ms,
                 drain_timeout_ms: t.drain_timeout_ms,
-                retry_mover_interval_ms: t.retry_scheduler_ms,
+                retry_mover_interval_ms: t.retry_mover_ms,
                 retry: t.retry.clone(),
                 idempotent: g.idempotent,
                 current_thread: g.current_thread,
@@ -161,6 +181,11 @@ impl Run {
                 seed: self.seed,
                 log: PathBuf::new(),
                 markers: self.dir.join("markers"),
+                mode: g.mode,
+                subscriptions: g.subscriptions,
+                buses: g.buses,
+                close_first_bus_after_ms: g.close_first_bus_after_ms,
+                idempotent_by_id: g.idempotent_by_id,
             })
             .collect()
     }
@@ -200,11 +225,11 @@ impl Run {
 
         let publishes: Vec<PublishRecord> = read_lines(&self.dir.join("publisher.jsonl"))
             .map_err(|e| format!("publisher log: {e}"))?;
-        if publishes.len() as u64 != self.plan.publish.count {
+        let calls = self.plan.publish_calls();
+        if publishes.len() as u64 != calls {
             self.problems.push(format!(
-                "the publisher logged {} of {} calls",
+                "the publisher logged {} of {calls} calls",
                 publishes.len(),
-                self.plan.publish.count
             ));
         }
         let mut events: Vec<ConsumerEvent> = Vec::new();
@@ -228,6 +253,7 @@ impl Run {
             poison: self.plan.poison.clone(),
             durability_events,
             window_ms: self.plan.window_ms,
+            check_overlap: self.plan.check_overlap,
         };
         let history = History {
             publishes,
@@ -302,15 +328,16 @@ impl Run {
             pad: self.plan.publish.pad,
             oversize: self.plan.publish.oversize.clone(),
             retention: self.plan.publish.retention,
+            copies: self.plan.publish.copies,
             seed: self.seed,
             log: self.dir.join("publisher.jsonl"),
         };
         let publisher = PublisherProc::spawn(exe, &self.dir, "publisher", &pcfg)?;
         let t0 = Instant::now();
-        let publish_ms = self.plan.publish.count * 1000 / self.plan.publish.rate.max(1);
+        let publish_ms = scenarios::publish_ms(&self.plan);
         let limit = Duration::from_millis(publish_ms * 3 + 60_000);
         let waiting = tokio::task::spawn_blocking(move || publisher.wait(limit));
-        self.inject(t0, env, consumers).await;
+        self.inject(t0, direct, env, consumers).await;
         match waiting.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.problems.push(e),
@@ -409,24 +436,168 @@ impl Run {
     }
 
     /// Runs the fault schedule, one fault after the other.
-    async fn inject(&mut self, t0: Instant, env: &SharedEnv, consumers: &SharedConsumers) {
+    async fn inject(
+        &mut self,
+        t0: Instant,
+        direct: &crate::probe::Target,
+        env: &SharedEnv,
+        consumers: &SharedConsumers,
+    ) {
         let schedule = self.plan.faults.clone();
         for s in schedule {
             tokio::time::sleep_until((t0 + Duration::from_millis(s.at_ms)).into()).await;
-            if let Err(e) = self.inject_one(s.fault, env, consumers).await {
+            if let Err(e) = self.inject_one(s.fault, direct, env, consumers).await {
                 self.problems.push(format!("fault {:?}: {e}", s.fault));
             }
         }
     }
 
+    /// Waits (up to `limit`) until nothing is outstanding for the run's groups.
+    async fn wait_quiet(&self, direct: &crate::probe::Target, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut zeros = 0;
+        while Instant::now() < deadline {
+            let (target, topic, names) = (direct.clone(), self.topic.clone(), self.group_names());
+            match blocking(move || inspect::outstanding(&target, &topic, &names)).await {
+                Ok(Ok(o)) if o.total() == 0 => zeros += 1,
+                _ => zeros = 0,
+            }
+            if zeros >= 3 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
+    /// Stops group `index`'s consumers for good, destroys the group and its lane, and
+    /// replays every dead letter. Returns a description.
+    async fn retire_group(
+        &mut self,
+        index: usize,
+        direct: &crate::probe::Target,
+        consumers: &SharedConsumers,
+    ) -> Result<String, String> {
+        let g = self.plan.groups.get(index).ok_or("no such group")?.clone();
+        let name = self.group_name(&g);
+        // Every publish has returned (a message published after the group is gone
+        // would be lost for it by the scenario, not by the library) ...
+        let calls = self.plan.publish_calls();
+        let log = self.dir.join("publisher.jsonl");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (read_lines::<PublishRecord>(&log).map_or(0, |l| l.len()) as u64) < calls
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // ... and the group has handled or dead-lettered everything.
+        if !self.wait_quiet(direct, Duration::from_secs(20)).await {
+            self.say("retire: still outstanding after 20 s; retiring anyway");
+        }
+        let slots = self.plan.slots_of(index);
+        let mut pids = Vec::new();
+        for i in slots.clone() {
+            pids.extend(procs::lock(consumers).retire(i)?);
+        }
+        let deadline =
+            Instant::now() + Duration::from_millis(self.plan.timing.drain_timeout_ms + 5000);
+        while slots.clone().any(|i| procs::lock(consumers).has_process(i)) {
+            if Instant::now() >= deadline {
+                let mut c = procs::lock(consumers);
+                for i in slots.clone() {
+                    if c.has_process(i) {
+                        c.kill(i)?;
+                    }
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (target, topic, group) = (direct.clone(), self.topic.clone(), name.clone());
+        let existed =
+            blocking(move || inspect::destroy_group(&target, &topic, &group, true)).await??;
+        let r = inspect::replay_dead_letters(direct, &self.topic).await?;
+        Ok(format!(
+            "retired group {name} (pids {pids:?}), destroyed it (existed: {existed}) and its lane; replayed {} of {} dead letters, {} refused{}",
+            r.replayed,
+            r.listed,
+            r.refused,
+            if r.errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.errors.join("; "))
+            }
+        ))
+    }
+
     async fn inject_one(
         &mut self,
         fault: Fault,
+        direct: &crate::probe::Target,
         env: &SharedEnv,
         consumers: &SharedConsumers,
     ) -> Result<(), String> {
         let t = now_ms();
         match fault {
+            Fault::Drain { slot } => {
+                let mut c = procs::lock(consumers);
+                let Some(slot) = live(&c, slot) else {
+                    return Ok(());
+                };
+                let pid = c.term(slot)?;
+                drop(c);
+                self.record(
+                    FaultKind::ConsumerDrain,
+                    t,
+                    Some(pid),
+                    format!("SIGTERM (healthy drain) consumer slot {slot} pid {pid}"),
+                );
+            }
+            Fault::RetireGroup { group } => {
+                let detail = self.retire_group(group, direct, consumers).await?;
+                self.record(FaultKind::GroupRetired, now_ms(), None, detail);
+            }
+            Fault::DestroyGroup { group } => {
+                let g = self.plan.groups.get(group).ok_or("no such group")?;
+                let name = self.group_name(g);
+                let (target, topic, n) = (direct.clone(), self.topic.clone(), name.clone());
+                let existed =
+                    blocking(move || inspect::destroy_group(&target, &topic, &n, false)).await??;
+                self.record(
+                    FaultKind::GroupDestroyed,
+                    t,
+                    None,
+                    format!("XGROUP DESTROY of {name} on the topic (existed: {existed})"),
+                );
+            }
+            Fault::BreakRetrySet { for_ms } => {
+                let (target, topic) = (direct.clone(), self.topic.clone());
+                let aside = blocking(move || inspect::break_retry_set(&target, &topic)).await??;
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                let (target, topic) = (direct.clone(), self.topic.clone());
+                let back = blocking(move || inspect::repair_retry_set(&target, &topic)).await??;
+                self.record(
+                    FaultKind::RetrySetBroken,
+                    t,
+                    None,
+                    format!(
+                        "retry set replaced by a string for {for_ms} ms ({aside} members set aside, {back} put back)"
+                    ),
+                );
+            }
+            Fault::FillMemory { for_ms } => {
+                let target = direct.clone();
+                let before = blocking(move || inspect::set_maxmemory(&target, "1")).await??;
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                let (target, b) = (direct.clone(), before.clone());
+                blocking(move || inspect::set_maxmemory(&target, &b)).await??;
+                self.record(
+                    FaultKind::MemoryFull,
+                    t,
+                    None,
+                    format!("maxmemory 1 (noeviction) for {for_ms} ms, then {before} again"),
+                );
+            }
             Fault::Kill { slot } => {
                 let mut c = procs::lock(consumers);
                 let Some(slot) = live(&c, slot) else {
@@ -522,6 +693,16 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// The group the library derives for `handler` on `topic` (`Bus::derived_group` with
+/// the probes' app name).
+fn derived_group(topic: &str, handler: &str) -> String {
+    rivulet::Bus::builder(rivulet::MemoryBackend::new())
+        .app("chaos")
+        .build()
+        .and_then(|bus| bus.derived_group(topic, handler))
+        .map_or_else(|_| format!("chaos:{topic}__{handler}"), |g| g.to_string())
 }
 
 /// `slot` if it has a live, running process, else the next slot that does.

@@ -29,12 +29,18 @@ pub(crate) fn signal(pid: u32, sig: &str) -> Result<(), String> {
 }
 
 /// Spawns `<this exe> <subcommand> --config <file>` with stderr to `<stem>.stderr`.
+///
+/// Probes run with `RUST_BACKTRACE=1` whatever the caller's environment, as on these
+/// machines and in much of production: in a debug build, capturing a backtrace for each
+/// planned panic holds a runtime thread for up to a second, the case the keep-alive's own
+/// thread exists for (B-REC-2). Fixing it makes every run face the harder case.
 fn spawn_probe(exe: &Path, sub: &str, config: &Path, stderr: &Path) -> Result<Child, String> {
     let err = File::create(stderr).map_err(|e| format!("{}: {e}", stderr.display()))?;
     Command::new(exe)
         .arg(sub)
         .arg("--config")
         .arg(config)
+        .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err)
@@ -102,6 +108,8 @@ struct Slot {
     /// When the current process was seen dead; respawned `respawn` later.
     died: Option<Instant>,
     stopped: bool,
+    /// Stopped for good (its group was removed): never restarted.
+    retired: bool,
     logs: Vec<PathBuf>,
 }
 
@@ -146,6 +154,7 @@ impl Consumers {
                     pid: None,
                     died: None,
                     stopped: false,
+                    retired: false,
                     logs: Vec::new(),
                 })
                 .collect(),
@@ -221,6 +230,7 @@ impl Consumers {
                     .is_some_and(|d| now.duration_since(d) >= self.respawn);
             if due
                 && !self.closing
+                && !slot.retired
                 && let Err(e) = self.spawn_slot(i)
             {
                 eprintln!("rivulet-chaos: respawning consumer {i}: {e}");
@@ -236,11 +246,37 @@ impl Consumers {
             .and_then(|s| s.child.as_ref().map(Child::id))
     }
 
-    /// Slots with a live, running (not stopped) process.
+    /// Slots with a live, running (not stopped, not retired) process.
     pub(crate) fn live_slots(&self) -> Vec<usize> {
         (0..self.slots.len())
-            .filter(|&i| self.slots[i].child.is_some() && !self.slots[i].stopped)
+            .filter(|&i| {
+                let s = &self.slots[i];
+                s.child.is_some() && !s.stopped && !s.retired
+            })
             .collect()
+    }
+
+    /// Stops slot `i` for good: SIGTERM (it drains and exits) and no restart. Returns
+    /// the pid, if it had a process.
+    pub(crate) fn retire(&mut self, i: usize) -> Result<Option<u32>, String> {
+        let slot = self.slots.get_mut(i).ok_or("no such slot")?;
+        slot.retired = true;
+        match slot.child.as_ref().map(Child::id) {
+            Some(pid) => {
+                if slot.stopped {
+                    signal(pid, "CONT")?;
+                    slot.stopped = false;
+                }
+                signal(pid, "TERM")?;
+                Ok(Some(pid))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Whether slot `i` still has a process (the supervisor reaps exited ones).
+    pub(crate) fn has_process(&self, i: usize) -> bool {
+        self.slots.get(i).is_some_and(|s| s.child.is_some())
     }
 
     /// SIGKILLs slot `i`; returns the pid.
@@ -286,7 +322,7 @@ impl Consumers {
     pub(crate) fn heal(&mut self) -> Result<(), String> {
         for i in 0..self.slots.len() {
             self.resume(i)?;
-            if self.slots[i].child.is_none() {
+            if self.slots[i].child.is_none() && !self.slots[i].retired {
                 self.spawn_slot(i)?;
             }
         }

@@ -1,5 +1,11 @@
-//! The consumer probe: one subscription whose handler behaves as the run asks, logging
+//! The consumer probe: subscriptions whose handler behaves as the run asks, logging
 //! every event before the handler returns.
+//!
+//! A probe usually runs one bus with one subscription. It can also run several
+//! subscriptions of its bus in the same explicit group ([`ConsumerConfig::subscriptions`]),
+//! several buses on clones of one backend, shutting the first down while the others keep
+//! consuming ([`ConsumerConfig::buses`]), a derived group (no `.group(..)`), or a
+//! broadcast subscription ([`SubMode`]). Events carry the group the library delivered in.
 //!
 //! Behaviour is decided per message id (never per process), so a redelivery to another
 //! consumer behaves the same way: sleep for a duration derived from the id and the seed,
@@ -18,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rivulet::{Bus, Delivery, Dispatch, HandlerError, RetryPolicy, StartFrom};
+use rivulet::{Bus, Delivery, Dispatch, HandlerError, RetryPolicy, StartFrom, Subscription};
 use serde::{Deserialize, Serialize};
 
 use super::{Connect, ConsumerEvent, Ev, JsonLines, Msg, hash64, now_ms};
@@ -41,6 +47,8 @@ pub(crate) struct Behaviour {
     /// Ids whose handler runs for `long_ms`.
     pub(crate) long: BTreeSet<String>,
     pub(crate) long_ms: u64,
+    /// Long handlers run long only from this attempt on (0 or 1: every attempt).
+    pub(crate) long_from_attempt: u32,
     /// Long handlers block their thread (`std::thread::sleep`) instead of awaiting.
     pub(crate) long_blocking: bool,
     /// Fail (retryable) while `attempt <= n`.
@@ -59,6 +67,19 @@ pub(crate) struct Behaviour {
     pub(crate) exit_after: BTreeSet<String>,
     /// Broken on purpose: return `Ok` at once and log success this much later.
     pub(crate) ack_before_handling_ms: Option<u64>,
+}
+
+/// How a probe subscribes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SubMode {
+    /// `.group(<group>)`: an explicit group.
+    #[default]
+    Explicit,
+    /// No `.group(..)`: the group the library derives from the handler name.
+    Derived,
+    /// `.broadcast()`: a group of this process alone, derived from the handler name.
+    Broadcast,
 }
 
 /// What the harness asks of one consumer process.
@@ -85,6 +106,25 @@ pub(crate) struct ConsumerConfig {
     pub(crate) log: PathBuf,
     /// Where once-per-id exit markers live (shared by every consumer of the run).
     pub(crate) markers: PathBuf,
+    /// How the subscriptions are made.
+    #[serde(default)]
+    pub(crate) mode: SubMode,
+    /// Subscriptions per bus, all in `group` (explicit mode): handlers `<handler>`,
+    /// `<handler>-1`, … (0 means 1).
+    #[serde(default)]
+    pub(crate) subscriptions: usize,
+    /// Buses on clones of one backend, consumer names `<consumer_name>-b<i>` when more
+    /// than one (0 means 1).
+    #[serde(default)]
+    pub(crate) buses: usize,
+    /// Shut the first bus down this long after the probe is ready; the others keep
+    /// consuming.
+    #[serde(default)]
+    pub(crate) close_first_bus_after_ms: Option<u64>,
+    /// Idempotent by the payload's id (`idempotent_by`), not by message id: copies of a
+    /// message published under different message ids share one key.
+    #[serde(default)]
+    pub(crate) idempotent_by_id: bool,
 }
 
 struct Ctx {
@@ -95,12 +135,16 @@ struct Ctx {
 
 impl Ctx {
     fn event(&self, ev: Ev, id: &str, attempt: u32, delivery_count: u64) {
+        self.event_in(&self.cfg.group, ev, id, attempt, delivery_count);
+    }
+
+    fn event_in(&self, group: &str, ev: Ev, id: &str, attempt: u32, delivery_count: u64) {
         let record = ConsumerEvent {
             ev,
             id: id.to_owned(),
             t: now_ms(),
             pid: self.pid,
-            group: self.cfg.group.clone(),
+            group: group.to_owned(),
             attempt,
             delivery_count,
         };
@@ -145,24 +189,28 @@ fn first_marker(dir: &Path, id: &str) -> bool {
 async fn handle(ctx: Arc<Ctx>, d: Delivery<Msg>) -> Result<(), HandlerError> {
     let id = d.payload().id.clone();
     let (attempt, dc) = (d.attempt(), d.delivery_count());
-    ctx.event(Ev::Start, &id, attempt, dc);
+    // The group the library delivered in (derived and broadcast groups are named by it).
+    let group = d.group().to_string();
+    let event = |ev: Ev| ctx.event_in(&group, ev, &id, attempt, dc);
+    event(Ev::Start);
     let b = &ctx.cfg.behaviour;
 
     if let Some(delay) = b.ack_before_handling_ms {
         let later = ctx.clone();
+        let (id, group) = (id.clone(), group.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay)).await;
-            later.event(Ev::Ok, &id, attempt, dc);
+            later.event_in(&group, Ev::Ok, &id, attempt, dc);
         });
         return Ok(());
     }
 
     if b.exit_before.contains(&id) && ctx.first_exit(&id) {
-        ctx.event(Ev::Exit, &id, attempt, dc);
+        event(Ev::Exit);
         std::process::exit(3);
     }
 
-    if b.long.contains(&id) {
+    if b.long.contains(&id) && attempt >= b.long_from_attempt {
         let d = Duration::from_millis(b.long_ms);
         if b.long_blocking {
             std::thread::sleep(d);
@@ -179,32 +227,38 @@ async fn handle(ctx: Arc<Ctx>, d: Delivery<Msg>) -> Result<(), HandlerError> {
     let panics =
         b.panic_always.contains(&id) || b.panic_times.get(&id).is_some_and(|n| attempt <= *n);
     if panics {
-        ctx.event(Ev::Panic, &id, attempt, dc);
+        event(Ev::Panic);
         panic!("chaos: planned panic on {id} attempt {attempt}");
     }
     if b.permanent.contains(&id) {
-        ctx.event(Ev::Fail, &id, attempt, dc);
+        event(Ev::Fail);
         return Err(HandlerError::permanent(format!(
             "chaos: planned permanent failure of {id}"
         )));
     }
     let fails = b.fail_always.contains(&id) || b.fail_times.get(&id).is_some_and(|n| attempt <= *n);
     if fails {
-        ctx.event(Ev::Fail, &id, attempt, dc);
+        event(Ev::Fail);
         return Err(HandlerError::retryable(format!(
             "chaos: planned failure of {id} attempt {attempt}"
         )));
     }
 
-    ctx.event(Ev::Ok, &id, attempt, dc);
+    event(Ev::Ok);
     if b.exit_after.contains(&id) && ctx.first_exit(&id) {
-        ctx.event(Ev::Exit, &id, attempt, dc);
+        event(Ev::Exit);
         std::process::exit(4);
     }
     Ok(())
 }
 
-async fn start(ctx: &Arc<Ctx>) -> Result<Bus, String> {
+/// A running probe: its buses, and its subscriptions (kept for as long as the probe runs).
+struct Running {
+    buses: Vec<Bus>,
+    _subscriptions: Vec<Subscription>,
+}
+
+async fn start(ctx: &Arc<Ctx>) -> Result<Running, String> {
     let cfg = &ctx.cfg;
     let backend = cfg
         .connect
@@ -217,43 +271,92 @@ async fn start(ctx: &Arc<Ctx>) -> Result<Bus, String> {
         .multiplier(cfg.retry.multiplier)
         .max_delay(Duration::from_millis(cfg.retry.max_delay_ms));
     let ms = Duration::from_millis;
-    let mut builder = Bus::builder(backend.clone())
-        .app("chaos")
-        .consumer_name(cfg.consumer_name.clone())
-        .min_idle(ms(cfg.min_idle_ms))
-        .reclaim_interval(ms(cfg.reclaim_interval_ms))
-        .block_timeout(ms(cfg.block_timeout_ms))
-        .drain_timeout(ms(cfg.drain_timeout_ms))
-        .retry_mover_interval(ms(cfg.retry_mover_interval_ms))
-        .max_payload(cfg.connect.max_payload)
-        .retry(policy);
-    if cfg.idempotent {
-        builder = builder.idempotency(rivulet::RedisIdempotencyStore::from_backend(&backend));
+    let n_buses = cfg.buses.max(1);
+    let mut running = Running {
+        buses: Vec::new(),
+        _subscriptions: Vec::new(),
+    };
+    for b in 0..n_buses {
+        let name = if n_buses > 1 {
+            format!("{}-b{b}", cfg.consumer_name)
+        } else {
+            cfg.consumer_name.clone()
+        };
+        // Every bus is built on a clone of the same backend.
+        let mut builder = Bus::builder(backend.clone())
+            .app("chaos")
+            .consumer_name(name)
+            .min_idle(ms(cfg.min_idle_ms))
+            .reclaim_interval(ms(cfg.reclaim_interval_ms))
+            .block_timeout(ms(cfg.block_timeout_ms))
+            .drain_timeout(ms(cfg.drain_timeout_ms))
+            .retry_mover_interval(ms(cfg.retry_mover_interval_ms))
+            .max_payload(cfg.connect.max_payload)
+            .retry(policy.clone());
+        if cfg.idempotent || cfg.idempotent_by_id {
+            builder = builder.idempotency(rivulet::RedisIdempotencyStore::from_backend(&backend));
+        }
+        let bus = match builder.build() {
+            Ok(bus) => bus,
+            Err(e) => {
+                stop_all(&running.buses).await;
+                return Err(format!("bus: {e}"));
+            }
+        };
+        running.buses.push(bus.clone());
+        for k in 0..cfg.subscriptions.max(1) {
+            let handler = if k == 0 {
+                cfg.handler.clone()
+            } else {
+                format!("{}-{k}", cfg.handler)
+            };
+            match subscribe(ctx, &bus, &handler).await {
+                Ok(sub) => running._subscriptions.push(sub),
+                Err(e) => {
+                    stop_all(&running.buses).await;
+                    return Err(e);
+                }
+            }
+        }
     }
-    let bus = builder.build().map_err(|e| format!("bus: {e}"))?;
+    Ok(running)
+}
+
+async fn subscribe(ctx: &Arc<Ctx>, bus: &Bus, handler: &str) -> Result<Subscription, String> {
+    let cfg = &ctx.cfg;
     let handler_ctx = ctx.clone();
     let mut sub = bus
-        .subscribe(&cfg.topic, &cfg.handler, move |d: Delivery<Msg>| {
+        .subscribe(&cfg.topic, handler, move |d: Delivery<Msg>| {
             handle(handler_ctx.clone(), d)
         })
-        .group(&cfg.group)
         .concurrency(cfg.concurrency)
         .dispatch(if cfg.sliding {
             Dispatch::Sliding
         } else {
             Dispatch::Batch
-        })
-        .start_from(StartFrom::Beginning);
-    if cfg.idempotent {
+        });
+    sub = match cfg.mode {
+        SubMode::Explicit => sub.group(&cfg.group).start_from(StartFrom::Beginning),
+        SubMode::Derived => sub.start_from(StartFrom::Beginning),
+        // A broadcast copy of a restarted process starts with what is new.
+        SubMode::Broadcast => sub.broadcast().start_from(StartFrom::New),
+    };
+    if cfg.idempotent_by_id {
+        sub = sub.idempotent_by(|m: &Msg| m.id.clone());
+    } else if cfg.idempotent {
         sub = sub.idempotent();
     }
-    match sub.await {
-        Ok(_subscription) => Ok(bus),
-        Err(e) => {
-            bus.shutdown().await;
-            Err(format!("subscribe: {e}"))
-        }
+    sub.await.map_err(|e| format!("subscribe {handler}: {e}"))
+}
+
+/// Shuts every bus down at once (one bus's shutdown must not wait for another's).
+async fn stop_all(buses: &[Bus]) {
+    let mut set = tokio::task::JoinSet::new();
+    for bus in buses {
+        let bus = bus.clone();
+        set.spawn(async move { bus.shutdown().await });
     }
+    while set.join_next().await.is_some() {}
 }
 
 /// Runs the probe until SIGTERM or SIGINT, then drains and returns.
@@ -267,9 +370,9 @@ pub(crate) async fn run(cfg: ConsumerConfig) -> Result<(), String> {
         log,
         pid: std::process::id(),
     });
-    let bus = loop {
+    let running = loop {
         match start(&ctx).await {
-            Ok(bus) => break bus,
+            Ok(running) => break running,
             Err(e) if now_ms() < deadline => {
                 tracing::warn!(error = %e, "consumer: start failed, retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -278,12 +381,20 @@ pub(crate) async fn run(cfg: ConsumerConfig) -> Result<(), String> {
         }
     };
     ctx.event(Ev::Ready, "", 0, 0);
+    if let (Some(after), [first, _, ..]) = (ctx.cfg.close_first_bus_after_ms, &running.buses[..]) {
+        let (first, ctx) = (first.clone(), ctx.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            first.shutdown().await;
+            ctx.event(Ev::Closed, "bus-0", 0, 0);
+        });
+    }
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     ctx.event(Ev::Term, "", 0, 0);
-    bus.shutdown().await;
+    stop_all(&running.buses).await;
     Ok(())
 }
 

@@ -87,6 +87,9 @@ pub(crate) enum PublishResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PublishRecord {
     pub(crate) id: String,
+    /// Which copy of the message this call published (see `publisher`; 0 for the first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) copy: u32,
     /// Wall-clock ms when the call started.
     pub(crate) t_invoke: u64,
     /// Wall-clock ms when it returned.
@@ -94,6 +97,10 @@ pub(crate) struct PublishRecord {
     pub(crate) result: PublishResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a consumer logs.
@@ -114,6 +121,8 @@ pub(crate) enum Ev {
     Exit,
     /// The process received SIGTERM and is draining.
     Term,
+    /// One of the process's buses was shut down while the process keeps running.
+    Closed,
 }
 
 /// One consumer event.

@@ -4,6 +4,11 @@
 //! Even-numbered messages are published with their id as the caller-chosen message id
 //! (the idempotent-publish script), odd ones with a generated id (plain `XADD`), so both
 //! write paths are exercised. The payload always carries the id.
+//!
+//! With `copies` > 1 every message is published that many times in a row, each copy under
+//! its own message id (`<id>~<copy>` for the even ones, generated for the odd ones) with
+//! the same payload: what a producer retrying without its message id would do. Every
+//! copy is logged under the message's id, with its copy number.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -33,6 +38,9 @@ pub(crate) struct PublisherConfig {
     /// Safe retention applied by this process's background trimmer.
     #[serde(default)]
     pub(crate) retention: Option<Retention>,
+    /// How many times each message is published (0 means 1).
+    #[serde(default)]
+    pub(crate) copies: u32,
     pub(crate) seed: u64,
     pub(crate) log: PathBuf,
 }
@@ -120,7 +128,9 @@ pub(crate) async fn run(cfg: PublisherConfig) -> Result<(), String> {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let cfg = Arc::new(cfg);
-    for n in 0..cfg.count {
+    let copies = u64::from(cfg.copies.max(1));
+    for call in 0..cfg.count * copies {
+        let (n, copy) = (call / copies, u32::try_from(call % copies).unwrap_or(0));
         ticker.tick().await;
         let permit = permits
             .clone()
@@ -129,7 +139,7 @@ pub(crate) async fn run(cfg: PublisherConfig) -> Result<(), String> {
             .map_err(|e| format!("semaphore: {e}"))?;
         let (bus, log, cfg) = (bus.clone(), log.clone(), cfg.clone());
         tokio::spawn(async move {
-            let record = publish_one(&bus, &cfg, n, call_limit).await;
+            let record = publish_one(&bus, &cfg, n, copy, call_limit).await;
             if let Err(e) = log.append(&record) {
                 tracing::error!(error = %e, "publisher: cannot write log");
             }
@@ -149,6 +159,7 @@ async fn publish_one(
     bus: &rivulet::Bus,
     cfg: &PublisherConfig,
     n: u64,
+    copy: u32,
     call_limit: Duration,
 ) -> PublishRecord {
     let id = message_id(&cfg.id_prefix, n);
@@ -165,8 +176,12 @@ async fn publish_one(
     };
     let t_invoke = now_ms();
     let call = async {
-        if n.is_multiple_of(2) {
+        if n.is_multiple_of(2) && copy == 0 {
             bus.publish(&cfg.topic, &msg).id(id.clone()).await
+        } else if n.is_multiple_of(2) {
+            bus.publish(&cfg.topic, &msg)
+                .id(format!("{id}~{copy}"))
+                .await
         } else {
             bus.publish(&cfg.topic, &msg).await
         }
@@ -181,6 +196,7 @@ async fn publish_one(
     };
     PublishRecord {
         id,
+        copy,
         t_invoke,
         t_done: now_ms(),
         result,
