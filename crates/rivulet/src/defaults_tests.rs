@@ -124,7 +124,7 @@ async fn idempotent_publish_window_24h_handler_ttl_24h() {
 }
 
 #[tokio::test]
-async fn idempotency_claim_lease_is_min_idle() {
+async fn idempotency_claim_ttl_is_min_idle() {
     for cfg in [Config::default(), built()] {
         // Unset means the bus's `min_idle` (`bus/consumer.rs` resolves it). To be renamed
         // `idempotency_claim_ttl` with `BusBuilder::idempotency_claim_ttl`.

@@ -1,7 +1,7 @@
 //! Idempotency stores: at most one run of a handler per key within a time window
 //! (B-IDEM-1/2/3).
 //!
-//! A claim is a **lease**: it expires by itself, so a consumer that crashes after claiming
+//! A claim is a claim with a **time to live**: it expires by itself, so a consumer that crashes after claiming
 //! does not turn its message into a skip. Only [`IdempotencyStore::complete`] records the
 //! key as done for the full TTL.
 
@@ -20,37 +20,37 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Claim {
-    /// The caller holds the lease and should run the handler.
+    /// The caller holds the claim and should run the handler.
     Acquired,
     /// The key was already completed: the handler ran; skip it.
     Done,
-    /// Another run holds an unexpired lease on the key.
+    /// Another run holds an unexpired claim on the key.
     Busy,
 }
 
 /// Where idempotency keys are kept. Usable with any backend.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
-    /// Claims `key` for `lease` unless it is already claimed or done.
-    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim>;
+    /// Claims `key` for `claim_ttl` unless it is already claimed or done.
+    async fn claim(&self, key: &str, claim_ttl: Duration) -> Result<Claim>;
     /// Records `key` as done for `ttl`, replacing the claim.
     async fn complete(&self, key: &str, ttl: Duration) -> Result<()>;
     /// Drops a claim so the next delivery runs (after a failed handler).
     async fn release(&self, key: &str) -> Result<()>;
-    /// Extends a claim that is still held to `lease` from now, while its handler runs
+    /// Extends a claim that is still held to `claim_ttl` from now, while its handler runs
     /// (the bus's keep-alive calls it). Returns `false` when the key is no longer
     /// claimed (expired, released or done). The default does nothing and returns
-    /// `false`: a store that cannot renew lets a claim expire after its first lease.
-    async fn renew(&self, key: &str, lease: Duration) -> Result<bool> {
-        let _ = (key, lease);
+    /// `false`: a store that cannot renew lets a claim expire after its first time to live.
+    async fn renew(&self, key: &str, claim_ttl: Duration) -> Result<bool> {
+        let _ = (key, claim_ttl);
         Ok(false)
     }
 }
 
 #[async_trait]
 impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
-    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim> {
-        (**self).claim(key, lease).await
+    async fn claim(&self, key: &str, claim_ttl: Duration) -> Result<Claim> {
+        (**self).claim(key, claim_ttl).await
     }
     async fn complete(&self, key: &str, ttl: Duration) -> Result<()> {
         (**self).complete(key, ttl).await
@@ -58,8 +58,8 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
     async fn release(&self, key: &str) -> Result<()> {
         (**self).release(key).await
     }
-    async fn renew(&self, key: &str, lease: Duration) -> Result<bool> {
-        (**self).renew(key, lease).await
+    async fn renew(&self, key: &str, claim_ttl: Duration) -> Result<bool> {
+        (**self).renew(key, claim_ttl).await
     }
 }
 
@@ -102,7 +102,7 @@ impl MemoryIdempotencyStore {
 
 #[async_trait]
 impl IdempotencyStore for MemoryIdempotencyStore {
-    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim> {
+    async fn claim(&self, key: &str, claim_ttl: Duration) -> Result<Claim> {
         let now = Instant::now();
         Ok(self.with(|keys| {
             if keys.len() > 1024 && keys.len().is_power_of_two() {
@@ -114,7 +114,10 @@ impl IdempotencyStore for MemoryIdempotencyStore {
                 Some(Entry::Done(until)) if *until > now => Claim::Done,
                 Some(Entry::Claimed(until)) if *until > now => Claim::Busy,
                 _ => {
-                    keys.insert(key.to_owned(), Entry::Claimed(deadline::after(now, lease)));
+                    keys.insert(
+                        key.to_owned(),
+                        Entry::Claimed(deadline::after(now, claim_ttl)),
+                    );
                     Claim::Acquired
                 }
             }
@@ -127,9 +130,9 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         Ok(())
     }
 
-    async fn renew(&self, key: &str, lease: Duration) -> Result<bool> {
+    async fn renew(&self, key: &str, claim_ttl: Duration) -> Result<bool> {
         let now = Instant::now();
-        let until = now.checked_add(lease).unwrap_or(now);
+        let until = deadline::after(now, claim_ttl);
         Ok(self.with(|keys| match keys.get_mut(key) {
             Some(Entry::Claimed(t)) if *t > now => {
                 *t = until;
@@ -154,21 +157,21 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn claim_is_a_lease() {
+    async fn a_claim_expires_by_itself() {
         let s = MemoryIdempotencyStore::new();
-        let lease = Duration::from_secs(5);
-        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Acquired));
-        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Busy));
+        let claim_ttl = Duration::from_secs(5);
+        assert_eq!(s.claim("k", claim_ttl).await.ok(), Some(Claim::Acquired));
+        assert_eq!(s.claim("k", claim_ttl).await.ok(), Some(Claim::Busy));
         tokio::time::advance(Duration::from_secs(6)).await;
-        // The first claimer crashed: its lease expired, the key runs again.
-        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Acquired));
+        // The first claimer crashed: its claim_ttl expired, the key runs again.
+        assert_eq!(s.claim("k", claim_ttl).await.ok(), Some(Claim::Acquired));
         s.complete("k", Duration::from_secs(60)).await.ok();
-        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Done));
+        assert_eq!(s.claim("k", claim_ttl).await.ok(), Some(Claim::Done));
         s.release("k").await.ok();
-        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Done));
+        assert_eq!(s.claim("k", claim_ttl).await.ok(), Some(Claim::Done));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Acquired));
+        assert_eq!(s.claim("k", claim_ttl).await.ok(), Some(Claim::Acquired));
         s.release("k").await.ok();
-        assert_eq!(s.claim("k", lease).await.ok(), Some(Claim::Acquired));
+        assert_eq!(s.claim("k", claim_ttl).await.ok(), Some(Claim::Acquired));
     }
 }

@@ -13,15 +13,9 @@
 //! ```
 //!
 //! Time is tokio's clock, so tests drive it with `tokio::time::pause()`.
-// The bus's background tasks (read loops, reclaim, lease extension, trimming) adopt it
-// with the consumer engine's rework; until then only the tests use it.
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "wired into the bus tasks by the consumer engine rework"
-    )
-)]
+//!
+//! Every background task of the bus uses one: read loops, reclaim, broadcast heartbeats,
+//! the keep-alive, the retry mover and the housekeeping.
 
 use std::time::Duration;
 
@@ -101,6 +95,7 @@ impl FailureLog {
     }
 
     /// Whether the last call recorded was a failure.
+    #[cfg(test)]
     pub(crate) fn is_failing(&self) -> bool {
         self.run.is_some()
     }

@@ -399,10 +399,7 @@ async fn harness_bus(target: &Target) -> Result<rivulet::Bus, String> {
         Target::Single { url } => rivulet::RedisBackend::builder(url.clone()),
         Target::Cluster { urls } => rivulet::backend::redis::RedisBackendBuilder::cluster(urls),
     };
-    let backend = builder
-        .build()
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let backend = builder.build().await.map_err(|e| format!("connect: {e}"))?;
     rivulet::Bus::builder(backend)
         .app("chaos")
         .build()

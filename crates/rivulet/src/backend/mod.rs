@@ -112,6 +112,11 @@ pub(crate) struct ReadEntry {
     pub(crate) record: Record,
     /// How many times the group has delivered this entry (1 on a first delivery).
     pub(crate) delivery_count: u64,
+    /// The incarnation of the group that delivered it (0 when the backend does not
+    /// track it). A group deleted outside rivulet and re-created gets a new one, so a
+    /// settlement can tell "already settled" from "the pending list was lost with the
+    /// group" (then it is written all the same).
+    pub(crate) generation: u64,
 }
 
 /// The result of a reclaim pass.
@@ -167,6 +172,8 @@ pub(crate) struct RetryLater {
     pub(crate) entry: EntryRef,
     pub(crate) next: Envelope,
     pub(crate) due_ms: u64,
+    /// The group incarnation that delivered the entry (see [`ReadEntry::generation`]).
+    pub(crate) generation: u64,
 }
 
 /// What a consumer settles with its next read: successes to acknowledge and retries to
@@ -305,12 +312,14 @@ pub(crate) trait Settling {
         retry: &RetryLater,
     ) -> Result<()>;
 
-    /// Atomically settles `entry` and appends `dead` to the topic's dead-letter queue.
+    /// Atomically settles `entry` (delivered by group incarnation `generation`) and
+    /// appends `dead` to the topic's dead-letter queue.
     async fn dead_letter(
         &self,
         key: &StreamKey,
         group: &GroupName,
         entry: &EntryRef,
+        generation: u64,
         dead: &DeadLetter,
     ) -> Result<()>;
 

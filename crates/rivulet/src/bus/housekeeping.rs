@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use crate::backend::StreamKey;
+use crate::log_limit::FailureLog;
 use crate::name::TopicName;
 
 pub(crate) async fn run(shared: Arc<Shared>, topic: TopicName) {
@@ -14,7 +15,8 @@ pub(crate) async fn run(shared: Arc<Shared>, topic: TopicName) {
         StreamKey::main(topic.clone()),
         StreamKey::dead_letters(topic.clone()),
     ];
-    let mut failures = 0u32;
+    let what = format!("housekeeping of topic {topic}");
+    let mut failures = FailureLog::new();
     loop {
         tokio::select! {
             _ = shared.stop.cancelled() => break,
@@ -38,16 +40,11 @@ pub(crate) async fn run(shared: Arc<Shared>, topic: TopicName) {
             Err(e) => failed = Some(e),
         }
         match failed {
-            None if failures > 0 => {
-                tracing::info!(%topic, failures, "housekeeping recovered");
-                failures = 0;
+            None => {
+                failures.succeeded(&what);
             }
-            None => {}
             Some(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(%topic, error = %e, failures, "housekeeping failed");
-                }
+                failures.failed(&what, &e);
             }
         }
     }

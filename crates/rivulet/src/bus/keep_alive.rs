@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::lock;
 use crate::backend::{Backend, EntryRef, StreamKey};
 use crate::idempotency::IdempotencyStore;
+use crate::log_limit::FailureLog;
 use crate::name::{ConsumerName, GroupName};
 
 /// One held entry.
@@ -37,7 +38,14 @@ pub(crate) struct Held {
     pub(crate) key: StreamKey,
     pub(crate) group: GroupName,
     entries: Mutex<HashMap<EntryRef, HeldEntry>>,
+    /// Readers with a read outstanding, since when. Redis may have delivered entries
+    /// the read loop has not received yet (its runtime is blocked): while the read is
+    /// outstanding, whatever is pending on that consumer is kept alive too.
+    reads: Mutex<HashMap<ConsumerName, Instant>>,
 }
+
+/// The most entries pending on one reading consumer the keep-alive looks up per period.
+const READ_PAGE: usize = 1024;
 
 /// Entries to refresh for one consumer.
 #[derive(Debug)]
@@ -53,7 +61,28 @@ impl Held {
             key,
             group,
             entries: Mutex::new(HashMap::new()),
+            reads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `consumer` starts a read.
+    pub(crate) fn reading(&self, consumer: &ConsumerName) {
+        lock(&self.reads).insert(consumer.clone(), Instant::now());
+    }
+
+    /// `consumer`'s read returned (or was abandoned).
+    pub(crate) fn read_done(&self, consumer: &ConsumerName) {
+        lock(&self.reads).remove(consumer);
+    }
+
+    /// Consumers whose read has been outstanding for `period` or more.
+    fn long_reads(&self, period: Duration) -> Vec<ConsumerName> {
+        let now = Instant::now();
+        lock(&self.reads)
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= period)
+            .map(|(c, _)| c.clone())
+            .collect()
     }
 
     /// Entries just read or reclaimed by `consumer`: held, not started.
@@ -219,7 +248,7 @@ fn run(sets: Weak<Mutex<Vec<Weak<Held>>>>, s: Settings) {
 async fn refresh_loop(sets: Weak<Mutex<Vec<Weak<Held>>>>, s: Settings) {
     let tick = (s.period / 2).max(Duration::from_millis(5));
     let mut backend: Option<Arc<dyn Backend>> = None;
-    let mut failures = 0u32;
+    let mut failures = FailureLog::new();
     loop {
         tokio::select! {
             _ = s.abort.cancelled() => return,
@@ -231,7 +260,10 @@ async fn refresh_loop(sets: Weak<Mutex<Vec<Weak<Held>>>>, s: Settings) {
         if s.stop.is_cancelled() && live.iter().all(|h| h.is_empty()) {
             return;
         }
-        if live.iter().all(|h| h.is_empty()) {
+        if live
+            .iter()
+            .all(|h| h.is_empty() && h.long_reads(s.period).is_empty())
+        {
             continue;
         }
         let conn = match &backend {
@@ -242,16 +274,29 @@ async fn refresh_loop(sets: Weak<Mutex<Vec<Weak<Held>>>>, s: Settings) {
                     b
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(error = %e, failures, "keep-alive cannot connect");
-                    }
+                    failures.failed("the keep-alive's connection", &e);
                     continue;
                 }
             },
         };
         let mut failed = false;
         for held in &live {
+            for consumer in held.long_reads(s.period) {
+                let r = match conn
+                    .pending_of(&held.key, &held.group, &consumer, READ_PAGE)
+                    .await
+                {
+                    Ok(pending) => {
+                        conn.keep_alive(&held.key, &held.group, &consumer, &pending)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    failed = true;
+                    failures.failed("the keep-alive", &e);
+                }
+            }
             for due in held.due(s.period) {
                 let at = Instant::now();
                 match conn
@@ -261,10 +306,7 @@ async fn refresh_loop(sets: Weak<Mutex<Vec<Weak<Held>>>>, s: Settings) {
                     Ok(()) => held.refreshed(&due.entries, at),
                     Err(e) => {
                         failed = true;
-                        failures += 1;
-                        if failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!(group = %held.group, error = %e, failures, "keep-alive failed");
-                        }
+                        failures.failed("the keep-alive", &e);
                     }
                 }
                 if let Some(store) = &s.idempotency {
@@ -279,9 +321,8 @@ async fn refresh_loop(sets: Weak<Mutex<Vec<Weak<Held>>>>, s: Settings) {
         if failed {
             // A broken connection is replaced on the next tick.
             backend = None;
-        } else if failures > 0 {
-            tracing::info!(failures, "keep-alive recovered");
-            failures = 0;
+        } else {
+            failures.succeeded("the keep-alive");
         }
     }
 }

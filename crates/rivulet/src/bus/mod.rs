@@ -57,7 +57,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A blocked read notices a silently dead connection only when its block ends.
 const MAX_BLOCK_TIMEOUT: Duration = HOUR;
 /// Entries of a crashed consumer wait up to `reclaim_interval + min_idle` (and an
-/// idempotency lease) before another consumer takes them over; longer is an outage.
+/// idempotency claim) before another consumer takes them over; longer is an outage.
 const MAX_RECLAIM: Duration = DAY;
 /// A shutdown that waits longer than a day for handlers is a hang.
 const MAX_DRAIN_TIMEOUT: Duration = DAY;
@@ -139,8 +139,8 @@ impl Config {
         self.idempotency_claim_ttl.unwrap_or(self.min_idle)
     }
 
-    /// How long a held entry may go without a keep-alive: a third of the shortest lease
-    /// it must not lose (its idle time before reclaim, its idempotency claim).
+    /// How long a held entry may go without a keep-alive: a third of the shortest time
+    /// to live it must not lose (its idle time before reclaim, its idempotency claim).
     pub(crate) fn keep_alive_period(&self) -> Duration {
         (self.min_idle.min(self.claim_ttl()) / 3).max(Duration::from_millis(10))
     }

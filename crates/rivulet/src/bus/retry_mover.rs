@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use super::Shared;
 use crate::backend::StreamKey;
+use crate::log_limit::FailureLog;
 use crate::message::now_ms;
 
 /// How many retries one pass moves at most.
@@ -29,7 +30,8 @@ const MIN_GAP: Duration = Duration::from_millis(5);
 pub(crate) async fn run(shared: Arc<Shared>, key: StreamKey, wake: Arc<Notify>) {
     let max_wait = shared.cfg.retry_mover_interval;
     let grace = shared.cfg.vanished_group_grace;
-    let mut failures = 0u32;
+    let what = format!("moving due retries of topic {}", key.topic);
+    let mut failures = FailureLog::new();
     let mut waiting_reported = 0usize;
     loop {
         let started = tokio::time::Instant::now();
@@ -38,10 +40,7 @@ pub(crate) async fn run(shared: Arc<Shared>, key: StreamKey, wake: Arc<Notify>) 
             .move_due_retries(&key, now_ms(), MOVE_BATCH, grace)
             .await;
         if let Ok(s) = &sweep {
-            if failures > 0 {
-                tracing::info!(topic = %key.topic, failures, "moving due retries recovered");
-                failures = 0;
-            }
+            failures.succeeded(&what);
             if s.dead_lettered > 0 {
                 tracing::error!(topic = %key.topic, n = s.dead_lettered, "dead-lettered scheduled retries of groups that no longer exist (reason group_gone)");
                 metrics::counter!("rivulet_retries_group_gone_total", "topic" => key.topic.to_string())
@@ -62,10 +61,7 @@ pub(crate) async fn run(shared: Arc<Shared>, key: StreamKey, wake: Arc<Notify>) 
                 .unwrap_or(max_wait)
                 .min(max_wait),
             Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(topic = %key.topic, error = %e, failures, "moving due retries failed");
-                }
+                failures.failed(&what, &e);
                 max_wait
             }
         };

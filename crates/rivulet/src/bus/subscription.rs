@@ -208,7 +208,7 @@ impl SubState {
     }
 
     /// Records that a background task died.
-    pub(crate) fn task_failed(&self, task: &str, error: String) {
+    pub(crate) fn task_failed(&self, task: &str, error: &str) {
         Counters::add(&self.counters.task_restarts, 1);
         self.metrics.task_restarts.increment(1);
         tracing::error!(topic = %self.key.topic, group = %self.group, task, %error, "a subscription task died; restarting it");

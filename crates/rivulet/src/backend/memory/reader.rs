@@ -90,6 +90,7 @@ impl MemoryReader {
                         entry,
                         record: to_record(item),
                         delivery_count: 1,
+                        generation: 0,
                     }
                 })
                 .collect();

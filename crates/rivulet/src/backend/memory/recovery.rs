@@ -53,6 +53,7 @@ impl Recovery for MemoryBackend {
                                 entry,
                                 record: to_record(item),
                                 delivery_count: p.deliveries,
+                                generation: 0,
                             });
                         }
                     }

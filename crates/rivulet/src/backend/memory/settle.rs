@@ -81,6 +81,7 @@ impl Settling for MemoryBackend {
         key: &StreamKey,
         group: &GroupName,
         entry: &EntryRef,
+        _generation: u64,
         dead: &DeadLetter,
     ) -> Result<()> {
         self.with_topic(&key.topic, |t| {

@@ -22,11 +22,32 @@ async fn group(b: &MemoryBackend, key: &StreamKey, g: &GroupName) -> Result<Grou
         .await
 }
 
+/// A fresh backend with group `g` on topic `t` and one message delivered to consumer
+/// `c`: the delivered entry and its message.
+async fn one_delivered(n: u8) -> Result<(MemoryBackend, StreamKey, GroupName, EntryRef, Envelope)> {
+    let b = MemoryBackend::new();
+    let key = StreamKey::main(topic());
+    let g = GroupName::new("g")?;
+    group(&b, &key, &g).await?;
+    b.publish(&topic(), vec![env(n)], &PublishOpts::default())
+        .await?;
+    let got = b
+        .reader(&key, &g, &ConsumerName::new("c")?)
+        .await?
+        .read(1, Duration::ZERO)
+        .await?;
+    let Record::Message(m) = &got[0].record else {
+        panic!("message expected")
+    };
+    Ok((b, key, g, got[0].entry.clone(), m.clone()))
+}
+
 fn retry(entry: &EntryRef, next: &Envelope, due_ms: u64) -> RetryLater {
     RetryLater {
         entry: entry.clone(),
         next: next.clone(),
         due_ms,
+        generation: 0,
     }
 }
 
@@ -201,25 +222,12 @@ async fn keep_alive_never_takes_back_an_entry_another_consumer_reclaimed() -> Re
 #[tokio::test]
 async fn retries_of_a_destroyed_group_are_dead_lettered_after_the_grace_never_dropped() -> Result<()>
 {
-    let b = MemoryBackend::new();
-    let key = StreamKey::main(topic());
-    let g = GroupName::new("g")?;
-    group(&b, &key, &g).await?;
-    b.publish(&topic(), vec![env(7)], &PublishOpts::default())
-        .await?;
-    let got = b
-        .reader(&key, &g, &ConsumerName::new("c")?)
-        .await?
-        .read(1, Duration::ZERO)
-        .await?;
-    let Record::Message(m) = &got[0].record else {
-        panic!("message expected")
-    };
+    let (b, key, g, entry, m) = one_delivered(7).await?;
+    let m = &m;
     let mut next = m.clone();
     next.attempt = 2;
     let due = now_ms() + 10;
-    b.retry_later(&key, &g, &retry(&got[0].entry, &next, due))
-        .await?;
+    b.retry_later(&key, &g, &retry(&entry, &next, due)).await?;
     b.destroy_group(&key, &g).await?;
     // Due, but the group is gone: it waits for the group to come back.
     let sweep = b.move_due_retries(&key, due, 10, GRACE).await?;
@@ -237,24 +245,11 @@ async fn retries_of_a_destroyed_group_are_dead_lettered_after_the_grace_never_dr
 
 #[tokio::test]
 async fn a_retry_waiting_for_its_group_moves_once_the_group_is_back() -> Result<()> {
-    let b = MemoryBackend::new();
-    let key = StreamKey::main(topic());
-    let g = GroupName::new("g")?;
-    group(&b, &key, &g).await?;
-    b.publish(&topic(), vec![env(7)], &PublishOpts::default())
-        .await?;
+    let (b, key, g, entry, m) = one_delivered(7).await?;
+    let m = &m;
     let c = ConsumerName::new("c")?;
-    let got = b
-        .reader(&key, &g, &c)
-        .await?
-        .read(1, Duration::ZERO)
-        .await?;
-    let Record::Message(m) = &got[0].record else {
-        panic!("message expected")
-    };
     let due = now_ms() + 10;
-    b.retry_later(&key, &g, &retry(&got[0].entry, m, due))
-        .await?;
+    b.retry_later(&key, &g, &retry(&entry, m, due)).await?;
     b.destroy_group(&key, &g).await?;
     assert_eq!(b.move_due_retries(&key, due, 10, GRACE).await?.waiting, 1);
     group(&b, &key, &g).await?;
@@ -271,26 +266,14 @@ async fn a_retry_waiting_for_its_group_moves_once_the_group_is_back() -> Result<
 
 #[tokio::test]
 async fn replaying_into_a_missing_group_refuses_and_keeps_the_dead_letter() -> Result<()> {
-    let b = MemoryBackend::new();
-    let key = StreamKey::main(topic());
-    let g = GroupName::new("g")?;
-    group(&b, &key, &g).await?;
-    b.publish(&topic(), vec![env(1)], &PublishOpts::default())
-        .await?;
-    let got = b
-        .reader(&key, &g, &ConsumerName::new("c")?)
-        .await?
-        .read(1, Duration::ZERO)
-        .await?;
-    let Record::Message(m) = &got[0].record else {
-        panic!("message expected")
-    };
+    let (b, key, g, entry, m) = one_delivered(1).await?;
+    let m = &m;
     let dead = crate::dead_letter::DeadLetter {
         id: EntryId(String::new()),
         topic: topic(),
         group: g.clone(),
         message_id: m.message_id.clone(),
-        original_entry_id: got[0].entry.id.clone(),
+        original_entry_id: entry.id.clone(),
         payload: m.payload.clone(),
         headers: m.headers.clone(),
         attempts: 1,
@@ -299,7 +282,7 @@ async fn replaying_into_a_missing_group_refuses_and_keeps_the_dead_letter() -> R
         published_at_ms: m.published_at_ms,
         dead_at_ms: now_ms(),
     };
-    b.dead_letter(&key, &g, &got[0].entry, &dead).await?;
+    b.dead_letter(&key, &g, &entry, 0, &dead).await?;
     let stored = b.dead_letters(&topic(), None, 10).await?;
     b.destroy_group(&key, &g).await?;
     let r = b.replay_dead_letter(&topic(), &stored[0]).await;

@@ -52,6 +52,7 @@ impl RedisBackend {
             .key(keys.lane(group.as_str()))
             .key(keys.groups())
             .key(keys.broadcast())
+            .key(keys.generations())
             .arg(group.as_str())
             .arg(start)
             .arg(if role == GroupRole::Broadcast {
@@ -87,6 +88,7 @@ impl RedisBackend {
             .key(keys.heartbeat(group))
             .key(keys.groups())
             .key(keys.broadcast())
+            .key(keys.generations())
             .arg(group.as_str())
             .arg(if only_orphan { "1" } else { "0" })
             .invoke_async(conn)

@@ -19,7 +19,7 @@ pub(crate) const DEFAULT_IDEMPOTENCY_PREFIX: &str = "rivulet/idempotency/";
 
 /// An [`IdempotencyStore`] in Redis, usable with any backend.
 ///
-/// * `claim` is `SET <key> claimed NX PX <lease>`: a lease, so a consumer that crashes
+/// * `claim` is `SET <key> claimed NX PX <claim_ttl>`: a claim_ttl, so a consumer that crashes
 ///   after claiming does not turn its message into a skip; a key already `done` answers
 ///   [`Claim::Done`], one still `claimed` answers [`Claim::Busy`].
 /// * `complete` is `SET <key> done PX <ttl>`.
@@ -129,12 +129,12 @@ impl RedisIdempotencyStore {
 
 #[async_trait]
 impl IdempotencyStore for RedisIdempotencyStore {
-    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim> {
+    async fn claim(&self, key: &str, claim_ttl: Duration) -> Result<Claim> {
         let mut conn = self.conn().await?;
         let v: Value = SCRIPTS
             .claim
             .key(self.key(key))
-            .arg(millis(lease).max(1))
+            .arg(millis(claim_ttl).max(1))
             .invoke_async(&mut conn)
             .await?;
         match super::reply::string(&v).as_deref() {
@@ -159,12 +159,12 @@ impl IdempotencyStore for RedisIdempotencyStore {
         Ok(())
     }
 
-    async fn renew(&self, key: &str, lease: Duration) -> Result<bool> {
+    async fn renew(&self, key: &str, claim_ttl: Duration) -> Result<bool> {
         let mut conn = self.conn().await?;
         let n: i64 = SCRIPTS
             .renew
             .key(self.key(key))
-            .arg(millis(lease).max(1))
+            .arg(millis(claim_ttl).max(1))
             .invoke_async(&mut conn)
             .await?;
         Ok(n == 1)

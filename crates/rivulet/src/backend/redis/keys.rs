@@ -14,6 +14,7 @@
 //! | `{…}/retry` | zset | scheduled retries of every group, scored by due ms |
 //! | `{…}/groups` | set | groups rivulet created on the topic (the group registry) |
 //! | `{…}/broadcast` | set | of those, the broadcast groups |
+//! | `{…}/generations` | hash | group → incarnation, incremented at each (re-)creation |
 //! | `{…}/heartbeat/<group>` | string | broadcast group heartbeat |
 //! | `{…}/dedup/<message-id>` | string | idempotent publish: the first entry id |
 //! | `{…}/dead-letters` | stream | the dead-letter queue |
@@ -128,6 +129,12 @@ impl LogKeys {
         format!("{}/groups", self.base)
     }
 
+    /// Each group's incarnation, incremented whenever rivulet (re-)creates it on the
+    /// topic.
+    pub(crate) fn generations(&self) -> String {
+        format!("{}/generations", self.base)
+    }
+
     /// The registry of broadcast groups.
     pub(crate) fn broadcast(&self) -> String {
         format!("{}/broadcast", self.base)
@@ -170,6 +177,7 @@ mod tests {
             main.lane(g.as_str()),
             main.groups(),
             main.broadcast(),
+            main.generations(),
             main.heartbeat(&g),
             dead.stream.clone(),
             dead.retry(),

@@ -345,7 +345,7 @@ impl RedisBackend {
         let keys = self.log_keys(key);
         let lane = keys.lane(group.as_str());
         let fields = wire::message_fields(envelope, true);
-        self.settle_append(&keys, group, entry, &lane, &fields)
+        self.settle_append(&keys, group, entry, 0, &lane, &fields)
             .await
     }
 }

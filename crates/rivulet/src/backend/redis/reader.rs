@@ -44,6 +44,8 @@ pub(super) struct RedisReader {
     consumer: ConsumerName,
     stream: String,
     lane: String,
+    /// The hash of group incarnations.
+    generations: String,
     /// `None` after a connection loss: reopened by the next read.
     conn: Option<Conn>,
     /// The last topic entry this reader was delivered, where a vanished group is
@@ -74,6 +76,7 @@ impl RedisReader {
         Ok(RedisReader {
             stream: keys.stream.clone(),
             lane: keys.lane(group.as_str()),
+            generations: keys.generations(),
             backend,
             key: key.clone(),
             group: group.clone(),
@@ -196,6 +199,10 @@ impl Reader for RedisReader {
         }
         let read_now = count > 0;
         if read_now {
+            // The group's incarnation, read just before the entries it delivers.
+            pipe.cmd("HGET")
+                .arg(&self.generations)
+                .arg(self.group.as_str());
             let cmd = pipe.cmd("XREADGROUP");
             cmd.arg("GROUP")
                 .arg(self.group.as_str())
@@ -236,6 +243,14 @@ impl Reader for RedisReader {
             }
         };
         let read = if read_now { results.pop() } else { None };
+        let generation = if read_now {
+            match results.pop() {
+                Some(Ok(v)) => super::recovery::generation_of(&v).unwrap_or(0),
+                _ => 0,
+            }
+        } else {
+            0
+        };
         self.check_settlements(settle, results, first_retry).await;
         if !read_now {
             return Ok(Vec::new());
@@ -276,6 +291,7 @@ impl Reader for RedisReader {
                     },
                     record,
                     delivery_count: 1,
+                    generation,
                 };
                 match which {
                     Lane::Retry => lane_entries.push(entry),

@@ -21,6 +21,11 @@ const HAND_BACK_PAGE: usize = 100;
 /// Entries refreshed per keep-alive script call.
 const KEEP_ALIVE_PAGE: usize = 256;
 
+/// A group incarnation as Redis returns it (a bulk string or an integer).
+pub(super) fn generation_of(v: &Value) -> Option<u64> {
+    reply::uint(v).or_else(|| reply::string(v)?.parse().ok())
+}
+
 fn nogroup<T>(r: redis::RedisResult<T>) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -57,6 +62,7 @@ impl Recovery for RedisBackend {
             let r: redis::RedisResult<Value> = SCRIPTS
                 .reclaim
                 .key(stream)
+                .key(keys.generations())
                 .arg(group.as_str())
                 .arg(consumer.as_str())
                 .arg(millis(min_idle))
@@ -82,6 +88,7 @@ impl Recovery for RedisBackend {
                 .iter()
                 .map(|c| reply::uint(c).unwrap_or(1))
                 .collect();
+            let generation = parts.get(3).and_then(generation_of).unwrap_or(0);
             let (entries, gone_in_list) = claimed;
             for (i, raw) in entries.iter().enumerate() {
                 let record = decode_entry(key, which, raw);
@@ -92,6 +99,7 @@ impl Recovery for RedisBackend {
                     },
                     record,
                     delivery_count: counts.get(i).copied().unwrap_or(1).max(1),
+                    generation,
                 });
             }
             for id in gone_ids.into_iter().chain(gone_in_list) {

@@ -75,34 +75,44 @@ impl RedisBackend {
         let keys = self.log_keys(key);
         let (src, is_lane) = source(&keys, group, &retry.entry);
         let fields = message_fields(&retry.next, true);
+        let generations = keys.generations();
         if retry.due_ms <= crate::message::now_ms() {
             let lane = keys.lane(group.as_str());
-            let mut cmd = evalsha(&SCRIPTS.settle_append, &[src.as_str(), lane.as_str()]);
+            let mut cmd = evalsha(
+                &SCRIPTS.settle_append,
+                &[src.as_str(), lane.as_str(), generations.as_str()],
+            );
             cmd.arg(group.as_str())
                 .arg(retry.entry.id.as_str())
-                .arg(flag(is_lane));
+                .arg(flag(is_lane))
+                .arg(retry.generation);
             for f in &fields {
                 cmd.arg(f.as_ref());
             }
             return cmd;
         }
         let retry_key = keys.retry();
-        let mut cmd = evalsha(&SCRIPTS.retry_later, &[src.as_str(), retry_key.as_str()]);
+        let mut cmd = evalsha(
+            &SCRIPTS.retry_later,
+            &[src.as_str(), retry_key.as_str(), generations.as_str()],
+        );
         cmd.arg(group.as_str())
             .arg(retry.entry.id.as_str())
             .arg(flag(is_lane))
             .arg(retry.due_ms)
-            .arg(retry_member(group, &fields));
+            .arg(retry_member(group, &fields))
+            .arg(retry.generation);
         cmd
     }
 
-    /// Settles `entry` and appends `fields` to `target` in one step (requeue into the
-    /// group's lane, or dead-letter).
+    /// Settles `entry` (delivered by group incarnation `generation`) and appends
+    /// `fields` to `target` in one step (requeue into the group's lane, or dead-letter).
     pub(super) async fn settle_append(
         &self,
         keys: &LogKeys,
         group: &GroupName,
         entry: &EntryRef,
+        generation: u64,
         target: &str,
         fields: &[bytes::Bytes],
     ) -> Result<()> {
@@ -111,9 +121,11 @@ impl RedisBackend {
         let mut inv = SCRIPTS.settle_append.prepare_invoke();
         inv.key(&src)
             .key(target)
+            .key(keys.generations())
             .arg(group.as_str())
             .arg(entry.id.as_str())
-            .arg(flag(is_lane));
+            .arg(flag(is_lane))
+            .arg(generation);
         for f in fields {
             inv.arg(f.as_ref());
         }
@@ -234,6 +246,7 @@ impl Settling for RedisBackend {
         key: &StreamKey,
         group: &GroupName,
         entry: &EntryRef,
+        generation: u64,
         dead: &DeadLetter,
     ) -> Result<()> {
         let keys = self.log_keys(key);
@@ -241,7 +254,7 @@ impl Settling for RedisBackend {
         // memory backend): it is a new, well-formed dead letter there.
         let target = self.topic_keys(&key.topic).dead_letters();
         let fields = dead_letter_fields(dead);
-        self.settle_append(&keys, group, entry, &target, &fields)
+        self.settle_append(&keys, group, entry, generation, &target, &fields)
             .await
     }
 

@@ -175,7 +175,7 @@ pub(crate) fn parse_retry_member(member: &[u8]) -> Option<(GroupName, Fields)> {
         items.push(Bytes::copy_from_slice(rest.get(start..end)?));
         rest = &rest[end..];
     }
-    if items.len() < 4 || items.len() % 2 != 0 {
+    if items.len() < 4 || !items.len().is_multiple_of(2) {
         return None;
     }
     let group = GroupName::new(std::str::from_utf8(&items[0]).ok()?).ok()?;

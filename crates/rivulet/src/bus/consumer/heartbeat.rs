@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use crate::bus::Shared;
 use crate::bus::subscription::SubState;
+use crate::log_limit::FailureLog;
 
 pub(super) async fn run(shared: Arc<Shared>, sub: Arc<SubState>) {
     let ttl = shared.cfg.broadcast_ttl;
-    let mut failures = 0u32;
+    let what = format!("heartbeat of broadcast group {}", sub.group);
+    let mut failures = FailureLog::new();
     loop {
         tokio::select! {
             _ = sub.stop.cancelled() => break,
@@ -19,12 +21,11 @@ pub(super) async fn run(shared: Arc<Shared>, sub: Arc<SubState>) {
             .broadcast_heartbeat(&sub.key, &sub.group, ttl)
             .await
         {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures.succeeded(&what);
+            }
             Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(group = %sub.group, error = %e, failures, "broadcast heartbeat failed");
-                }
+                failures.failed(&what, &e);
             }
         }
     }

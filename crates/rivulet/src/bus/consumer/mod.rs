@@ -74,7 +74,7 @@ where
     let state = sub.clone();
     let fut = supervised(
         sub.stop.clone(),
-        move |error| state.task_failed(task, error),
+        move |error: String| state.task_failed(task, &error),
         make,
     );
     shared.tasks.spawn(sub.tasks.track_future(fut));

@@ -84,6 +84,7 @@ struct Ctx<'a> {
     entry: EntryRef,
     envelope: Envelope,
     delivery_count: u64,
+    generation: u64,
 }
 
 /// The message inside a record, with what the handler receives and whether it is
@@ -122,6 +123,7 @@ async fn one(shared: &Arc<Shared>, sub: &Arc<SubState>, read: ReadEntry) -> Sett
         entry: read.entry,
         envelope,
         delivery_count: read.delivery_count,
+        generation: read.generation,
     };
     if let Some(problem) = malformed {
         return ctx.malformed(problem).await;
@@ -201,7 +203,7 @@ impl Ctx<'_> {
         }
     }
 
-    /// B-IDEM-2/3: claims the key as a lease (renewed by the keep-alive while the
+    /// B-IDEM-2/3: claims the key (a claim with a time to live, renewed by the keep-alive while the
     /// handler runs); "done" only after success.
     async fn claim(&self) -> Claimed {
         let key = match self.idempotency_key() {
@@ -327,6 +329,7 @@ impl Ctx<'_> {
             entry: self.entry.clone(),
             next,
             due_ms: now_ms().saturating_add(delay_ms),
+            generation: self.generation,
         })
     }
 
@@ -360,7 +363,7 @@ impl Ctx<'_> {
         match self
             .shared
             .backend
-            .dead_letter(&sub.key, &sub.group, &self.entry, &dead)
+            .dead_letter(&sub.key, &sub.group, &self.entry, self.generation, &dead)
             .await
         {
             Ok(()) => {

@@ -15,6 +15,7 @@ use super::process::{apply, batch};
 use crate::backend::{EntryRef, ReadEntry, Reader, Settlements};
 use crate::bus::Shared;
 use crate::bus::subscription::SubState;
+use crate::log_limit::FailureLog;
 use crate::name::ConsumerName;
 
 /// How long a read waits when retries of the last batch are about to be scheduled: the
@@ -43,7 +44,8 @@ pub(super) async fn run(
     // they settle (held until that read returned).
     let mut settle = Settlements::default();
     let mut settling: Vec<EntryRef> = Vec::new();
-    let mut failures = 0u32;
+    let what = format!("reads of topic {} group {}", sub.key.topic, sub.group);
+    let mut failures = FailureLog::new();
     loop {
         let want = count.saturating_sub(waiting.len());
         let block = if !waiting.is_empty() {
@@ -56,19 +58,22 @@ pub(super) async fn run(
         let read = if want == 0 && settle.is_empty() {
             Ok(Vec::new())
         } else {
-            tokio::select! {
+            sub.held.reading(&consumer);
+            let r = tokio::select! {
                 biased;
-                _ = sub.stop.cancelled() => break,
-                r = reader.settle_and_read(&settle, want, block) => r,
+                _ = sub.stop.cancelled() => None,
+                r = reader.settle_and_read(&settle, want, block) => Some(r),
+            };
+            sub.held.read_done(&consumer);
+            match r {
+                Some(r) => r,
+                None => break,
             }
         };
         match read {
             Ok(entries) => {
                 backoff.reset();
-                if failures > 0 {
-                    tracing::info!(group = %sub.group, failures, "reads recovered");
-                    failures = 0;
-                }
+                failures.succeeded(&what);
                 if !settle.retries.is_empty() {
                     shared.wake_retry_mover(&sub.key);
                 }
@@ -82,11 +87,8 @@ pub(super) async fn run(
                 // the shared connection (a second application is harmless).
                 apply(&shared, &sub, std::mem::take(&mut settle)).await;
                 sub.held.release(&std::mem::take(&mut settling));
-                failures += 1;
                 let wait = backoff.next();
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(topic = %sub.key.topic, group = %sub.group, error = %e, failures, retry_in = ?wait, "read failed");
-                }
+                failures.failed(&what, &e);
                 tokio::select! {
                     _ = sub.stop.cancelled() => break,
                     _ = tokio::time::sleep(wait) => {}

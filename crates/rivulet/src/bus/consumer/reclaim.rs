@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::process::{apply, batch};
 use crate::bus::Shared;
 use crate::bus::subscription::{Counters, SubState};
+use crate::log_limit::FailureLog;
 
 /// How many idle entries one reclaim pass takes at most.
 const RECLAIM_BATCH: usize = 100;
@@ -14,7 +15,8 @@ const RECLAIM_BATCH: usize = 100;
 pub(super) async fn run(shared: Arc<Shared>, sub: Arc<SubState>) {
     let consumer = sub.consumer.clone();
     let mut wait = shared.cfg.reclaim_interval;
-    let mut failures = 0u32;
+    let what = format!("reclaim of topic {} group {}", sub.key.topic, sub.group);
+    let mut failures = FailureLog::new();
     loop {
         tokio::select! {
             _ = sub.stop.cancelled() => break,
@@ -33,14 +35,11 @@ pub(super) async fn run(shared: Arc<Shared>, sub: Arc<SubState>) {
             .await;
         let reclaimed = match res {
             Ok(r) => {
-                failures = 0;
+                failures.succeeded(&what);
                 r
             }
             Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(group = %sub.group, error = %e, failures, "reclaim failed");
-                }
+                failures.failed(&what, &e);
                 continue;
             }
         };

@@ -10,6 +10,7 @@
 -- KEYS[3]  the group's heartbeat
 -- KEYS[4]  the group registry
 -- KEYS[5]  the broadcast group registry
+-- KEYS[6]  the groups' incarnations
 -- ARGV[1]  group
 -- ARGV[2]  '1' to destroy only an orphan
 -- Returns 1 when the group existed (on the topic or in a registry) and was destroyed.
@@ -27,6 +28,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 destroyed = destroyed + redis.call('SREM', KEYS[4], ARGV[1]) + redis.call('SREM', KEYS[5], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HDEL', KEYS[6], ARGV[1])
 if destroyed > 0 then
   return 1
 end

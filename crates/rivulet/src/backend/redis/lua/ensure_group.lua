@@ -7,6 +7,7 @@
 -- KEYS[2]  the group's retry lane
 -- KEYS[3]  the group registry
 -- KEYS[4]  the broadcast group registry
+-- KEYS[5]  the groups' incarnations (a hash: group -> counter)
 -- ARGV[1]  group
 -- ARGV[2]  where a new group starts ('$', '0' or an entry id)
 -- ARGV[3]  '1' for a broadcast group
@@ -52,4 +53,5 @@ err = create(KEYS[1], start)
 if err then
   return err
 end
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 return status

@@ -3,11 +3,13 @@
 -- Scans at most 8 XAUTOCLAIM pages, so the work is bounded by the count.
 --
 -- KEYS[1]  the stream (topic, dead-letter queue or a lane)
+-- KEYS[2]  the groups' incarnations
 -- ARGV[1]  group
 -- ARGV[2]  consumer taking the entries over
 -- ARGV[3]  min idle, ms
 -- ARGV[4]  the most entries to take
--- Returns {entries, ids whose data is gone (removed from the pending list), counts}.
+-- Returns {entries, ids whose data is gone (removed from the pending list), counts,
+-- the group's incarnation}.
 local want = tonumber(ARGV[4])
 local claimed, gone, counts = {}, {}, {}
 local cursor = '0-0'
@@ -39,4 +41,4 @@ for i, e in ipairs(claimed) do
     counts[i] = 1
   end
 end
-return {claimed, gone, counts}
+return {claimed, gone, counts, redis.call('HGET', KEYS[2], ARGV[1]) or '0'}

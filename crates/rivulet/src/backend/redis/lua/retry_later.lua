@@ -5,15 +5,17 @@
 --
 -- KEYS[1]  the stream the entry was read from (topic, dead-letter queue or a lane)
 -- KEYS[2]  the retry set
+-- KEYS[3]  the groups' incarnations
 -- ARGV[1]  group
 -- ARGV[2]  entry id
 -- ARGV[3]  '1' when KEYS[1] is the group's retry lane (the entry is then deleted)
 -- ARGV[4]  due time, ms since the epoch (the score)
 -- ARGV[5]  the member: group, nonce and fields of the next attempt (see wire.rs)
+-- ARGV[6]  the incarnation of the group that delivered the entry
 -- Returns 1 when the retry was scheduled, 0 when the entry was not pending (already
 -- settled: a settlement applied twice must not schedule a second retry), 2 when the
--- group no longer exists: the retry is scheduled all the same and waits for the group
--- to come back (move_retries.lua), so it is never lost.
+-- group no longer exists, or was re-created since it delivered the entry (its pending
+-- list went with it): the retry is scheduled all the same, never lost.
 local kind = redis.call('TYPE', KEYS[2])['ok']
 if kind ~= 'zset' and kind ~= 'none' then
   return redis.error_reply('WRONGTYPE the retry set ' .. KEYS[2] .. ' holds a ' .. kind)
@@ -28,7 +30,11 @@ if pending['err'] then
   return pending
 end
 if #pending == 0 then
-  return 0
+  if tostring(redis.call('HGET', KEYS[3], ARGV[1]) or '0') == ARGV[6] then
+    return 0
+  end
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+  return 2
 end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])

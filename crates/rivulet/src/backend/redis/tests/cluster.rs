@@ -76,6 +76,7 @@ async fn topics_on_different_slots_work_on_a_cluster() {
                 &key,
                 &group("g"),
                 &again[0].entry,
+                again[0].generation,
                 &crate::dead_letter::DeadLetter {
                     id: crate::message::EntryId(String::new()),
                     topic: topic(t),

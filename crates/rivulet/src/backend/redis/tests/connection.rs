@@ -179,34 +179,34 @@ async fn commands_recover_after_a_restart() {
 }
 
 #[tokio::test]
-async fn idempotency_store_claims_are_leases() {
+async fn idempotency_store_claims_expire_by_themselves() {
     let server = RedisServer::start().unwrap();
     let store = RedisIdempotencyStore::open(&server.url())
         .unwrap()
         .prefix("svc:idem:");
-    let lease = Duration::from_millis(150);
-    assert_eq!(store.claim("k", lease).await.unwrap(), Claim::Acquired);
-    assert_eq!(store.claim("k", lease).await.unwrap(), Claim::Busy);
+    let ttl = Duration::from_millis(150);
+    assert_eq!(store.claim("k", ttl).await.unwrap(), Claim::Acquired);
+    assert_eq!(store.claim("k", ttl).await.unwrap(), Claim::Busy);
     let exists: u64 = raw(&server, redis::cmd("EXISTS").arg("svc:idem:k"));
     assert_eq!(exists, 1);
-    // The claimer crashed: the lease expires and the key runs again.
-    eventually("the lease to expire", || async {
-        (store.claim("k", lease).await.unwrap() == Claim::Acquired).then_some(())
+    // The claimer crashed: the claim expires and the key runs again.
+    eventually("the claim to expire", || async {
+        (store.claim("k", ttl).await.unwrap() == Claim::Acquired).then_some(())
     })
     .await;
     store.complete("k", Duration::from_secs(60)).await.unwrap();
-    assert_eq!(store.claim("k", lease).await.unwrap(), Claim::Done);
+    assert_eq!(store.claim("k", ttl).await.unwrap(), Claim::Done);
     store.release("k").await.unwrap();
-    assert_eq!(store.claim("k", lease).await.unwrap(), Claim::Done);
+    assert_eq!(store.claim("k", ttl).await.unwrap(), Claim::Done);
     // A failed handler releases its claim so the retry runs.
-    assert_eq!(store.claim("k2", lease).await.unwrap(), Claim::Acquired);
+    assert_eq!(store.claim("k2", ttl).await.unwrap(), Claim::Acquired);
     store.release("k2").await.unwrap();
-    assert_eq!(store.claim("k2", lease).await.unwrap(), Claim::Acquired);
+    assert_eq!(store.claim("k2", ttl).await.unwrap(), Claim::Acquired);
 
     // Sharing a backend's connection.
     let backend = RedisBackend::connect(&server.url()).await.unwrap();
     let shared = RedisIdempotencyStore::from_backend(&backend).prefix("svc:idem:");
-    assert_eq!(shared.claim("k", lease).await.unwrap(), Claim::Done);
+    assert_eq!(shared.claim("k", ttl).await.unwrap(), Claim::Done);
 }
 
 #[tokio::test]

@@ -272,7 +272,13 @@ async fn dead_letter_list_replay_and_purge() {
     let got = read_n(&mut reader, 2).await;
     for e in &got {
         backend
-            .dead_letter(&key, &group("g"), &e.entry, &dead_letter_for(e, "pay", "g"))
+            .dead_letter(
+                &key,
+                &group("g"),
+                &e.entry,
+                e.generation,
+                &dead_letter_for(e, "pay", "g"),
+            )
             .await
             .unwrap();
     }
@@ -335,6 +341,7 @@ async fn dead_letter_queue_is_consumable() {
             &key,
             &group("g"),
             &got[0].entry,
+            got[0].generation,
             &dead_letter_for(&got[0], "t", "g"),
         )
         .await
@@ -485,4 +492,79 @@ async fn malformed_entries_are_records_not_errors() {
         matches!(&got[2].record, Record::Malformed { problem: Malformation::Decode(p), .. } if p.contains("attempt"))
     );
     assert_eq!(message(&got[3]).payload, Bytes::from_static(b"fine"));
+}
+
+/// An entry delivered by a group that was then deleted (outside rivulet) and re-created
+/// is not pending in the new group: its settlement must not be taken for a second
+/// application of one already done. The group's incarnation tells them apart.
+#[tokio::test]
+async fn a_settlement_from_before_a_group_was_recreated_is_written_all_the_same() {
+    let (server, backend) = start().await;
+    let (key, mut reader) = subscribed(&backend, "t", "g", "c").await;
+    publish(&backend, "t", &["retry me", "dead-letter me"]).await;
+    let got = read_n(&mut reader, 2).await;
+    assert!(
+        got.iter().all(|e| e.generation == 1),
+        "{:?}",
+        got.iter().map(|e| e.generation).collect::<Vec<_>>()
+    );
+    let _: i64 = raw(
+        &server,
+        redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(stream_key("t"))
+            .arg("g"),
+    );
+    // Another reader notices and re-creates the group after both entries.
+    let status = backend
+        .ensure_group(&key, &group("g"), &StartFrom::New, GroupRole::Regular)
+        .await
+        .unwrap();
+    assert_eq!(status, GroupStatus::Recreated);
+    let mut next = message(&got[0]).clone();
+    next.attempt = 2;
+    let mut retry = retry(&got[0].entry, &next, now_ms() + 60_000);
+    retry.generation = got[0].generation;
+    backend
+        .retry_later(&key, &group("g"), &retry)
+        .await
+        .unwrap();
+    let scheduled: u64 = raw(&server, redis::cmd("ZCARD").arg(retry_key("t")));
+    assert_eq!(scheduled, 1, "the retry was taken for one already settled");
+    backend
+        .dead_letter(
+            &key,
+            &group("g"),
+            &got[1].entry,
+            got[1].generation,
+            &dead_letter_for(&got[1], "t", "g"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(backend.dead_letter_count(&topic("t")).await.unwrap(), 1);
+    // A settlement applied twice in the same incarnation still writes once.
+    backend
+        .retry_later(&key, &group("g"), &retry)
+        .await
+        .unwrap();
+    let (_, mut fresh) = subscribed(&backend, "t", "g", "c2").await;
+    publish(&backend, "t", &["new"]).await;
+    let new = read_n(&mut fresh, 1).await;
+    assert_eq!(new[0].generation, 2);
+    let mut again = retry.clone();
+    again.entry = new[0].entry.clone();
+    again.generation = new[0].generation;
+    backend
+        .retry_later(&key, &group("g"), &again)
+        .await
+        .unwrap();
+    backend
+        .retry_later(&key, &group("g"), &again)
+        .await
+        .unwrap();
+    let scheduled: u64 = raw(&server, redis::cmd("ZCARD").arg(retry_key("t")));
+    assert_eq!(
+        scheduled, 3,
+        "each retry once: the old one (twice: unknown), the new one once"
+    );
 }

@@ -159,5 +159,6 @@ pub(super) fn retry(entry: &EntryRef, next: &Envelope, due_ms: u64) -> RetryLate
         entry: entry.clone(),
         next: next.clone(),
         due_ms,
+        generation: 0,
     }
 }

@@ -1,4 +1,4 @@
-//! Reclaim, lease extension, hand-back, vanished groups, broadcast orphans, script reload.
+//! Reclaim, keep-alive, hand-back, vanished groups, broadcast orphans, script reload.
 
 use std::time::Duration;
 
@@ -102,7 +102,7 @@ async fn lane_entries_are_reclaimed_too() {
 }
 
 #[tokio::test]
-async fn extended_leases_are_not_reclaimed() {
+async fn entries_kept_alive_are_not_reclaimed() {
     let (_server, backend) = start().await;
     let (key, mut reader) = subscribed(&backend, "t", "g", "slow").await;
     publish(&backend, "t", &["long job"]).await;
@@ -118,11 +118,11 @@ async fn extended_leases_are_not_reclaimed() {
             .reclaim(&key, &group("g"), &consumer("thief"), min_idle, 10)
             .await
             .unwrap();
-        assert!(r.entries.is_empty(), "an extended lease was reclaimed");
+        assert!(r.entries.is_empty(), "an entry kept alive was reclaimed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Once the handler stops extending, the entry is reclaimed, counting one more
-    // delivery (lease extension itself never counted one).
+    // delivery (the keep-alive itself never counted one).
     let r = eventually("the abandoned entry", || async {
         let r = backend
             .reclaim(&key, &group("g"), &consumer("thief"), min_idle, 10)
