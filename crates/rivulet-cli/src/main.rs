@@ -1,4 +1,4 @@
-//! The `rivulet` command: a demo of the bus today; bench, inspect, dlq, doctor and serve
+//! The `rivulet` command: a demo of the bus today; bench, inspect, dead letters, doctor and serve
 //! later (O-CLI-1).
 
 mod bench;

@@ -63,7 +63,7 @@ async fn a_broadcast_subscribe_never_destroys_a_regular_group_with_a_similar_nam
     .await;
     let dead = regular_bus
         .dead_letters(topic)
-        .expect("dlq")
+        .expect("dead letters")
         .len()
         .await
         .expect("len");

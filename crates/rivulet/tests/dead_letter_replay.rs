@@ -27,9 +27,9 @@ async fn a_dead_letter_of_a_removed_group_is_not_replayed_into_the_void() {
         .await
         .expect("subscribe");
     bus.publish(topic, &7u32).await.expect("publish");
-    let dlq = bus.dead_letters(topic).expect("dlq");
+    let dead_letters = bus.dead_letters(topic).expect("dead letters");
     wait_for("the dead letter", Duration::from_secs(5), || async {
-        dlq.len().await.expect("len") == 1
+        dead_letters.len().await.expect("len") == 1
     })
     .await;
     sub.unsubscribe().await;
@@ -44,16 +44,20 @@ async fn a_dead_letter_of_a_removed_group_is_not_replayed_into_the_void() {
     .await;
     let _: i64 = cmd(&url, redis::cmd("DEL").arg(key(topic, "lane/billing"))).await;
 
-    let dead = dlq.list(None, 10).await.expect("list");
-    let replay = dlq.replay(&dead[0].id).await;
+    let dead = dead_letters.list(None, 10).await.expect("list");
+    let replay = dead_letters.replay(&dead[0].id).await;
     assert!(
         matches!(&replay, Err(Error::GroupNotFound { group, .. }) if group == "billing"),
         "{replay:?}"
     );
-    assert_eq!(dlq.len().await.expect("len"), 1, "the dead letter stays");
-    assert_eq!(dlq.replay_all(None).await.expect("replay all"), 0);
     assert_eq!(
-        dlq.len().await.expect("len"),
+        dead_letters.len().await.expect("len"),
+        1,
+        "the dead letter stays"
+    );
+    assert_eq!(dead_letters.replay_all(None).await.expect("replay all"), 0);
+    assert_eq!(
+        dead_letters.len().await.expect("len"),
         1,
         "the dead letter still stays"
     );
@@ -71,13 +75,13 @@ async fn a_dead_letter_of_a_removed_group_is_not_replayed_into_the_void() {
         .group("billing")
         .await
         .expect("subscribe again");
-    assert!(dlq.replay(&dead[0].id).await.expect("replay"));
+    assert!(dead_letters.replay(&dead[0].id).await.expect("replay"));
     wait_until(
         "the replayed message is handled",
         Duration::from_secs(5),
         || fixed.load(Ordering::SeqCst) >= 1,
     )
     .await;
-    assert_eq!(dlq.len().await.expect("len"), 0);
+    assert_eq!(dead_letters.len().await.expect("len"), 0);
     bus.shutdown().await;
 }

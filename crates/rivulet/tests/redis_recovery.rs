@@ -77,12 +77,12 @@ async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> boo
 }
 
 async fn dead_letters(bus: &Bus, topic: &str, n: u64) -> Vec<rivulet::DeadLetter> {
-    let dlq = bus.dead_letters(topic).expect("dlq");
+    let dead_letters = bus.dead_letters(topic).expect("dead letters");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let len = dlq.len().await.expect("len");
+        let len = dead_letters.len().await.expect("len");
         if len >= n {
-            return dlq.list(None, 100).await.expect("list");
+            return dead_letters.list(None, 100).await.expect("list");
         }
         assert!(
             Instant::now() < deadline,
@@ -486,8 +486,8 @@ async fn redis_killed_and_restarted_loses_nothing_acknowledged_outside_the_fsync
     stop.store(true, Ordering::SeqCst);
     publisher.await.expect("publisher");
     // A dead letter after the restart proves the scripts were reloaded.
-    let bus_dlq = bus.clone();
-    bus_dlq
+    let bus_dead = bus.clone();
+    bus_dead
         .subscribe(topic, "refuser", |_d: Delivery<u32>| async {
             Err::<(), _>(HandlerError::permanent("refused"))
         })

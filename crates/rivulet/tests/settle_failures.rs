@@ -103,11 +103,11 @@ async fn a_dead_letter_queue_of_the_wrong_type_leaves_the_entry_pending() {
     );
     assert_eq!(sub.stats().dead_lettered, 0);
     let _: i64 = cmd(&url, redis::cmd("DEL").arg(&dead_letters)).await;
-    let dlq = bus.dead_letters(topic).expect("dlq");
+    let dead_letters = bus.dead_letters(topic).expect("dead letters");
     wait_for(
         "the dead letter after the repair",
         Duration::from_secs(10),
-        || async { dlq.len().await.expect("len") == 1 },
+        || async { dead_letters.len().await.expect("len") == 1 },
     )
     .await;
     assert_eq!(pending(&url, &stream(topic), "g").await, 0);

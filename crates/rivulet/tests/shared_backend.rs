@@ -52,7 +52,7 @@ async fn second_bus_survives_the_first_shutdown(backend: AnyBackend) {
     assert_eq!(
         second
             .dead_letters("sb.t")
-            .expect("dlq")
+            .expect("dead letters")
             .len()
             .await
             .expect("len"),

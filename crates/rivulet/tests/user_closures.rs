@@ -35,16 +35,16 @@ async fn panicking_key_function(bus: Bus) {
         handled.load(Ordering::SeqCst) == 1
     })
     .await;
-    let dlq = bus.dead_letters("uc.keys").expect("dlq");
+    let dead_letters = bus.dead_letters("uc.keys").expect("dead letters");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while dlq.len().await.expect("len") == 0 {
+    while dead_letters.len().await.expect("len") == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "13 was never dead-lettered"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let dead = dlq.list(None, 10).await.expect("list");
+    let dead = dead_letters.list(None, 10).await.expect("list");
     assert_eq!(dead[0].reason, DeadLetterReason::Attempts);
     assert!(dead[0].error.contains("unlucky key"), "{}", dead[0].error);
     let stats = sub.stats();

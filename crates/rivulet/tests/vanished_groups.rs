@@ -94,7 +94,7 @@ async fn a_group_deleted_while_nobody_reads_loses_neither_retries_nor_history() 
     .await;
     assert_eq!(
         bus.dead_letters(topic)
-            .expect("dlq")
+            .expect("dead letters")
             .len()
             .await
             .expect("len"),

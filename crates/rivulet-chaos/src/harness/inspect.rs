@@ -269,13 +269,13 @@ pub(crate) fn plant(
 /// in its payload (or its message id when the payload is not a probe message).
 pub(crate) async fn dead_letters(target: &Target, topic: &str) -> Result<Vec<DeadRecord>, String> {
     let bus = harness_bus(target).await?;
-    let dlq = bus
+    let dead_letters = bus
         .dead_letters(topic)
         .map_err(|e| format!("dead letters: {e}"))?;
     let mut out = Vec::new();
     let mut after: Option<rivulet::EntryId> = None;
     loop {
-        let page = dlq
+        let page = dead_letters
             .list(after.as_ref(), 500)
             .await
             .map_err(|e| format!("list dead letters: {e}"))?;
@@ -410,13 +410,13 @@ async fn harness_bus(target: &Target) -> Result<rivulet::Bus, String> {
 /// would; an error on one does not stop the others (the library may refuse a replay).
 pub(crate) async fn replay_dead_letters(target: &Target, topic: &str) -> Result<Replayed, String> {
     let bus = harness_bus(target).await?;
-    let dlq = bus
+    let dead_letters = bus
         .dead_letters(topic)
         .map_err(|e| format!("dead letters: {e}"))?;
     let mut all = Vec::new();
     let mut after: Option<rivulet::EntryId> = None;
     loop {
-        let page = dlq
+        let page = dead_letters
             .list(after.as_ref(), 500)
             .await
             .map_err(|e| format!("list dead letters: {e}"))?;
@@ -431,7 +431,7 @@ pub(crate) async fn replay_dead_letters(target: &Target, topic: &str) -> Result<
         ..Replayed::default()
     };
     for id in &all {
-        match dlq.replay(id).await {
+        match dead_letters.replay(id).await {
             Ok(true) => out.replayed += 1,
             Ok(false) => out.refused += 1,
             Err(e) => {

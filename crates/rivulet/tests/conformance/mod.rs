@@ -279,9 +279,9 @@ pub async fn retries_exactly_max_attempts_with_backoff(f: &dyn Fixture) {
         .await
         .expect("subscribe");
     bus.publish(&t, &order(1)).await.expect("publish");
-    let dlq = bus.dead_letters(&t).expect("dlq");
+    let dead_letters = bus.dead_letters(&t).expect("dead letters");
     wait_until_async("dead-lettered", WAIT, || async {
-        dlq.len().await.expect("len") == 1
+        dead_letters.len().await.expect("len") == 1
     })
     .await;
     let times = times.lock().expect("lock").clone();
@@ -302,7 +302,7 @@ pub async fn retries_exactly_max_attempts_with_backoff(f: &dyn Fixture) {
             i + 1
         );
     }
-    let dead = dlq.list(None, 10).await.expect("list");
+    let dead = dead_letters.list(None, 10).await.expect("list");
     assert_eq!(dead[0].reason, DeadLetterReason::Attempts);
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(dead[0].group, *sub.group());
@@ -350,13 +350,13 @@ pub async fn failures_dead_letter_with_reason_and_consumer_keeps_running(f: &dyn
         .await
         .expect("p3");
     bus.publish(&t, &mk(4, "ok")).await.expect("p4");
-    let dlq = bus.dead_letters(&t).expect("dlq");
+    let dead_letters = bus.dead_letters(&t).expect("dead letters");
     wait_until_async("three dead letters", WAIT, || async {
-        dlq.len().await.expect("len") == 3
+        dead_letters.len().await.expect("len") == 3
     })
     .await;
     wait_until("good message handled", WAIT, || len(&ok) == 1).await;
-    let dead = dlq.list(None, 10).await.expect("list");
+    let dead = dead_letters.list(None, 10).await.expect("list");
     let reasons: HashMap<DeadLetterReason, &rivulet::DeadLetter> =
         dead.iter().map(|d| (d.reason, d)).collect();
     assert_eq!(reasons[&DeadLetterReason::Permanent].attempts, 1);
@@ -406,9 +406,9 @@ pub async fn headers_survive_retry_and_dead_letter(f: &dyn Fixture) {
         .header("tenant", "acme")
         .await
         .expect("publish");
-    let dlq = bus.dead_letters(&t).expect("dlq");
+    let dead_letters = bus.dead_letters(&t).expect("dead letters");
     wait_until_async("dead-lettered", WAIT, || async {
-        dlq.len().await.expect("len") == 1
+        dead_letters.len().await.expect("len") == 1
     })
     .await;
     let seen = seen.lock().expect("lock").clone();
@@ -417,7 +417,7 @@ pub async fn headers_survive_retry_and_dead_letter(f: &dyn Fixture) {
         assert_eq!(trace.as_deref(), Some(tp));
         assert_eq!(tenant.as_deref(), Some("acme"));
     }
-    let dead = dlq.list(None, 1).await.expect("list");
+    let dead = dead_letters.list(None, 1).await.expect("list");
     assert_eq!(
         dead[0].headers.get("traceparent").map(String::as_str),
         Some(tp)
@@ -431,7 +431,7 @@ pub async fn headers_survive_retry_and_dead_letter(f: &dyn Fixture) {
 
 pub async fn dead_letters_list_replay_purge_and_subscribe(f: &dyn Fixture) {
     let bus = bus(f).await;
-    let t = topic("dlq");
+    let t = topic("dead-letters");
     let runs = Arc::new(AtomicUsize::new(0));
     let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (r, h) = (runs.clone(), healed.clone());
@@ -461,44 +461,55 @@ pub async fn dead_letters_list_replay_purge_and_subscribe(f: &dyn Fixture) {
     })
     .start_from(StartFrom::Beginning)
     .await
-    .expect("dlq subscribe");
+    .expect("dead-letter subscribe");
     for i in 0..4 {
         bus.publish(&t, &order(i)).await.expect("publish");
     }
-    let dlq = bus.dead_letters(&t).expect("dlq");
+    let dead_letters = bus.dead_letters(&t).expect("dead letters");
     wait_until_async("four dead letters", WAIT, || async {
-        dlq.len().await.expect("len") == 4
+        dead_letters.len().await.expect("len") == 4
     })
     .await;
     wait_until("dead-letter subscription saw all", WAIT, || {
         len(&watchers) == 4
     })
     .await;
-    let listed = dlq.list(None, 100).await.expect("list");
+    let listed = dead_letters.list(None, 100).await.expect("list");
     assert_eq!(listed.len(), 4);
     assert!(listed.iter().all(|d| d.group == *sub.group()));
     // Replay one: it leaves the queue and runs again, for its group only.
     healed.store(true, Ordering::SeqCst);
-    assert!(dlq.replay(&listed[0].id).await.expect("replay"));
-    assert!(!dlq.replay(&listed[0].id).await.expect("replay gone"));
+    assert!(dead_letters.replay(&listed[0].id).await.expect("replay"));
+    assert!(
+        !dead_letters
+            .replay(&listed[0].id)
+            .await
+            .expect("replay gone")
+    );
     wait_until("replayed message handled", WAIT, || {
         sub.stats().handled == 1
     })
     .await;
-    assert_eq!(dlq.len().await.expect("len"), 3);
+    assert_eq!(dead_letters.len().await.expect("len"), 3);
     // Replay all with a rate limit, then purge what is left (nothing).
-    assert_eq!(dlq.replay_all(Some(1000)).await.expect("replay all"), 3);
+    assert_eq!(
+        dead_letters
+            .replay_all(Some(1000))
+            .await
+            .expect("replay all"),
+        3
+    );
     wait_until("all replayed handled", WAIT, || sub.stats().handled == 4).await;
-    assert_eq!(dlq.purge().await.expect("purge"), 0);
+    assert_eq!(dead_letters.purge().await.expect("purge"), 0);
     // Purge removes dead letters.
     healed.store(false, Ordering::SeqCst);
     bus.publish(&t, &order(9)).await.expect("publish");
     wait_until_async("new dead letter", WAIT, || async {
-        dlq.len().await.expect("len") == 1
+        dead_letters.len().await.expect("len") == 1
     })
     .await;
-    assert_eq!(dlq.purge().await.expect("purge"), 1);
-    assert!(dlq.is_empty().await.expect("empty"));
+    assert_eq!(dead_letters.purge().await.expect("purge"), 1);
+    assert!(dead_letters.is_empty().await.expect("empty"));
     bus.shutdown().await;
 }
 

@@ -35,9 +35,9 @@ impl DeadLetterStore for RedisBackend {
             None => "-".to_owned(),
         };
         let mut conn = self.conn()?;
-        let dlq = self.topic_keys(topic).dead_letters();
+        let dead_letters = self.topic_keys(topic).dead_letters();
         let v: Value = redis::cmd("XRANGE")
-            .arg(&dlq)
+            .arg(&dead_letters)
             .arg(&start)
             .arg("+")
             .arg("COUNT")

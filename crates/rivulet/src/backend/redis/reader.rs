@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 use crate::message::EntryId;
 use crate::name::{ConsumerName, GroupName};
 
+/// A reader reads its group's incarnation with every this many reads (and after it
+/// re-created the group).
+const GENERATION_EVERY: u32 = 64;
+
 /// Extra time, beyond the BLOCK time, before a silent read connection is given up.
 const READ_GRACE: Duration = Duration::from_secs(5);
 
@@ -46,6 +50,12 @@ pub(super) struct RedisReader {
     lane: String,
     /// The hash of group incarnations.
     generations: String,
+    /// The group's incarnation as last read, and how many reads ago. Refreshed with
+    /// every [`GENERATION_EVERY`]th read and after a re-creation: a stale value only
+    /// makes a settlement of an entry that is no longer pending write anyway (a possible
+    /// duplicate, never a loss).
+    generation: u64,
+    reads_since_generation: u32,
     /// `None` after a connection loss: reopened by the next read.
     conn: Option<Conn>,
     /// The last topic entry this reader was delivered, where a vanished group is
@@ -77,6 +87,8 @@ impl RedisReader {
             stream: keys.stream.clone(),
             lane: keys.lane(group.as_str()),
             generations: keys.generations(),
+            generation: 0,
+            reads_since_generation: 0,
             backend,
             key: key.clone(),
             group: group.clone(),
@@ -169,6 +181,7 @@ impl RedisReader {
         backend
             .create_group(conn, &key, &group, &start, GroupRole::Regular, true)
             .await?;
+        self.reads_since_generation = 0;
         Ok(())
     }
 }
@@ -198,11 +211,15 @@ impl Reader for RedisReader {
             settle_cmds += 1;
         }
         let read_now = count > 0;
+        let fetch_generation = read_now && self.reads_since_generation == 0;
         if read_now {
-            // The group's incarnation, read just before the entries it delivers.
-            pipe.cmd("HGET")
-                .arg(&self.generations)
-                .arg(self.group.as_str());
+            self.reads_since_generation = (self.reads_since_generation + 1) % GENERATION_EVERY;
+            if fetch_generation {
+                // The group's incarnation, read just before the entries it delivers.
+                pipe.cmd("HGET")
+                    .arg(&self.generations)
+                    .arg(self.group.as_str());
+            }
             let cmd = pipe.cmd("XREADGROUP");
             cmd.arg("GROUP")
                 .arg(self.group.as_str())
@@ -243,14 +260,13 @@ impl Reader for RedisReader {
             }
         };
         let read = if read_now { results.pop() } else { None };
-        let generation = if read_now {
+        if fetch_generation {
             match results.pop() {
-                Some(Ok(v)) => super::recovery::generation_of(&v).unwrap_or(0),
-                _ => 0,
+                Some(Ok(v)) => self.generation = super::recovery::generation_of(&v).unwrap_or(0),
+                _ => self.reads_since_generation = 0,
             }
-        } else {
-            0
-        };
+        }
+        let generation = self.generation;
         self.check_settlements(settle, results, first_retry).await;
         if !read_now {
             return Ok(Vec::new());

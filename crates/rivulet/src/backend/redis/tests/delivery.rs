@@ -347,21 +347,21 @@ async fn dead_letter_queue_is_consumable() {
         .await
         .unwrap();
 
-    let dlq = StreamKey::dead_letters(topic("t"));
+    let dead_letters = StreamKey::dead_letters(topic("t"));
     backend
         .ensure_group(
-            &dlq,
+            &dead_letters,
             &group("alerts"),
             &StartFrom::Beginning,
             GroupRole::Regular,
         )
         .await
         .unwrap();
-    let mut dlq_reader = backend
-        .reader(&dlq, &group("alerts"), &consumer("c"))
+    let mut dead_reader = backend
+        .reader(&dead_letters, &group("alerts"), &consumer("c"))
         .await
         .unwrap();
-    let dead = read_n(&mut dlq_reader, 1).await;
+    let dead = read_n(&mut dead_reader, 1).await;
     match &dead[0].record {
         Record::DeadLetter(d) => {
             assert_eq!(d.payload, Bytes::from_static(b"poison"));
@@ -371,7 +371,7 @@ async fn dead_letter_queue_is_consumable() {
         other => panic!("expected a dead letter, got {other:?}"),
     }
     backend
-        .ack(&dlq, &group("alerts"), &refs(&dead))
+        .ack(&dead_letters, &group("alerts"), &refs(&dead))
         .await
         .unwrap();
 }
