@@ -252,7 +252,7 @@ impl Error {
 /// The result of a batch from the result of each message: all written, nothing written
 /// (the first error), or a [`Error::PartialBatch`] when some were written or the outcome
 /// of some is unknown. A batch of one returns its own error.
-#[cfg(feature = "redis")]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn batch_result(results: Vec<Result<Published>>) -> Result<Vec<Published>> {
     let partial = results.len() > 1
         && results

@@ -188,6 +188,19 @@ impl Settlements {
     pub(crate) fn is_empty(&self) -> bool {
         self.acks.is_empty() && self.retries.is_empty()
     }
+
+    /// The entries these settle.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &EntryRef> {
+        self.acks
+            .iter()
+            .chain(self.retries.iter().map(|r| &r.entry))
+    }
+
+    /// Adds `other`'s settlements to these.
+    pub(crate) fn extend(&mut self, other: Settlements) {
+        self.acks.extend(other.acks);
+        self.retries.extend(other.retries);
+    }
 }
 
 /// A blocking reader on its own connection (B-SUB-6). Dropping it releases the
@@ -211,6 +224,13 @@ pub(crate) trait Reader: Send + fmt::Debug {
         count: usize,
         block: Duration,
     ) -> Result<Vec<ReadEntry>>;
+
+    /// The retries of the last call whose settlement failed (a broken key, a full
+    /// Redis): nothing of them was written, so the caller still holds their entries and
+    /// applies them again later.
+    fn take_unsettled(&mut self) -> Vec<RetryLater> {
+        Vec::new()
+    }
 
     /// Reads without settling anything.
     #[cfg(test)]
@@ -369,6 +389,18 @@ pub(crate) trait Recovery {
         group: &GroupName,
         consumer: &ConsumerName,
         entries: &[EntryRef],
+    ) -> Result<usize>;
+
+    /// Copies entries of the topic a stopping subscription read but did not start, and
+    /// that are pending nowhere because their group was deleted and re-created after it
+    /// read them (their incarnation is older than the group's), into the group's lane,
+    /// so they are not lost. Entries pending on any consumer are left alone. Returns how
+    /// many were copied.
+    async fn hand_back_orphans(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entries: &[(EntryRef, u64)],
     ) -> Result<usize>;
 
     /// Entries pending on `consumer` (at most `limit`), oldest first.

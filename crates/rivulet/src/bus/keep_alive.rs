@@ -30,6 +30,8 @@ struct HeldEntry {
     started: bool,
     /// The idempotency key its handler claimed, renewed with the entry.
     claim: Option<String>,
+    /// The incarnation of the group that delivered it.
+    generation: u64,
 }
 
 /// What one subscription holds.
@@ -89,19 +91,20 @@ impl Held {
     pub(crate) fn hold<'a>(
         &self,
         consumer: &ConsumerName,
-        entries: impl IntoIterator<Item = &'a EntryRef>,
+        entries: impl IntoIterator<Item = &'a crate::backend::ReadEntry>,
     ) {
         let now = Instant::now();
         let mut map = lock(&self.entries);
         let before = map.len();
         for e in entries {
             map.insert(
-                e.clone(),
+                e.entry.clone(),
                 HeldEntry {
                     consumer: consumer.clone(),
                     refreshed: now,
                     started: false,
                     claim: None,
+                    generation: e.generation,
                 },
             );
         }
@@ -137,6 +140,16 @@ impl Held {
         let map = lock(&self.entries);
         read.into_iter()
             .filter(|r| !map.contains_key(&r.entry))
+            .collect()
+    }
+
+    /// Entries held and not started, with the incarnation of the group that delivered
+    /// them.
+    pub(crate) fn unstarted(&self) -> Vec<(EntryRef, u64)> {
+        lock(&self.entries)
+            .iter()
+            .filter(|(_, h)| !h.started)
+            .map(|(e, h)| (e.clone(), h.generation))
             .collect()
     }
 

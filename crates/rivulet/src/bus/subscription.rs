@@ -205,6 +205,28 @@ impl SubState {
                 }
             }
         }
+        // What is still held and unstarted is pending nowhere on this subscription:
+        // reclaimed by another consumer (left alone), or orphaned by a group deleted and
+        // re-created after it was read (copied to the lane, so it is not lost).
+        let rest = self.held.unstarted();
+        if rest.is_empty() {
+            return;
+        }
+        match shared
+            .backend
+            .hand_back_orphans(&self.key, &self.group, &rest)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(group = %self.group, n, "handed back entries read before the group was re-created")
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.group, error = %e, "could not hand back entries read before the group was re-created")
+            }
+        }
+        let refs: Vec<_> = rest.into_iter().map(|(e, _)| e).collect();
+        self.held.release(&refs);
     }
 
     /// Records that a background task died.

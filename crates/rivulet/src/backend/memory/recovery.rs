@@ -124,6 +124,16 @@ impl Recovery for MemoryBackend {
         })
     }
 
+    async fn hand_back_orphans(
+        &self,
+        _key: &StreamKey,
+        _group: &GroupName,
+        _entries: &[(EntryRef, u64)],
+    ) -> Result<usize> {
+        // Memory groups cannot vanish behind rivulet's back: there are no orphans.
+        Ok(0)
+    }
+
     async fn pending_of(
         &self,
         key: &StreamKey,

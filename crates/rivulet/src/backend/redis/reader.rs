@@ -12,8 +12,8 @@ use super::reply::{self, RawEntry};
 use super::settle::push_acks;
 use super::wire::{decode_dead_letter_record, decode_message};
 use crate::backend::{
-    EntryRef, GroupRole, Lane, ReadEntry, Reader, Readers, Record, Settlements, Settling,
-    StreamKey, StreamKind,
+    EntryRef, GroupRole, Lane, ReadEntry, Reader, Readers, Record, RetryLater, Settlements,
+    Settling, StreamKey, StreamKind,
 };
 use crate::error::{Error, Result};
 use crate::message::EntryId;
@@ -56,6 +56,8 @@ pub(super) struct RedisReader {
     /// duplicate, never a loss).
     generation: u64,
     reads_since_generation: u32,
+    /// Retries of the last call whose settlement failed.
+    unsettled: Vec<RetryLater>,
     /// `None` after a connection loss: reopened by the next read.
     conn: Option<Conn>,
     /// The last topic entry this reader was delivered, where a vanished group is
@@ -89,6 +91,7 @@ impl RedisReader {
             generations: keys.generations(),
             generation: 0,
             reads_since_generation: 0,
+            unsettled: Vec::new(),
             backend,
             key: key.clone(),
             group: group.clone(),
@@ -130,7 +133,7 @@ impl RedisReader {
     /// forgotten (NOSCRIPT, after a restart or `SCRIPT FLUSH`) is run again through the
     /// backend, which reloads it; the read's result is kept either way.
     async fn check_settlements(
-        &self,
+        &mut self,
         settle: &Settlements,
         results: Vec<redis::RedisResult<Value>>,
         first_retry: usize,
@@ -145,15 +148,23 @@ impl RedisReader {
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
                     if let Err(e) = self.backend.retry_later(&self.key, &self.group, r).await {
-                        tracing::warn!(error = %e, "could not schedule a retry; the entry stays pending and will be reclaimed");
+                        tracing::debug!(error = %e, "could not schedule a retry; it is applied again later");
+                        self.unsettled.push(r.clone());
                     }
                 }
                 // Acks of a vanished group: nothing is pending any more (retries never meet
                 // NOGROUP: their scripts schedule them all the same).
                 _ if reply::is_nogroup(&e) => {}
-                // An entry whose settlement failed stays pending: it is reclaimed after
-                // min_idle (a later delivery, never a loss). The read's result stands.
-                _ => tracing::warn!(error = %e, "settling an entry failed; it stays pending"),
+                // A retry whose script failed wrote nothing: its entry stays pending and
+                // held, and the consumer applies the settlement again later (a failed ack
+                // is harmless: the entry is redelivered). The read's result stands.
+                Some(r) => {
+                    tracing::debug!(error = %e, "scheduling a retry failed; it is applied again later");
+                    self.unsettled.push(r.clone());
+                }
+                None => {
+                    tracing::debug!(error = %e, "an acknowledgement failed; the entry will be redelivered")
+                }
             }
         }
     }
@@ -188,6 +199,10 @@ impl RedisReader {
 
 #[async_trait]
 impl Reader for RedisReader {
+    fn take_unsettled(&mut self) -> Vec<RetryLater> {
+        std::mem::take(&mut self.unsettled)
+    }
+
     async fn settle_and_read(
         &mut self,
         settle: &Settlements,

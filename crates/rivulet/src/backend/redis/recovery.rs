@@ -203,6 +203,40 @@ impl Recovery for RedisBackend {
         Ok(handed)
     }
 
+    async fn hand_back_orphans(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        entries: &[(EntryRef, u64)],
+    ) -> Result<usize> {
+        if key.kind != StreamKind::Main {
+            return Ok(0);
+        }
+        let mut conn = self.conn()?;
+        let keys = self.log_keys(key);
+        let lane = keys.lane(group.as_str());
+        // Lane entries stay in the lane, pending in its own group: only topic entries
+        // can be orphaned by a re-created group.
+        let main: Vec<&(EntryRef, u64)> = entries
+            .iter()
+            .filter(|(e, _)| e.lane == Lane::Main)
+            .collect();
+        let mut copied = 0usize;
+        for chunk in main.chunks(HAND_BACK_PAGE) {
+            let mut inv = SCRIPTS.hand_back_orphans.prepare_invoke();
+            inv.key(&keys.stream)
+                .key(&lane)
+                .key(keys.generations())
+                .arg(group.as_str());
+            for (e, generation) in chunk {
+                inv.arg(e.id.as_str()).arg(*generation);
+            }
+            let n: u64 = inv.invoke_async(&mut conn).await?;
+            copied += usize::try_from(n).unwrap_or(0);
+        }
+        Ok(copied)
+    }
+
     async fn pending_of(
         &self,
         key: &StreamKey,

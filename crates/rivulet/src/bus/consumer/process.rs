@@ -44,26 +44,33 @@ pub(super) async fn batch(
     (refs, settle)
 }
 
-/// Applies settlements on the shared connection. A failure leaves the entries pending:
-/// they are redelivered after `min_idle` (a duplicate), never lost — every settle
-/// script does its checks and fallible writes before it acknowledges.
-pub(super) async fn apply(shared: &Shared, sub: &SubState, settle: Settlements) {
+/// Applies settlements on the shared connection and returns those that failed. A
+/// failure wrote nothing — every settle script does its checks and fallible writes
+/// before it acknowledges — so the entries stay pending: the caller keeps holding them
+/// and applies the settlements again later (or, when it stops, they are redelivered
+/// after `min_idle`: a duplicate, never a loss).
+pub(super) async fn apply(shared: &Shared, sub: &SubState, settle: Settlements) -> Settlements {
+    let mut failed = Settlements::default();
     if settle.is_empty() {
-        return;
+        return failed;
     }
     if !settle.acks.is_empty()
         && let Err(e) = shared.backend.ack(&sub.key, &sub.group, &settle.acks).await
     {
-        tracing::warn!(group = %sub.group, error = %e, n = settle.acks.len(), "ack failed; the entries will be redelivered (duplicates, not losses)");
+        tracing::debug!(group = %sub.group, error = %e, n = settle.acks.len(), "ack failed; applied again later");
+        failed.acks = settle.acks;
     }
-    for r in &settle.retries {
-        if let Err(e) = shared.backend.retry_later(&sub.key, &sub.group, r).await {
-            tracing::warn!(message_id = %r.next.message_id, error = %e, "could not schedule a retry; the entry stays pending and will be reclaimed");
+    let scheduled = !settle.retries.is_empty();
+    for r in settle.retries {
+        if let Err(e) = shared.backend.retry_later(&sub.key, &sub.group, &r).await {
+            tracing::debug!(message_id = %r.next.message_id, error = %e, "could not schedule a retry; applied again later");
+            failed.retries.push(r);
         }
     }
-    if !settle.retries.is_empty() {
+    if scheduled {
         shared.wake_retry_mover(&sub.key);
     }
+    failed
 }
 
 /// What to do with an entry after handling.

@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::ErrorBackoff;
 use super::process::{apply, batch};
 use crate::backend::{EntryRef, ReadEntry, Reader, Settlements};
@@ -44,9 +46,21 @@ pub(super) async fn run(
     // they settle (held until that read returned).
     let mut settle = Settlements::default();
     let mut settling: Vec<EntryRef> = Vec::new();
+    // Settlements that failed (a broken key, a full Redis): their entries stay held and
+    // kept alive, and they are applied again after a pause, so a fault in Redis never
+    // turns into a re-run of the handler through reclaim.
+    let mut unsettled = Settlements::default();
+    let mut unsettled_due = Instant::now();
+    let mut settle_backoff = ErrorBackoff::new();
+    let settle_what = format!("settlements of topic {} group {}", sub.key.topic, sub.group);
+    let mut settle_failures = FailureLog::new();
     let what = format!("reads of topic {} group {}", sub.key.topic, sub.group);
     let mut failures = FailureLog::new();
     loop {
+        if !unsettled.is_empty() && Instant::now() >= unsettled_due {
+            settling.extend(unsettled.entries().cloned());
+            settle.extend(std::mem::take(&mut unsettled));
+        }
         let want = count.saturating_sub(waiting.len());
         let block = if !waiting.is_empty() {
             Duration::ZERO
@@ -78,15 +92,46 @@ pub(super) async fn run(
                     shared.wake_retry_mover(&sub.key);
                 }
                 settle = Settlements::default();
-                sub.held.release(&std::mem::take(&mut settling));
-                sub.held.hold(&consumer, entries.iter().map(|e| &e.entry));
+                let failed = reader.take_unsettled();
+                let done = std::mem::take(&mut settling);
+                if failed.is_empty() {
+                    if settle_failures.succeeded(&settle_what) {
+                        settle_backoff.reset();
+                    }
+                    sub.held.release(&done);
+                } else {
+                    keep_unsettled(
+                        &sub,
+                        done,
+                        Settlements {
+                            acks: Vec::new(),
+                            retries: failed,
+                        },
+                        &mut unsettled,
+                    );
+                    unsettled_due = Instant::now() + settle_backoff.next();
+                    settle_failures.failed(
+                        &settle_what,
+                        &crate::error::Error::Indeterminate(format!(
+                            "{} retries could not be scheduled",
+                            unsettled.retries.len()
+                        )),
+                    );
+                }
+                sub.held.hold(&consumer, &entries);
                 waiting.extend(entries);
             }
             Err(e) => {
                 // The settlements may not have reached the server: apply them again on
                 // the shared connection (a second application is harmless).
-                apply(&shared, &sub, std::mem::take(&mut settle)).await;
-                sub.held.release(&std::mem::take(&mut settling));
+                let failed = apply(&shared, &sub, std::mem::take(&mut settle)).await;
+                let done = std::mem::take(&mut settling);
+                if failed.is_empty() {
+                    sub.held.release(&done);
+                } else {
+                    keep_unsettled(&sub, done, failed, &mut unsettled);
+                    unsettled_due = Instant::now() + settle_backoff.next();
+                }
                 let wait = backoff.next();
                 failures.failed(&what, &e);
                 tokio::select! {
@@ -109,10 +154,30 @@ pub(super) async fn run(
     }
     drop(reader);
     // Stopped between a batch and the read carrying its settlements, or while that read
-    // was in flight: settle here. Entries still waiting stay pending on this consumer
-    // and are handed back when the subscription finishes.
-    apply(&shared, &sub, settle).await;
+    // was in flight: settle here, with any that failed before. Entries still waiting stay
+    // pending on this consumer and are handed back when the subscription finishes; those
+    // whose settlement fails again stay pending and are redelivered after `min_idle`.
+    settling.extend(unsettled.entries().cloned());
+    settle.extend(unsettled);
+    let failed = apply(&shared, &sub, settle).await;
+    if !failed.is_empty() {
+        tracing::warn!(group = %sub.group, n = failed.acks.len() + failed.retries.len(), "settlements failed at shutdown; those entries will be redelivered after min_idle");
+    }
     sub.held.release(&settling);
+}
+
+/// Keeps the failed settlements `failed` (held, applied again later) and releases the
+/// other entries of `done`.
+fn keep_unsettled(
+    sub: &SubState,
+    done: Vec<EntryRef>,
+    failed: Settlements,
+    unsettled: &mut Settlements,
+) {
+    let kept: std::collections::HashSet<EntryRef> = failed.entries().cloned().collect();
+    let released: Vec<EntryRef> = done.into_iter().filter(|e| !kept.contains(e)).collect();
+    sub.held.release(&released);
+    unsettled.extend(failed);
 }
 
 /// Opens a reader, retrying with backoff until it works or the subscription stops.

@@ -68,11 +68,23 @@ pub(super) async fn run(shared: Arc<Shared>, sub: Arc<SubState>) {
         sub.metrics.reclaimed.increment(n as u64);
         tracing::info!(group = %sub.group, n, "reclaimed idle entries");
         let mut entries = entries;
-        sub.held.hold(&consumer, entries.iter().map(|e| &e.entry));
+        sub.held.hold(&consumer, &entries);
         while !entries.is_empty() {
             let rest = entries.split_off(entries.len().min(sub.concurrency));
-            let (done, settle) = batch(&shared, &sub, entries).await;
-            apply(&shared, &sub, settle).await;
+            let (done, mut settle) = batch(&shared, &sub, entries).await;
+            // Settlements that fail are applied again after a pause while their entries
+            // stay held (kept alive), until they succeed or the subscription stops.
+            let mut backoff = super::ErrorBackoff::new();
+            loop {
+                settle = apply(&shared, &sub, settle).await;
+                if settle.is_empty() || sub.stop.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    _ = sub.stop.cancelled() => {}
+                    _ = tokio::time::sleep(backoff.next()) => {}
+                }
+            }
             sub.held.release(&done);
             entries = rest;
         }

@@ -362,3 +362,67 @@ async fn calls_on_a_vanished_group_do_not_fail() {
             .is_empty()
     );
 }
+
+/// A subscription stops holding entries it read and had not started; meanwhile their
+/// group was deleted and re-created after them (by another process's reader). They are
+/// pending nowhere: the orphan hand-back copies them to the lane, and only them.
+#[tokio::test]
+async fn orphans_of_a_recreated_group_are_handed_back_and_nothing_else() {
+    let (server, backend) = start().await;
+    let (key, mut reader) = subscribed(&backend, "t", "g", "c").await;
+    publish(&backend, "t", &["orphan", "settled", "reclaimed"]).await;
+    let got = read_n(&mut reader, 3).await;
+    let old = got[0].generation;
+    // "settled" is acknowledged in the old incarnation before the group vanishes.
+    backend
+        .ack(&key, &group("g"), &refs(&got[1..2]))
+        .await
+        .unwrap();
+    let _: i64 = raw(
+        &server,
+        redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(stream_key("t"))
+            .arg("g"),
+    );
+    // Another process's reader re-creates it where it had read (after all three).
+    let mut conn = backend.conn().unwrap();
+    let last = got[2].entry.id.as_str().to_owned();
+    backend
+        .create_group(
+            &mut conn,
+            &key,
+            &group("g"),
+            &last,
+            GroupRole::Regular,
+            true,
+        )
+        .await
+        .unwrap();
+    let handed = backend
+        .hand_back_orphans(
+            &key,
+            &group("g"),
+            &[(got[0].entry.clone(), old), (got[1].entry.clone(), old)],
+        )
+        .await
+        .unwrap();
+    // "settled" cannot be told from "orphan" once the group is gone (both are pending
+    // nowhere): both are copied, a duplicate rather than a loss.
+    assert_eq!(handed, 2);
+    // Same incarnation: nothing is an orphan.
+    let fresh = backend
+        .hand_back_orphans(&key, &group("g"), &[(got[2].entry.clone(), old + 1)])
+        .await
+        .unwrap();
+    assert_eq!(fresh, 0);
+    let mut other = backend
+        .reader(&key, &group("g"), &consumer("other"))
+        .await
+        .unwrap();
+    let again = read_n(&mut other, 2).await;
+    assert_eq!(
+        again.iter().map(payload).collect::<Vec<_>>(),
+        ["orphan", "settled"]
+    );
+}
