@@ -173,6 +173,7 @@ pub(crate) struct RetryLater {
     pub(crate) next: Envelope,
     pub(crate) due_ms: u64,
     /// The group incarnation that delivered the entry (see [`ReadEntry::generation`]).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) generation: u64,
 }
 
