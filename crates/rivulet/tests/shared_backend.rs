@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use rivulet::{AnyBackend, Bus, Delivery, MemoryBackend, TopicOptions};
+use rivulet::{AnyBackend, Bus, Delivery, MemoryBackend};
 
 async fn second_bus_survives_the_first_shutdown(backend: AnyBackend) {
     let first = Bus::builder(backend.clone())
@@ -95,7 +95,7 @@ async fn a_consumer_only_process_applies_retention() {
     let url = server.url();
     let topic = "sb.retention";
     let bus = common::builder(common::backend(&url).await)
-        .topic(topic, TopicOptions::default().max_len(10))
+        .topic(topic, rivulet::TopicOptions::default().max_len(10))
         .trim_interval(Duration::from_millis(100))
         .build()
         .expect("bus");

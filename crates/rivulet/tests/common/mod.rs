@@ -6,12 +6,15 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "redis")]
 use rivulet::{Bus, BusBuilder, RedisBackend, RetryPolicy};
+#[cfg(feature = "redis")]
 use rivulet_testkit::RedisServer;
 
 pub(crate) const MIN_IDLE: Duration = Duration::from_millis(1000);
 pub(crate) const RECLAIM: Duration = Duration::from_millis(300);
 
+#[cfg(feature = "redis")]
 pub(crate) async fn server() -> RedisServer {
     tokio::task::spawn_blocking(|| RedisServer::builder().start())
         .await
@@ -19,10 +22,12 @@ pub(crate) async fn server() -> RedisServer {
         .expect("redis-server")
 }
 
+#[cfg(feature = "redis")]
 pub(crate) async fn backend(url: &str) -> RedisBackend {
     RedisBackend::connect(url).await.expect("connect")
 }
 
+#[cfg(feature = "redis")]
 /// A bus with short timings: reclaim after 1 s idle, checked every 300 ms.
 pub(crate) fn builder(backend: RedisBackend) -> BusBuilder {
     Bus::builder(backend)
@@ -38,10 +43,12 @@ pub(crate) fn builder(backend: RedisBackend) -> BusBuilder {
         )
 }
 
+#[cfg(feature = "redis")]
 pub(crate) async fn bus(url: &str) -> Bus {
     builder(backend(url).await).build().expect("bus")
 }
 
+#[cfg(feature = "redis")]
 pub(crate) async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .expect("url")
@@ -50,16 +57,19 @@ pub(crate) async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("connect")
 }
 
+#[cfg(feature = "redis")]
 /// Runs a raw command and returns its reply.
 pub(crate) async fn cmd<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
     let mut con = raw(url).await;
     cmd.query_async(&mut con).await.expect("raw command")
 }
 
+#[cfg(feature = "redis")]
 pub(crate) fn key(topic: &str, suffix: &str) -> String {
     format!("{{rivulet/topic/{topic}}}/{suffix}")
 }
 
+#[cfg(feature = "redis")]
 pub(crate) fn stream(topic: &str) -> String {
     key(topic, "stream")
 }
@@ -86,6 +96,7 @@ where
     }
 }
 
+#[cfg(feature = "redis")]
 /// How many entries of `group` are pending on `stream`.
 pub(crate) async fn pending(url: &str, stream: &str, group: &str) -> i64 {
     let v: Vec<redis::Value> = cmd(url, redis::cmd("XPENDING").arg(stream).arg(group)).await;
