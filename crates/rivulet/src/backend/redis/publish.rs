@@ -67,7 +67,7 @@ impl Publishing for RedisBackend {
         opts: &PublishOpts,
     ) -> Result<Vec<Published>> {
         for env in &batch {
-            check_envelope(env, usize::MAX)?;
+            check_envelope(env)?;
         }
         if batch.is_empty() {
             return Ok(Vec::new());

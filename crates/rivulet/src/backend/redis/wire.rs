@@ -24,7 +24,7 @@ use bytes::Bytes;
 use super::reply::{RawEntry, parse_stream_id};
 use crate::backend::{Malformation, Record};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::message::{EntryId, Envelope, Headers, MessageId};
 use crate::name::{GroupName, TopicName};
 
@@ -55,14 +55,9 @@ fn num(n: impl std::fmt::Display) -> Bytes {
     Bytes::from(n.to_string())
 }
 
-/// Checks what the wire format cannot carry, before anything is written.
-pub(crate) fn check_envelope(env: &Envelope, max_payload: usize) -> Result<()> {
-    if env.payload.len() > max_payload {
-        return Err(Error::PayloadTooLarge {
-            size: env.payload.len(),
-            limit: max_payload,
-        });
-    }
+/// Checks what the wire format cannot carry, before anything is written. (The payload
+/// size limit is the bus's, checked before the backend is called.)
+pub(crate) fn check_envelope(env: &Envelope) -> Result<()> {
     crate::message::check_headers(&env.headers)
 }
 
