@@ -11,6 +11,7 @@ pub mod error;
 mod glob;
 mod handler;
 pub mod idempotency;
+pub mod jobs;
 pub mod live;
 mod log_limit;
 pub mod message;
@@ -33,7 +34,8 @@ pub use handler::{Delivery, FailureKind, HandlerError, ResultExt};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};
 pub use live::{Live, LiveSubscriber};
 pub use message::{EntryId, Headers, MessageId, Published};
-pub use name::{ConsumerName, GroupName, HandlerName, TopicName};
+pub use jobs::record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};
+pub use name::{ConsumerName, GroupName, HandlerName, JobId, JobName, QueueName, TopicName};
 pub use retry::RetryPolicy;
 pub use topic::{Backpressure, StartFrom, TopicOptions, TrimReport};
 

@@ -108,6 +108,31 @@ name_type!(
     "consumer"
 );
 
+name_type!(
+    /// The name of a job queue, e.g. `invoices`.
+    QueueName,
+    "queue"
+);
+name_type!(
+    /// The name of a kind of job within a queue, e.g. `send-invoice`. Pausing works per
+    /// name as well as per queue.
+    JobName,
+    "job name"
+);
+name_type!(
+    /// A job's id: generated (a UUID v7, so ids sort by creation time) or chosen by the
+    /// caller, which makes adding idempotent.
+    JobId,
+    "job id"
+);
+
+impl JobId {
+    /// A new generated id (UUID v7).
+    pub fn generate() -> JobId {
+        JobId(uuid::Uuid::now_v7().to_string())
+    }
+}
+
 /// Validates a live-channel name or pattern. Patterns may also contain the glob
 /// characters `*`, `?`, `[`, `]`, `^` and `\`.
 pub(crate) fn check_channel(name: &str, pattern: bool) -> Result<()> {

@@ -28,6 +28,8 @@ use crate::message::{EntryId, Envelope, Published};
 use crate::name::{ConsumerName, GroupName, TopicName};
 use crate::topic::{StartFrom, TopicOptions, TrimReport};
 
+#[allow(dead_code)] // wired up as the queue and worker arrive
+pub(crate) mod jobs;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -502,6 +504,11 @@ pub(crate) trait Backend:
     /// application's runtime cannot starve it (B-REC-2); it talks to the backend through
     /// such a handle.
     async fn detach(&self) -> Result<Arc<dyn Backend>>;
+
+    /// The backend's job store (J-1 … J-16).
+    fn job_store(&self) -> Option<&dyn jobs::JobStore> {
+        None
+    }
 }
 
 /// A backend, ready to hand to [`Bus::builder`](crate::Bus::builder).
