@@ -114,6 +114,37 @@ pub enum Error {
         group: String,
     },
 
+    /// A job's lease is no longer held by this activation: it expired (the job was taken
+    /// back by the stalled-job check and may run elsewhere), or the job was cancelled or
+    /// removed. The write was refused and nothing was changed (J-11).
+    #[error(
+        "lease lost on job {job:?} of queue {queue:?}: another activation owns it now, or it ended"
+    )]
+    LeaseLost {
+        /// The queue.
+        queue: String,
+        /// The job.
+        job: String,
+    },
+
+    /// The job an operation targets does not exist (or no longer: retention removed it).
+    #[error("job {job:?} of queue {queue:?} does not exist")]
+    JobNotFound {
+        /// The queue.
+        queue: String,
+        /// The job.
+        job: String,
+    },
+
+    /// The operation needs a job that is not active (removing one); cancel it first.
+    #[error("job {job:?} of queue {queue:?} is active; cancel it first")]
+    JobActive {
+        /// The queue.
+        queue: String,
+        /// The job.
+        job: String,
+    },
+
     /// A feature that this backend or build does not provide.
     #[error("not available: {0}")]
     NotAvailable(String),
@@ -164,6 +195,12 @@ pub enum ErrorKind {
     Closed,
     /// See [`Error::GroupNotFound`].
     GroupNotFound,
+    /// See [`Error::LeaseLost`].
+    LeaseLost,
+    /// See [`Error::JobNotFound`].
+    JobNotFound,
+    /// See [`Error::JobActive`].
+    JobActive,
     /// See [`Error::NotAvailable`].
     NotAvailable,
     /// See [`Error::Redis`].
@@ -188,6 +225,9 @@ impl Error {
             Error::PartialBatch { .. } => ErrorKind::PartialBatch,
             Error::Closed => ErrorKind::Closed,
             Error::GroupNotFound { .. } => ErrorKind::GroupNotFound,
+            Error::LeaseLost { .. } => ErrorKind::LeaseLost,
+            Error::JobNotFound { .. } => ErrorKind::JobNotFound,
+            Error::JobActive { .. } => ErrorKind::JobActive,
             Error::NotAvailable(_) => ErrorKind::NotAvailable,
             #[cfg(feature = "redis")]
             Error::Redis(_) => ErrorKind::Redis,

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod live;
 mod log_limit;
+mod maintenance;
 pub mod message;
 pub mod name;
 mod outcome;
@@ -32,9 +33,12 @@ pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterReason};
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{Delivery, FailureKind, HandlerError, ResultExt};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};
+pub use jobs::{
+    AddJob, CancelOutcome, Enqueued, Job, JobCounts, JobEvent, JobEventKind, JobEvents, JobInfo,
+    JobPage, JobState, Keep, Queue, QueueBuilder, Worker, WorkerBuilder, WorkerStats,
+};
 pub use live::{Live, LiveSubscriber};
 pub use message::{EntryId, Headers, MessageId, Published};
-pub use jobs::record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};
 pub use name::{ConsumerName, GroupName, HandlerName, JobId, JobName, QueueName, TopicName};
 pub use retry::RetryPolicy;
 pub use topic::{Backpressure, StartFrom, TopicOptions, TrimReport};

@@ -230,6 +230,7 @@ pub(crate) struct Stalled {
 }
 
 /// What cancelling a job did.
+#[allow(clippy::enum_variant_names)] // `Cancelled::Cancelled` reads as what happened
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cancelled {
     /// It was waiting or delayed: now cancelled.
@@ -243,6 +244,7 @@ pub(crate) enum Cancelled {
 }
 
 /// What removing a job did.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Removed {
     /// Removed (it was in this state).
@@ -284,7 +286,7 @@ pub(crate) trait EventReader: Send {
 
 /// Everything a store of jobs provides. See the module docs.
 #[async_trait]
-pub(crate) trait JobStore {
+pub(crate) trait JobStore: Send + Sync {
     /// Adds jobs in one round trip, each atomically (dedup and caller ids are decided per
     /// job, in order). Registers the queue in the queue registry.
     async fn add_jobs(

@@ -232,30 +232,16 @@ impl KeepAlive {
         }
         let sets = Arc::downgrade(&self.sets);
         let settings = settings();
-        let spawned = std::thread::Builder::new()
-            .name("rivulet-keep-alive".into())
-            .spawn(move || run(sets, settings));
+        let spawned = crate::maintenance::spawn_on_own_thread("rivulet-keep-alive", move || {
+            refresh_loop(sets, settings)
+        });
         match spawned {
-            Ok(_) => *started = true,
+            Ok(()) => *started = true,
             Err(e) => {
                 tracing::error!(error = %e, "could not start the keep-alive thread; long handlers may be reclaimed")
             }
         }
     }
-}
-
-fn run(sets: Weak<Mutex<Vec<Weak<Held>>>>, s: Settings) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "could not build the keep-alive runtime; long handlers may be reclaimed");
-            return;
-        }
-    };
-    runtime.block_on(refresh_loop(sets, s));
 }
 
 async fn refresh_loop(sets: Weak<Mutex<Vec<Weak<Held>>>>, s: Settings) {

@@ -10,6 +10,7 @@
 
 mod dead_letters;
 mod groups;
+mod jobs;
 mod live;
 mod publish;
 mod reader;
@@ -87,6 +88,10 @@ impl Backend for MemoryBackend {
 
     async fn detach(&self) -> Result<Arc<dyn Backend>> {
         Ok(Arc::new(self.clone()))
+    }
+
+    fn job_store(&self) -> Option<&dyn crate::backend::jobs::JobStore> {
+        Some(self)
     }
 }
 

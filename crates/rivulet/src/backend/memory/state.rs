@@ -244,4 +244,5 @@ pub(super) struct LiveSub {
 pub(super) struct State {
     pub(super) topics: HashMap<TopicName, Topic>,
     pub(super) live: Vec<LiveSub>,
+    pub(super) queues: HashMap<crate::name::QueueName, super::jobs::MemQueue>,
 }

@@ -1,0 +1,746 @@
+//! The worker (J-1, J-11, J-12): leases jobs in batches, runs the handler with a
+//! concurrency, settles outcomes in the same round trip as the next fetch, renews leases
+//! from its own thread, checks for stalled jobs and drains on shutdown.
+
+use std::future::{Future, IntoFuture};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::job::{Activation, Job};
+use super::lease::{Leases, Renewer};
+use super::queue::{Queue, Shared};
+use crate::backend::jobs::{Fetch, JobWaiter, Leased, Settle, Settled, Settlement};
+use crate::error::{Error, Result};
+use crate::handler::HandlerError;
+use crate::log_limit::FailureLog;
+use crate::outcome::{Decision, Failure, Outcome, decide};
+use crate::retry::RetryPolicy;
+
+type Erased =
+    Arc<dyn Fn(Bytes, Arc<Activation>) -> BoxFuture<'static, Result<Bytes, Failure>> + Send + Sync>;
+
+/// Options of a worker; `.await` starts it. From [`Queue::worker`].
+#[must_use = "a worker starts only when awaited"]
+pub struct WorkerBuilder {
+    queue: Queue,
+    handler: Erased,
+    concurrency: usize,
+    lease: Duration,
+    renew_every: Duration,
+    stall_check_every: Duration,
+    max_stalled: u32,
+    drain_timeout: Duration,
+    block_timeout: Duration,
+    name: Option<String>,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("queue", &self.queue.shared.name)
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// A worker running `handler` on this queue's jobs; data is decoded from JSON into
+    /// `T` (a job whose data does not decode fails at once), and the handler's `R` is
+    /// stored as the job's return value. The outcome rules are the bus's: `Ok` completes,
+    /// a retryable error retries with backoff until the attempts run out, a permanent
+    /// one fails at once, a panic counts as a retryable error.
+    ///
+    /// ```no_run
+    /// # async fn f(queue: rivulet::Queue) -> rivulet::Result<()> {
+    /// use rivulet::{HandlerError, Job};
+    ///
+    /// let worker = queue
+    ///     .worker(|job: Job<serde_json::Value>| async move {
+    ///         job.progress(&50).await.map_err(HandlerError::retryable)?;
+    ///         Ok::<_, HandlerError>(format!("done {}", job.id()))
+    ///     })
+    ///     .concurrency(10)
+    ///     .await?;
+    /// worker.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn worker<T, R, F, Fut>(&self, handler: F) -> WorkerBuilder
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Erased = Arc::new(move |data: Bytes, act: Arc<Activation>| {
+            match serde_json::from_slice::<T>(&data) {
+                Ok(value) => {
+                    let fut = handler(Job::new(value, act));
+                    async move {
+                        let r = fut.await.map_err(Failure::Handler)?;
+                        serde_json::to_vec(&r).map(Bytes::from).map_err(|e| {
+                            Failure::Handler(HandlerError::permanent(format!(
+                                "the return value does not serialize: {e}"
+                            )))
+                        })
+                    }
+                    .boxed()
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    async move { Err(Failure::Decode(msg)) }.boxed()
+                }
+            }
+        });
+        WorkerBuilder {
+            queue: self.clone(),
+            handler: erased,
+            concurrency: 1,
+            lease: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            stall_check_every: Duration::from_secs(15),
+            max_stalled: 1,
+            drain_timeout: Duration::from_secs(5),
+            block_timeout: Duration::from_secs(5),
+            name: None,
+        }
+    }
+}
+
+impl WorkerBuilder {
+    /// How many jobs run at once (default 1). Jobs are leased up to this many per
+    /// round trip.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// How long a lease lasts without renewal (default 30 s).
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.lease = d;
+        self
+    }
+
+    /// How often held leases are renewed (default 10 s); shorter than the lease.
+    pub fn renew_every(mut self, d: Duration) -> Self {
+        self.renew_every = d;
+        self
+    }
+
+    /// How often this worker looks for expired leases (default 15 s).
+    pub fn stall_check_every(mut self, d: Duration) -> Self {
+        self.stall_check_every = d;
+        self
+    }
+
+    /// How many times a job's lease may expire before the stall counts as a failed
+    /// attempt (default 1).
+    pub fn max_stalled(mut self, n: u32) -> Self {
+        self.max_stalled = n;
+        self
+    }
+
+    /// How long shutdown waits for running jobs (default 5 s); those still running then
+    /// are given back to the queue, without counting an attempt or a stall.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+
+    /// The longest an idle worker blocks waiting for work before it looks again
+    /// (default 5 s; it wakes at once when jobs are added, and at the next delayed
+    /// job's time).
+    pub fn block_timeout(mut self, d: Duration) -> Self {
+        self.block_timeout = d;
+        self
+    }
+
+    /// The worker's name as recorded in the jobs it leases (default
+    /// `<host>:<pid>:<random>`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(Error::config("a worker's concurrency must be at least 1"));
+        }
+        if self.lease < Duration::from_millis(100) {
+            return Err(Error::config("a lease must last at least 100 ms"));
+        }
+        if self.renew_every.is_zero() || self.renew_every >= self.lease {
+            return Err(Error::config(
+                "renew_every must be longer than zero and shorter than the lease",
+            ));
+        }
+        for (what, d) in [
+            ("stall_check_every", self.stall_check_every),
+            ("block_timeout", self.block_timeout),
+        ] {
+            if d < Duration::from_millis(10) || d > crate::deadline::FOREVER {
+                return Err(Error::config(format!(
+                    "{what} must be between 10 ms and 30 years"
+                )));
+            }
+        }
+        if self.drain_timeout > crate::deadline::FOREVER {
+            return Err(Error::config("drain_timeout must be at most 30 years"));
+        }
+        Ok(())
+    }
+
+    async fn start(self) -> Result<Worker> {
+        self.check()?;
+        let shared = self.queue.shared.clone();
+        let store = shared.store()?;
+        let waiter = store.job_waiter(&shared.name).await?;
+        let stop = CancellationToken::new();
+        let done_for_good = CancellationToken::new();
+        let hints = store
+            .cancel_hints(&shared.name, done_for_good.clone())
+            .await?;
+        let leases = Arc::new(Leases::default());
+        Renewer {
+            backend: shared.backend.clone(),
+            queue: shared.name.clone(),
+            lease: self.lease,
+            every: self.renew_every,
+            stop: done_for_good.clone(),
+        }
+        .start(&leases);
+        let stats = Arc::new(Counters::default());
+        let name = self.name.unwrap_or_else(default_worker_name);
+        let run = Run {
+            shared,
+            handler: self.handler,
+            concurrency: self.concurrency,
+            lease: self.lease,
+            stall_check_every: self.stall_check_every,
+            max_stalled: self.max_stalled,
+            drain_timeout: self.drain_timeout,
+            block_timeout: self.block_timeout,
+            name: name.clone(),
+            leases,
+            stats: stats.clone(),
+            stop: stop.clone(),
+        };
+        let task = tokio::spawn(run.main(waiter, hints, done_for_good));
+        Ok(Worker {
+            name,
+            stop,
+            task: Some(task),
+            stats,
+        })
+    }
+}
+
+impl IntoFuture for WorkerBuilder {
+    type Output = Result<Worker>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Worker>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.start())
+    }
+}
+
+fn default_worker_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    let rand: u32 = rand::random();
+    format!("{host}:{}:{rand:08x}", std::process::id())
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    completed: AtomicU64,
+    retried: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
+    released: AtomicU64,
+    lease_lost: AtomicU64,
+    stalled_found: AtomicU64,
+}
+
+/// What a worker has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Runs recorded as completed.
+    pub completed: u64,
+    /// Runs recorded as failed attempts that will be retried.
+    pub retried: u64,
+    /// Runs recorded as failed for good.
+    pub failed: u64,
+    /// Runs that ended the job cancelled.
+    pub cancelled: u64,
+    /// Jobs given back at shutdown.
+    pub released: u64,
+    /// Runs whose outcome was refused because the lease was lost (fenced off).
+    pub lease_lost: u64,
+    /// Expired leases this worker's stalled-job checks took back.
+    pub stalled_found: u64,
+}
+
+/// A running worker. Stop it with [`shutdown`](Worker::shutdown); dropping it stops it
+/// too, without waiting.
+#[derive(Debug)]
+pub struct Worker {
+    name: String,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    stats: Arc<Counters>,
+}
+
+impl Worker {
+    /// The worker's name, as recorded in the jobs it leases.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it has done so far.
+    pub fn stats(&self) -> WorkerStats {
+        let c = &self.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerStats {
+            completed: g(&c.completed),
+            retried: g(&c.retried),
+            failed: g(&c.failed),
+            cancelled: g(&c.cancelled),
+            released: g(&c.released),
+            lease_lost: g(&c.lease_lost),
+            stalled_found: g(&c.stalled_found),
+        }
+    }
+
+    /// Whether the worker's loop is still running.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops fetching, lets running jobs finish up to the drain timeout, records their
+    /// outcomes, and gives the rest back to the queue at once (no waiting for their
+    /// leases to expire; not counted as attempts or stalls).
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+            && e.is_panic()
+        {
+            tracing::error!("the worker's loop panicked");
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A finished run waiting for its settlement.
+struct Done {
+    id: crate::name::JobId,
+    token: u64,
+    how: Settlement,
+}
+
+struct Run {
+    shared: Arc<Shared>,
+    handler: Erased,
+    concurrency: usize,
+    lease: Duration,
+    stall_check_every: Duration,
+    max_stalled: u32,
+    drain_timeout: Duration,
+    block_timeout: Duration,
+    name: String,
+    leases: Arc<Leases>,
+    stats: Arc<Counters>,
+    stop: CancellationToken,
+}
+
+/// The in-flight blocking wait for work (it is never abandoned half way: a blocking
+/// command dropped mid-flight would leave its reply to the next command).
+type Wait = JoinHandle<(Box<dyn JobWaiter>, Result<bool>)>;
+
+impl Run {
+    async fn main(
+        self,
+        waiter: Box<dyn JobWaiter>,
+        mut hints: mpsc::Receiver<crate::name::JobId>,
+        done_for_good: CancellationToken,
+    ) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut pending: Vec<Settle> = Vec::new();
+        let mut idle_waiter = Some(waiter);
+        let mut wait: Option<Wait> = None;
+        let mut failures = FailureLog::new();
+        let mut stall_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + jittered(self.stall_check_every),
+            self.stall_check_every,
+        );
+        stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_due: Option<u64> = None;
+        let mut backoff = Duration::from_millis(50);
+        let mut fetch_now = true;
+        while !self.stop.is_cancelled() {
+            while let Ok(d) = done_rx.try_recv() {
+                pending.push(self.settle_of(d));
+            }
+            // Runs waiting only for their settlement no longer take a place.
+            let running = self.leases.len().saturating_sub(pending.len());
+            let free = self.concurrency.saturating_sub(running);
+            if fetch_now && free > 0 {
+                let fetch = Fetch {
+                    worker: self.name.clone(),
+                    limit: free,
+                    lease_ms: crate::deadline::millis(self.lease),
+                    promote_limit: free.max(64),
+                    settle: std::mem::take(&mut pending),
+                };
+                match self.fetch(&fetch).await {
+                    Ok(fetched) => {
+                        failures.succeeded("the job fetch");
+                        backoff = Duration::from_millis(50);
+                        self.count_settled(&fetch.settle, &fetched.settled);
+                        next_due = fetched.next_due_ms;
+                        let full = fetched.jobs.len() == free;
+                        for leased in fetched.jobs {
+                            self.spawn_job(leased, done_tx.clone());
+                        }
+                        // A full batch suggests more is waiting: fetch again right away
+                        // once there is room.
+                        fetch_now = full && !fetched.paused;
+                        if fetch_now {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        failures.failed("the job fetch", &e);
+                        pending = fetch.settle;
+                        tokio::select! {
+                            _ = self.stop.cancelled() => {}
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                }
+            } else if !pending.is_empty() {
+                self.settle_now(&mut pending, &mut failures).await;
+            }
+            // Wait for a finished run, work, a stall check, a cancel hint or the stop.
+            let timeout = self.wait_timeout(next_due).await;
+            if free > 0
+                && wait.is_none()
+                && let Some(mut w) = idle_waiter.take()
+            {
+                wait = Some(tokio::spawn(async move {
+                    let r = w.wait(timeout).await;
+                    (w, r)
+                }));
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => {}
+                Some(d) = done_rx.recv() => {
+                    pending.push(self.settle_of(d));
+                    fetch_now = true;
+                }
+                r = async { wait.as_mut().expect("guarded").await }, if wait.is_some() => {
+                    wait = None;
+                    fetch_now = true;
+                    match r {
+                        Ok((w, res)) => {
+                            idle_waiter = Some(w);
+                            if let Err(e) = res {
+                                failures.failed("the wait for jobs", &e);
+                                tokio::select! {
+                                    _ = self.stop.cancelled() => {}
+                                    _ = tokio::time::sleep(backoff) => {}
+                                }
+                                backoff = (backoff * 2).min(Duration::from_secs(2));
+                            }
+                        }
+                        Err(_) => {
+                            // The waiter task panicked: make a new waiter.
+                            match self.shared.store() {
+                                Ok(s) => match s.job_waiter(&self.shared.name).await {
+                                    Ok(w) => idle_waiter = Some(w),
+                                    Err(e) => {
+                                        failures.failed("the wait for jobs", &e);
+                                    }
+                                },
+                                Err(_) => return,
+                            }
+                        }
+                    }
+                }
+                _ = stall_tick.tick() => self.check_stalled(&mut failures).await,
+                Some(id) = hints.recv() => self.leases.cancel(&id),
+            }
+        }
+        self.drain(done_rx, pending, &mut failures).await;
+        done_for_good.cancel();
+    }
+
+    async fn wait_timeout(&self, next_due: Option<u64>) -> Duration {
+        let Some(due) = next_due else {
+            return self.block_timeout;
+        };
+        let now = match self.shared.store() {
+            Ok(s) => s.now_ms().await.unwrap_or(due),
+            Err(_) => due,
+        };
+        Duration::from_millis(due.saturating_sub(now))
+            .clamp(Duration::from_millis(1), self.block_timeout)
+    }
+
+    async fn fetch(&self, fetch: &Fetch) -> Result<crate::backend::jobs::Fetched> {
+        self.shared
+            .store()?
+            .fetch(&self.shared.name, fetch, &self.shared.settings)
+            .await
+    }
+
+    async fn settle_now(&self, pending: &mut Vec<Settle>, failures: &mut FailureLog) {
+        let batch = std::mem::take(pending);
+        let r = match self.shared.store() {
+            Ok(s) => {
+                s.settle(&self.shared.name, &batch, &self.shared.settings)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(settled) => {
+                failures.succeeded("the job settlement");
+                self.count_settled(&batch, &settled);
+            }
+            Err(e) => {
+                failures.failed("the job settlement", &e);
+                *pending = batch;
+            }
+        }
+    }
+
+    async fn check_stalled(&self, failures: &mut FailureLog) {
+        let r = match self.shared.store() {
+            Ok(s) => {
+                s.check_stalled(
+                    &self.shared.name,
+                    self.max_stalled,
+                    1000,
+                    &self.shared.settings,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(report) => {
+                let n =
+                    report.returned.len() + report.failed_attempt.len() + report.cancelled.len();
+                if n > 0 {
+                    self.stats
+                        .stalled_found
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    metrics::counter!("rivulet_jobs_stalled_total", "queue" => self.shared.name.to_string())
+                        .increment(n as u64);
+                    tracing::warn!(queue = %self.shared.name, returned = report.returned.len(), failed_attempt = report.failed_attempt.len(), cancelled = report.cancelled.len(), "took back jobs whose lease had expired");
+                }
+            }
+            Err(e) => {
+                failures.failed("the stalled-job check", &e);
+            }
+        }
+    }
+
+    fn count_settled(&self, batch: &[Settle], settled: &[Settled]) {
+        for (s, r) in batch.iter().zip(settled) {
+            self.leases.release(&s.id, s.token);
+            let counter = match r {
+                Settled::LeaseLost => {
+                    tracing::warn!(queue = %self.shared.name, job = %s.id, "a job's outcome was refused: its lease was lost (another worker may hold it)");
+                    &self.stats.lease_lost
+                }
+                Settled::Applied(crate::jobs::JobState::Completed) => &self.stats.completed,
+                Settled::Applied(crate::jobs::JobState::Failed) => &self.stats.failed,
+                Settled::Applied(crate::jobs::JobState::Cancelled) => &self.stats.cancelled,
+                Settled::Applied(_) if s.how == Settlement::Release => &self.stats.released,
+                Settled::Applied(_) => &self.stats.retried,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let outcome = match r {
+                Settled::LeaseLost => "lease_lost",
+                Settled::Applied(st) => st.as_str(),
+            };
+            metrics::counter!("rivulet_jobs_settled_total", "queue" => self.shared.name.to_string(), "state" => outcome)
+                .increment(1);
+        }
+    }
+
+    fn settle_of(&self, d: Done) -> Settle {
+        Settle {
+            id: d.id,
+            token: d.token,
+            how: d.how,
+        }
+    }
+
+    fn spawn_job(&self, leased: Leased, done: mpsc::UnboundedSender<Done>) {
+        let act = Arc::new(Activation {
+            shared: self.shared.clone(),
+            id: leased.id.clone(),
+            name: leased.name.clone(),
+            attempt: leased.attempt,
+            max_attempts: leased.max_attempts,
+            token: leased.token,
+            added_at_ms: leased.added_at_ms,
+            // Not a child of the worker's stop: a stopping worker lets its jobs finish.
+            // Fired by cancel, timeout, a lost lease or the drain deadline.
+            cancel: CancellationToken::new(),
+            lost: AtomicBool::new(false),
+        });
+        self.leases.hold(act.clone());
+        let handler = self.handler.clone();
+        let policy = self.policy_of(&leased);
+        let timeout = leased.timeout_ms.map(Duration::from_millis);
+        tokio::spawn(async move {
+            let how = run_one(handler, leased.data, act.clone(), timeout, &policy).await;
+            let _ = done.send(Done {
+                id: act.id.clone(),
+                token: act.token,
+                how,
+            });
+        });
+    }
+
+    fn policy_of(&self, leased: &Leased) -> RetryPolicy {
+        let mut p = self.shared.retry.clone();
+        p.max_attempts = leased.max_attempts.max(1);
+        p.backoff = Duration::from_millis(leased.backoff.base_ms);
+        p.multiplier = leased.backoff.multiplier;
+        p.max_delay = Some(Duration::from_millis(leased.backoff.max_ms));
+        p
+    }
+
+    /// Stops: waits for running jobs up to the drain timeout while recording their
+    /// outcomes, then gives the rest back.
+    async fn drain(
+        &self,
+        mut done_rx: mpsc::UnboundedReceiver<Done>,
+        mut pending: Vec<Settle>,
+        failures: &mut FailureLog,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        loop {
+            while let Ok(d) = done_rx.try_recv() {
+                pending.push(self.settle_of(d));
+            }
+            if !pending.is_empty() {
+                self.settle_now(&mut pending, failures).await;
+            }
+            let running = self.leases.len();
+            if running == 0 && pending.is_empty() {
+                return;
+            }
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                Some(d) = done_rx.recv() => pending.push(self.settle_of(d)),
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        // Past the drain timeout: give back what still runs, and stop the handlers.
+        let settled: std::collections::HashSet<_> = pending.iter().map(|s| s.id.clone()).collect();
+        for act in self.leases.snapshot() {
+            if !settled.contains(&act.id) {
+                pending.push(Settle {
+                    id: act.id.clone(),
+                    token: act.token,
+                    how: Settlement::Release,
+                });
+            }
+        }
+        self.leases.cancel_all();
+        for _ in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            self.settle_now(&mut pending, failures).await;
+        }
+        if !pending.is_empty() {
+            tracing::warn!(queue = %self.shared.name, jobs = pending.len(), "could not record the outcome of some jobs at shutdown; they run again after their lease expires");
+        }
+    }
+}
+
+/// A duration somewhere in `[d/2, d]`, so workers started together spread their checks.
+fn jittered(d: Duration) -> Duration {
+    let f: f64 = 0.5 + rand::random::<f64>() * 0.5;
+    d.mul_f64(f)
+}
+
+/// Runs one activation and turns its outcome into a settlement with the bus's rules.
+async fn run_one(
+    handler: Erased,
+    data: Bytes,
+    act: Arc<Activation>,
+    timeout: Option<Duration>,
+    policy: &RetryPolicy,
+) -> Settlement {
+    let cancel = act.cancel.clone();
+    let attempt = act.attempt;
+    let fut = AssertUnwindSafe(async move { handler(data, act).await }).catch_unwind();
+    let run = match timeout {
+        None => fut.await,
+        Some(t) => {
+            let mut fut = std::pin::pin!(fut);
+            tokio::select! {
+                r = &mut fut => r,
+                _ = tokio::time::sleep(t) => {
+                    // Fire the token before the handler's future is dropped, so code
+                    // that watches it (or runs on drop) sees why it stops.
+                    cancel.cancel();
+                    Ok(Err(Failure::Handler(HandlerError::retryable(format!(
+                        "timed out after {}",
+                        crate::deadline::human(t)
+                    )))))
+                }
+            }
+        }
+    };
+    let mut result = Bytes::new();
+    let outcome = Outcome::of(run.map(|r| {
+        r.map(|bytes| {
+            result = bytes;
+        })
+    }));
+    match decide(outcome, attempt, policy) {
+        Decision::Complete => Settlement::Complete { result },
+        Decision::Retry { delay, error, .. } => Settlement::Retry {
+            delay_ms: crate::deadline::millis(delay),
+            error,
+        },
+        Decision::GiveUp { reason, error } => Settlement::Fail {
+            error: format!("{}: {error}", reason.as_str()),
+        },
+    }
+}

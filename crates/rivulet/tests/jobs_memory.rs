@@ -1,0 +1,20 @@
+//! The jobs conformance suite against the embedded memory backend.
+
+#[macro_use]
+mod jobs;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use rivulet::{AnyBackend, MemoryBackend};
+
+struct Memory(MemoryBackend);
+
+impl jobs::Fixture for Memory {
+    fn backend(&self) -> Pin<Box<dyn Future<Output = AnyBackend> + Send + '_>> {
+        let backend = self.0.clone();
+        Box::pin(async move { backend.into() })
+    }
+}
+
+jobs_suite!(async { Memory(MemoryBackend::new()) });

@@ -1,0 +1,38 @@
+//! The jobs conformance suite against a real `redis-server` started by the test kit.
+
+#![cfg(feature = "redis")]
+
+#[macro_use]
+mod jobs;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use rivulet::{AnyBackend, RedisBackend};
+use rivulet_testkit::RedisServer;
+
+struct Redis {
+    server: RedisServer,
+}
+
+impl jobs::Fixture for Redis {
+    fn backend(&self) -> Pin<Box<dyn Future<Output = AnyBackend> + Send + '_>> {
+        let url = self.server.url();
+        Box::pin(async move {
+            RedisBackend::connect(&url)
+                .await
+                .expect("connect to the test redis-server")
+                .into()
+        })
+    }
+}
+
+async fn fixture() -> Redis {
+    let server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("spawn_blocking")
+        .expect("start redis-server");
+    Redis { server }
+}
+
+jobs_suite!(fixture());
