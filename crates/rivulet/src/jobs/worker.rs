@@ -446,7 +446,7 @@ impl Run {
                 self.settle_now(&mut pending, &mut failures).await;
             }
             // Wait for a finished run, work, a stall check, a cancel hint or the stop.
-            let timeout = self.wait_timeout(next_due).await;
+            let timeout = self.wait_timeout(next_due);
             if free > 0
                 && wait.is_none()
                 && let Some(mut w) = idle_waiter.take()
@@ -499,15 +499,18 @@ impl Run {
         done_for_good.cancel();
     }
 
-    async fn wait_timeout(&self, next_due: Option<u64>) -> Duration {
+    /// How long to wait for work: until the next delayed job is due (by this host's
+    /// clock; waking early only costs a fetch, and promotion goes by the store's clock),
+    /// at most the block timeout.
+    fn wait_timeout(&self, next_due: Option<u64>) -> Duration {
         let Some(due) = next_due else {
             return self.block_timeout;
         };
-        let now = match self.shared.store() {
-            Ok(s) => s.now_ms().await.unwrap_or(due),
-            Err(_) => due,
-        };
-        Duration::from_millis(due.saturating_sub(now))
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        Duration::from_millis(due.saturating_sub(now).saturating_add(1))
             .clamp(Duration::from_millis(1), self.block_timeout)
     }
 
