@@ -238,3 +238,28 @@ mod redis {
         bus.shutdown().await;
     }
 }
+
+/// The jobs rows: lease / renewal / stalled check / `max_stalled`, worker concurrency,
+/// block and drain timeouts, retention, events and logs, payload, attempts.
+#[tokio::test]
+async fn job_defaults() {
+    use crate::jobs::{Keep, Queue};
+    let q = Queue::new(MemoryBackend::new(), "defaults").expect("queue");
+    let w = q.worker(|_job: crate::Job<u32>| async { Ok(()) });
+    assert_eq!(
+        (w.lease, w.renew_every, w.stall_check_every, w.max_stalled),
+        (30 * SECOND, 10 * SECOND, 15 * SECOND, 1)
+    );
+    assert_eq!(
+        (w.concurrency, w.block_timeout, w.drain_timeout),
+        (1, 5 * SECOND, 5 * SECOND)
+    );
+    let s = &q.shared.settings;
+    assert_eq!(s.keep_completed, Keep::new(1_000, 24 * HOUR));
+    assert_eq!(s.keep_failed, Keep::new(10_000, 7 * 24 * HOUR));
+    assert_eq!((s.events_cap, s.log_cap), (10_000, 100));
+    assert_eq!(q.shared.max_payload, MIB);
+    assert_eq!(q.shared.retry, RetryPolicy::default());
+    assert_eq!(q.shared.timeout, None);
+    assert_eq!(crate::jobs::MAX_PRIORITY, (1 << 21) - 1);
+}

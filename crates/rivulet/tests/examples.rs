@@ -213,6 +213,17 @@ fn quick_start() {
     run_to_success("quick_start", None);
 }
 
+#[test]
+fn invoice_jobs_on_memory() {
+    let done = run_to_success("invoice_jobs", None);
+    assert!(
+        done.stdout
+            .iter()
+            .any(|l| l.starts_with("invoiced order 3 (attempt 2)")),
+        "the transient failure was not retried"
+    );
+}
+
 #[cfg(feature = "redis")]
 mod redis {
     use std::time::Duration;
@@ -235,6 +246,12 @@ mod redis {
                 .any(|l| l.starts_with("dead letter ") && l.contains("reason attempts")),
             "the dead letter was not listed"
         );
+    }
+
+    #[test]
+    fn invoice_jobs_on_redis() {
+        let redis = server();
+        run_to_success("invoice_jobs", Some(&redis.url()));
     }
 
     #[test]

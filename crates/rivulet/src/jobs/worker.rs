@@ -34,16 +34,16 @@ type Erased =
 /// Options of a worker; `.await` starts it. From [`Queue::worker`].
 #[must_use = "a worker starts only when awaited"]
 pub struct WorkerBuilder {
-    queue: Queue,
-    handler: Erased,
-    concurrency: usize,
-    lease: Duration,
-    renew_every: Duration,
-    stall_check_every: Duration,
-    max_stalled: u32,
-    drain_timeout: Duration,
-    block_timeout: Duration,
-    name: Option<String>,
+    pub(crate) queue: Queue,
+    pub(crate) handler: Erased,
+    pub(crate) concurrency: usize,
+    pub(crate) lease: Duration,
+    pub(crate) renew_every: Duration,
+    pub(crate) stall_check_every: Duration,
+    pub(crate) max_stalled: u32,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) block_timeout: Duration,
+    pub(crate) name: Option<String>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
