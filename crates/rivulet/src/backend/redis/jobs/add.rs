@@ -54,8 +54,8 @@ fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, job: &NewJob) -> redis::C
 
 fn decode_added(v: &Value) -> Result<Added> {
     let items = array_of(v, "job add")?;
-    let id = JobId::new(text(items.get(1), "job add")?)
-        .map_err(|_| reply::unexpected("job add", v))?;
+    let id =
+        JobId::new(text(items.get(1), "job add")?).map_err(|_| reply::unexpected("job add", v))?;
     match reply::string(items.first().unwrap_or(&Value::Nil)).as_deref() {
         Some("existing") => Ok(Added::Existing(id)),
         Some("new") => Ok(Added::New(id, text(items.get(2), "job add")?.parse()?)),

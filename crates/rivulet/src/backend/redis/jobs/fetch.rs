@@ -94,7 +94,8 @@ impl RedisBackend {
                 Some(
                     next_due
                         .parse::<f64>()
-                        .map_err(|_| reply::unexpected("job fetch", &v))? as u64,
+                        .map_err(|_| reply::unexpected("job fetch", &v))?
+                        as u64,
                 )
             },
             paused: text(Some(paused), "job fetch")? == "1",

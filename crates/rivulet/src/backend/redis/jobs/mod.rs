@@ -234,7 +234,9 @@ impl JobStore for RedisBackend {
     }
 
     async fn job_waiter(&self, queue: &QueueName) -> Result<Box<dyn JobWaiter>> {
-        Ok(Box::new(wait::RedisJobWaiter::open(self.clone(), &self.queue_keys(queue)).await?))
+        Ok(Box::new(
+            wait::RedisJobWaiter::open(self.clone(), &self.queue_keys(queue)).await?,
+        ))
     }
 
     async fn event_reader(&self, queue: &QueueName) -> Result<Box<dyn EventReader>> {

@@ -6,6 +6,9 @@
 mod cluster;
 mod connection;
 mod delivery;
+mod jobs;
+mod jobs_cluster;
+mod jobs_control;
 mod limits;
 mod live;
 mod recovery;
