@@ -165,6 +165,7 @@ pub(super) fn event(raw: &RawEntry) -> Result<JobEvent> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -25,10 +25,12 @@ if dedup ~= '' then
   end
 end
 local seq = redis.call('HINCRBY', K.meta, 'seq', 1)
-local priority = math.min(math.max(tonumber(ARGV[10]) or 0, 0), MAX_PRIORITY)
+local priority = math.max(tonumber(ARGV[10]) or 0, 0)
+-- The score clamps (the queue validates the range); the record keeps what was asked.
+local place = math.min(priority, MAX_PRIORITY)
 local order = seq
 if ARGV[11] == '1' then order = -seq end
-local score = priority * 4294967296 + 2147483648 + order
+local score = place * 4294967296 + 2147483648 + order
 local run_at = NOW + (tonumber(ARGV[12]) or 0)
 if ARGV[13] ~= '' then run_at = tonumber(ARGV[13]) end
 redis.call('HSET', jk, 'id', id, 'name', ARGV[8], 'data', ARGV[9], 'priority', num(priority),
