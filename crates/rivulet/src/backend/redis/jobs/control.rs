@@ -1,13 +1,10 @@
-//! Cancelling (and its hints), removing, pausing and resuming, progress and logs.
+//! Cancelling, removing, pausing and resuming, progress and logs.
 
 use bytes::Bytes;
 use redis::Value;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::decode::array_of;
 use super::invocation;
-use crate::backend::LiveChannels;
 use crate::backend::jobs::{Cancelled, QueueSettings, Removed};
 use crate::backend::redis::RedisBackend;
 use crate::backend::redis::reply;
@@ -17,8 +14,6 @@ use crate::name::{JobId, JobName, QueueName};
 
 /// How many parked jobs one resume step puts back.
 const RESUME_BATCH: usize = 500;
-/// Capacity of a cancel-hint channel.
-const HINTS: usize = 256;
 
 impl RedisBackend {
     pub(super) async fn jobs_cancel(
@@ -44,39 +39,6 @@ impl RedisBackend {
             },
             _ => Err(reply::unexpected("job cancel", &v)),
         }
-    }
-
-    /// Subscribes to the queue's cancel channel (a live subscription: it reconnects and
-    /// resubscribes by itself) and forwards the job ids it carries.
-    pub(super) async fn jobs_cancel_hints(
-        &self,
-        queue: &QueueName,
-        stop: CancellationToken,
-    ) -> Result<mpsc::Receiver<JobId>> {
-        // The channel has no glob characters (names and prefixes cannot contain them),
-        // so as a pattern it matches only itself.
-        let channel = self.queue_keys(queue).channel;
-        let mut live = self.live_subscribe(&[channel], stop.clone()).await?;
-        let (tx, rx) = mpsc::channel(HINTS);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tx.closed() => return,
-                    msg = live.recv() => {
-                        let Some(msg) = msg else { return };
-                        let Ok(id) = JobId::new(String::from_utf8_lossy(&msg.payload)) else {
-                            continue;
-                        };
-                        // A hint: dropped when the receiver is behind.
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(id) {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(rx)
     }
 
     pub(super) async fn jobs_remove(

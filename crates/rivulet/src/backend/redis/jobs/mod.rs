@@ -23,6 +23,7 @@ mod add;
 mod control;
 mod decode;
 mod fetch;
+mod hints;
 pub(crate) mod keys;
 mod read;
 mod wait;

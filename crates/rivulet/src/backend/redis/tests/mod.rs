@@ -9,6 +9,7 @@ mod delivery;
 mod jobs;
 mod jobs_cluster;
 mod jobs_control;
+mod jobs_faults;
 mod limits;
 mod live;
 mod recovery;
