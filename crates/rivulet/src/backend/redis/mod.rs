@@ -20,6 +20,7 @@ mod dead_letters;
 mod groups;
 mod idempotency;
 mod inspect;
+mod jobs;
 mod keys;
 mod live;
 mod publish;
@@ -43,7 +44,7 @@ use async_trait::async_trait;
 
 use crate::backend::{AnyBackend, Backend, StreamKey};
 use crate::error::{Error, Result};
-use crate::name::TopicName;
+use crate::name::{QueueName, TopicName};
 
 use self::conn::{Conn, Target, Timeouts};
 pub use self::idempotency::RedisIdempotencyStore;
@@ -81,6 +82,8 @@ struct Inner {
     shared: Conn,
     /// Topics this backend has added to the topic registry.
     registered: Mutex<HashSet<TopicName>>,
+    /// Queues this backend has added to the queue registry.
+    queues_registered: Mutex<HashSet<QueueName>>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -228,6 +231,7 @@ impl RedisBackendBuilder {
                 timeouts: self.timeouts,
                 shared,
                 registered: Mutex::new(HashSet::new()),
+                queues_registered: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -324,8 +328,13 @@ impl Backend for RedisBackend {
                 timeouts: inner.timeouts,
                 shared,
                 registered: Mutex::new(HashSet::new()),
+                queues_registered: Mutex::new(HashSet::new()),
             }),
         }))
+    }
+
+    fn job_store(&self) -> Option<&dyn crate::backend::jobs::JobStore> {
+        Some(self)
     }
 }
 

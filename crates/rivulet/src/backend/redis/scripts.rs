@@ -27,6 +27,34 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) release: Script,
     pub(crate) renew: Script,
+    /// The job store's scripts (`lua/jobs_*.lua`, each with `lua/jobs_lib.lua` in front).
+    pub(crate) jobs: JobScripts,
+}
+
+/// The job store's scripts, one per transition.
+pub(crate) struct JobScripts {
+    pub(crate) add: Script,
+    pub(crate) fetch: Script,
+    pub(crate) settle: Script,
+    pub(crate) renew: Script,
+    pub(crate) stalled: Script,
+    pub(crate) cancel: Script,
+    pub(crate) remove: Script,
+    pub(crate) resume: Script,
+    pub(crate) progress: Script,
+    pub(crate) log: Script,
+    pub(crate) list: Script,
+}
+
+/// A job script: the shared library, then the script's own body.
+macro_rules! job_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/jobs_lib.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
+    };
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -46,4 +74,17 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: Script::new(include_str!("lua/claim.lua")),
     release: Script::new(include_str!("lua/release.lua")),
     renew: Script::new(include_str!("lua/renew.lua")),
+    jobs: JobScripts {
+        add: job_script!("jobs_add.lua"),
+        fetch: job_script!("jobs_fetch.lua"),
+        settle: job_script!("jobs_settle.lua"),
+        renew: job_script!("jobs_renew.lua"),
+        stalled: job_script!("jobs_stalled.lua"),
+        cancel: job_script!("jobs_cancel.lua"),
+        remove: job_script!("jobs_remove.lua"),
+        resume: job_script!("jobs_resume.lua"),
+        progress: job_script!("jobs_progress.lua"),
+        log: job_script!("jobs_log.lua"),
+        list: job_script!("jobs_list.lua"),
+    },
 });

@@ -6,6 +6,10 @@
 mod cluster;
 mod connection;
 mod delivery;
+mod jobs;
+mod jobs_cluster;
+mod jobs_control;
+mod jobs_faults;
 mod limits;
 mod live;
 mod recovery;

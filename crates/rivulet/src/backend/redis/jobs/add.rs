@@ -1,0 +1,112 @@
+//! Adding jobs: one `jobs_add.lua` per job, all in one pipeline (one round trip), and
+//! the queue registry.
+
+use redis::Value;
+
+use super::decode::{array_of, text};
+use super::{QueueKeys, header};
+use crate::backend::jobs::{Added, NewJob, QueueSettings};
+use crate::backend::redis::RedisBackend;
+use crate::backend::redis::conn::{Conn, check_value, evalsha, pipeline_with_scripts};
+use crate::backend::redis::reply;
+use crate::backend::redis::scripts::SCRIPTS;
+use crate::error::Result;
+use crate::name::{JobId, QueueName};
+
+fn flag(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// The `EVALSHA` of `jobs_add.lua` for one job.
+fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, job: &NewJob) -> redis::Cmd {
+    let fixed = keys.fixed();
+    let refs: Vec<&str> = fixed.iter().map(String::as_str).collect();
+    let mut cmd = evalsha(&SCRIPTS.jobs.add, &refs);
+    for a in header(keys, Some(settings)) {
+        cmd.arg(a);
+    }
+    let (dedup, ttl) = match &job.dedup {
+        Some(d) => (d.key.as_str(), opt(d.ttl_ms)),
+        None => ("", String::new()),
+    };
+    cmd.arg(job.id.as_str())
+        .arg(job.name.as_str())
+        .arg(job.data.as_ref())
+        .arg(job.priority)
+        .arg(flag(job.lifo))
+        .arg(job.delay_ms)
+        .arg(opt(job.run_at_ms))
+        .arg(job.max_attempts)
+        .arg(job.backoff.base_ms)
+        .arg(job.backoff.multiplier.to_string())
+        .arg(job.backoff.max_ms)
+        .arg(opt(job.timeout_ms))
+        .arg(dedup)
+        .arg(ttl)
+        .arg(flag(job.remove_on_complete))
+        .arg(flag(job.remove_on_fail));
+    cmd
+}
+
+fn decode_added(v: &Value) -> Result<Added> {
+    let items = array_of(v, "job add")?;
+    let id =
+        JobId::new(text(items.get(1), "job add")?).map_err(|_| reply::unexpected("job add", v))?;
+    match reply::string(items.first().unwrap_or(&Value::Nil)).as_deref() {
+        Some("existing") => Ok(Added::Existing(id)),
+        Some("new") => Ok(Added::New(id, text(items.get(2), "job add")?.parse()?)),
+        _ => Err(reply::unexpected("job add", v)),
+    }
+}
+
+impl RedisBackend {
+    /// Adds `queue` to the registry, once per queue for this backend handle (the set is
+    /// not in the queue's slot, so it is a command of its own).
+    async fn register_queue(&self, conn: &mut Conn, queue: &QueueName) -> Result<()> {
+        if crate::backend::redis::lock(&self.inner.queues_registered).contains(queue) {
+            return Ok(());
+        }
+        let _: i64 = redis::cmd("SADD")
+            .arg(super::keys::queues(&self.inner.prefix))
+            .arg(queue.as_str())
+            .query_async(conn)
+            .await?;
+        crate::backend::redis::lock(&self.inner.queues_registered).insert(queue.clone());
+        Ok(())
+    }
+
+    pub(super) async fn jobs_add(
+        &self,
+        queue: &QueueName,
+        jobs: &[NewJob],
+        settings: &QueueSettings,
+    ) -> Result<Vec<Added>> {
+        let mut conn = self.conn()?;
+        self.register_queue(&mut conn, queue).await?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.queue_keys(queue);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for job in jobs {
+            pipe.add_command(add_cmd(&keys, settings, job));
+        }
+        let values = pipeline_with_scripts(&mut conn, &pipe, &[&SCRIPTS.jobs.add]).await?;
+        if values.len() != jobs.len() {
+            return Err(crate::error::Error::Protocol(format!(
+                "{} replies to {} job adds",
+                values.len(),
+                jobs.len()
+            )));
+        }
+        values
+            .into_iter()
+            .map(|v| decode_added(&check_value(v)?))
+            .collect()
+    }
+}

@@ -1,0 +1,72 @@
+-- Settles, promotes due delayed jobs and leases (see jobs_lib.lua for the keys and the
+-- first arguments).
+--
+-- ARGV[7] worker  [8] limit  [9] lease ms  [10] promote limit  [11] how many
+-- settlements, then five arguments each as in jobs_settle.lua.
+-- O(settlements + promote limit + 5 × limit + 16): jobs of paused names met at the head
+-- of waiting are parked, at most 4 × limit + 16 of them per fetch.
+-- Returns {settled states, leased jobs, next due ms or '', paused 0|1}; a leased job is
+-- {id, name, data, attempt, max attempts, backoff base, multiplier, backoff max,
+-- timeout or '', token, added at}.
+local worker, limit, lease_ms = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+local promote_limit = tonumber(ARGV[10])
+local settled = settle_all(12, tonumber(ARGV[11]))
+
+if promote_limit > 0 then
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', num(NOW), 'LIMIT', 0, promote_limit)
+  for _, id in ipairs(due) do
+    local jk = job_key(id)
+    if redis.call('EXISTS', jk) == 1 then
+      redis.call('HDEL', jk, 'run_at')
+      link_waiting(id)
+      event('added', id, redis.call('HGET', jk, 'attempt'), 'promoted')
+    else
+      redis.call('ZREM', K.delayed, id)
+    end
+  end
+end
+
+local paused = redis.call('HGET', K.meta, 'paused') == '1'
+local jobs = {}
+if not paused and limit > 0 then
+  local skips = limit * 4 + 16
+  while #jobs < limit do
+    local head = redis.call('ZRANGE', K.waiting, 0, 0, 'WITHSCORES')
+    if #head == 0 then break end
+    local id, score = head[1], head[2]
+    local jk = job_key(id)
+    local name = redis.call('HGET', jk, 'name')
+    if not name or redis.call('SISMEMBER', K.paused_names, name) == 1 then
+      if skips == 0 then break end
+      skips = skips - 1
+      redis.call('ZREM', K.waiting, id)
+      if name then
+        redis.call('ZADD', parked_key(name), score, id)
+        redis.call('HSET', jk, 'parked', '1')
+        redis.call('HINCRBY', K.meta, 'parked', 1)
+      end
+    else
+      redis.call('ZREM', K.waiting, id)
+      local token = redis.call('HINCRBY', jk, 'token', 1)
+      local attempt = (tonumber(redis.call('HGET', jk, 'attempts_made')) or 0) + 1
+      local until_ms = NOW + lease_ms
+      redis.call('HSET', jk, 'state', 'active', 'attempt', attempt, 'started_at', num(NOW),
+        'worker', worker)
+      redis.call('ZADD', K.active, num(until_ms), id)
+      local f = redis.call('HMGET', jk, 'name', 'data', 'max_attempts', 'backoff_base',
+        'backoff_mult', 'backoff_max', 'timeout', 'added_at')
+      jobs[#jobs + 1] = { id, f[1] or '', f[2] or '', num(attempt), f[3] or '', f[4] or '',
+        f[5] or '', f[6] or '', f[7] or '', num(token), f[8] or '' }
+      event('active', id, attempt)
+    end
+  end
+  -- Work left behind: wake the next idle worker (wake-ups chain).
+  if #jobs > 0 and redis.call('ZCARD', K.waiting) > 0 then wake() end
+end
+
+local next_due = ''
+local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+if #first > 0 then next_due = first[2] end
+local p = '0'
+if paused then p = '1' end
+return { settled, jobs, next_due, p }

@@ -1,0 +1,260 @@
+-- The shared part of every job script (prepended to each jobs_*.lua by scripts.rs, so
+-- each script is self-contained on the server). Not a script on its own.
+--
+-- Every job script receives the same keys, all in the queue's slot (tag
+-- `{<prefix>/queue/<queue>}`):
+--   KEYS[1] meta   KEYS[2] waiting   KEYS[3] delayed   KEYS[4] active
+--   KEYS[5] completed   KEYS[6] failed   KEYS[7] cancelled   KEYS[8] events
+--   KEYS[9] marker   KEYS[10] paused-names   KEYS[11] waiting-children
+-- and the same first arguments:
+--   ARGV[1] the queue's tag prefix `{<prefix>/queue/<queue>}`: per-job keys
+--           (`/job/<id>`, `/logs/<id>`, `/dedup/<key>`, `/parked/<name>`) are built from
+--           it, in the same slot (see docs/decisions.md)
+--   ARGV[2] events cap   ARGV[3] keep-completed count   ARGV[4] keep-completed age ms
+--   ARGV[5] keep-failed count (also cancelled)   ARGV[6] keep-failed age ms
+-- Script-specific arguments start at ARGV[7].
+local K = {
+  meta = KEYS[1], waiting = KEYS[2], delayed = KEYS[3], active = KEYS[4],
+  completed = KEYS[5], failed = KEYS[6], cancelled = KEYS[7], events = KEYS[8],
+  marker = KEYS[9], paused_names = KEYS[10],
+}
+K['waiting-children'] = KEYS[11]
+local P = ARGV[1]
+local EVENTS_CAP = math.max(tonumber(ARGV[2]) or 1, 1)
+local KEEP = {
+  completed = { count = tonumber(ARGV[3]) or 0, age = tonumber(ARGV[4]) or 0 },
+  failed = { count = tonumber(ARGV[5]) or 0, age = tonumber(ARGV[6]) or 0 },
+}
+KEEP.cancelled = KEEP.failed
+-- At most this many finished jobs are removed by retention per finished job.
+local RETENTION_BUDGET = 9
+local MAX_PRIORITY = 2097151 -- 2^21 - 1: priority * 2^32 + 2^32 stays below 2^53
+
+local function num(n)
+  return string.format('%.0f', n)
+end
+
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function job_key(id) return P .. '/job/' .. id end
+local function logs_key(id) return P .. '/logs/' .. id end
+local function dedup_key(k) return P .. '/dedup/' .. k end
+local function parked_key(name) return P .. '/parked/' .. name end
+
+-- Cuts s to at most 200 bytes on a UTF-8 character boundary (as short_detail does).
+local function short(s)
+  if #s <= 200 then return s end
+  local e = 200
+  while e > 0 do
+    local b = string.byte(s, e + 1)
+    if b < 128 or b >= 192 then break end
+    e = e - 1
+  end
+  return string.sub(s, 1, e)
+end
+
+local function event(kind, id, attempt, detail)
+  local args = { 'XADD', K.events, 'MAXLEN' }
+  if EVENTS_CAP >= 1000 then args[#args + 1] = '~' end
+  args[#args + 1] = EVENTS_CAP
+  args[#args + 1] = '*'
+  args[#args + 1] = 'kind'
+  args[#args + 1] = kind
+  args[#args + 1] = 'job'
+  args[#args + 1] = id
+  args[#args + 1] = 'attempt'
+  args[#args + 1] = attempt or 0
+  if detail then
+    args[#args + 1] = 'detail'
+    args[#args + 1] = short(detail)
+  end
+  redis.call(unpack(args))
+end
+
+-- Wakes one idle worker (its BLPOP takes the marker).
+local function wake()
+  redis.call('LPUSH', K.marker, '1')
+  redis.call('LTRIM', K.marker, 0, 0)
+end
+
+-- Takes a job out of the set of its state (or its parked set).
+local function unlink(id)
+  local jk = job_key(id)
+  local h = redis.call('HMGET', jk, 'state', 'parked', 'name')
+  local state = h[1]
+  if not state then return end
+  if state == 'waiting' and h[2] == '1' then
+    if redis.call('ZREM', parked_key(h[3]), id) == 1 then
+      redis.call('HINCRBY', K.meta, 'parked', -1)
+    end
+    redis.call('HDEL', jk, 'parked')
+    return
+  end
+  local set = K[state]
+  if set then redis.call('ZREM', set, id) end
+end
+
+-- Puts a job into waiting at its place (parked when its name is paused).
+local function link_waiting(id)
+  unlink(id)
+  local jk = job_key(id)
+  local h = redis.call('HMGET', jk, 'name', 'score')
+  redis.call('HSET', jk, 'state', 'waiting')
+  if h[1] and redis.call('SISMEMBER', K.paused_names, h[1]) == 1 then
+    redis.call('ZADD', parked_key(h[1]), h[2], id)
+    redis.call('HSET', jk, 'parked', '1')
+    redis.call('HINCRBY', K.meta, 'parked', 1)
+    return
+  end
+  redis.call('ZADD', K.waiting, h[2], id)
+  wake()
+end
+
+local function link_delayed(id, at)
+  unlink(id)
+  local jk = job_key(id)
+  redis.call('HSET', jk, 'state', 'delayed', 'run_at', num(at))
+  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', K.delayed, num(at), id)
+  -- An idle worker may sleep past this job's time: wake it to look again.
+  if #first == 0 or tonumber(first[2]) > at then wake() end
+end
+
+-- Deletes the dedup key of job `id` when it still names it. `finished`: only keys
+-- without a TTL (those are held until their job finishes).
+local function release_dedup(id, finished)
+  local h = redis.call('HMGET', job_key(id), 'dedup', 'dedup_ttl')
+  if not h[1] then return end
+  if finished and h[2] == '1' then return end
+  local dk = dedup_key(h[1])
+  if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+end
+
+-- Removes a job: record, logs, dedup key, its place. Returns its state, or false.
+local function delete_job(id)
+  local jk = job_key(id)
+  local state = redis.call('HGET', jk, 'state')
+  if not state then return false end
+  release_dedup(id, false)
+  unlink(id)
+  redis.call('DEL', jk, logs_key(id))
+  event('removed', id, 0)
+  return state
+end
+
+-- Removes up to RETENTION_BUDGET of the oldest finished jobs of `state` beyond its keep
+-- count or older than its keep age.
+local function retention(state)
+  local set, keep = K[state], KEEP[state]
+  local victims = {}
+  local excess = redis.call('ZCARD', set) - keep.count
+  if excess > 0 then
+    victims = redis.call('ZRANGE', set, 0, math.min(excess, RETENTION_BUDGET) - 1)
+  end
+  if #victims < RETENTION_BUDGET then
+    local old = redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. num(NOW - keep.age),
+      'LIMIT', #victims, RETENTION_BUDGET - #victims)
+    for _, id in ipairs(old) do victims[#victims + 1] = id end
+  end
+  for _, id in ipairs(victims) do
+    if not delete_job(id) then redis.call('ZREM', set, id) end
+  end
+end
+
+-- Finishes a job in `state` (completed, failed or cancelled).
+local function finish(id, state)
+  unlink(id)
+  local jk = job_key(id)
+  redis.call('HSET', jk, 'state', state, 'finished_at', num(NOW))
+  redis.call('ZADD', K[state], num(NOW), id)
+  release_dedup(id, true)
+  local h = redis.call('HMGET', jk, 'attempt', 'error', 'remove_on_complete', 'remove_on_fail')
+  if state == 'completed' then
+    event('completed', id, h[1])
+  elseif state == 'cancelled' then
+    event('cancelled', id, h[1])
+  else
+    event('failed', id, h[1], h[2] or nil)
+  end
+  local remove = (state == 'completed' and h[3] == '1') or (state ~= 'completed' and h[4] == '1')
+  if remove then delete_job(id) end
+  retention(state)
+end
+
+-- The delay after failed attempt `attempt` (StoredBackoff::delay_ms).
+local function backoff_ms(id, attempt)
+  local h = redis.call('HMGET', job_key(id), 'backoff_base', 'backoff_mult', 'backoff_max')
+  local base, mult, max = tonumber(h[1]) or 0, tonumber(h[2]) or 1, tonumber(h[3]) or 0
+  local exp = math.min(math.max(attempt - 1, 0), 1000)
+  local d = base * mult ^ exp
+  if d ~= d or d >= max then return max end
+  return math.floor(d)
+end
+
+-- A failed attempt: delayed (or waiting) for another, or failed without any left.
+-- Returns the job's new state.
+local function retry(id, delay, err)
+  local jk = job_key(id)
+  local h = redis.call('HMGET', jk, 'attempt', 'attempts_made', 'max_attempts')
+  local attempt = tonumber(h[1]) or 0
+  local made = math.max(attempt, (tonumber(h[2]) or 0) + 1)
+  redis.call('HSET', jk, 'attempts_made', made, 'error', err)
+  if made >= (tonumber(h[3]) or 1) then
+    finish(id, 'failed')
+    return 'failed'
+  end
+  local state = 'waiting'
+  if delay <= 0 then
+    link_waiting(id)
+  else
+    link_delayed(id, NOW + delay)
+    state = 'delayed'
+  end
+  event('retried', id, attempt, err)
+  return state
+end
+
+-- Applies one settlement; returns the new state or 'lost'.
+local function settle_one(id, token, how, payload, delay)
+  local jk = job_key(id)
+  local h = redis.call('HMGET', jk, 'state', 'token', 'cancel_requested', 'attempt', 'error')
+  if h[1] ~= 'active' or h[2] ~= token then return 'lost' end
+  if h[3] == '1' then
+    if not h[5] then redis.call('HSET', jk, 'error', 'cancelled while active') end
+    finish(id, 'cancelled')
+    return 'cancelled'
+  end
+  if how == 'complete' then
+    redis.call('HSET', jk, 'result', payload)
+    redis.call('HDEL', jk, 'error')
+    finish(id, 'completed')
+    return 'completed'
+  elseif how == 'fail' then
+    redis.call('HSET', jk, 'attempts_made', h[4] or 0, 'error', payload)
+    finish(id, 'failed')
+    return 'failed'
+  elseif how == 'retry' then
+    return retry(id, tonumber(delay) or 0, payload)
+  elseif how == 'release' then
+    redis.call('HDEL', jk, 'worker')
+    link_waiting(id)
+    event('released', id, h[4])
+    return 'waiting'
+  end
+  return redis.error_reply('unknown settlement ' .. tostring(how))
+end
+
+-- Applies the settlements in ARGV[first], five arguments each (id, token, how,
+-- payload, delay ms), `n` of them.
+local function settle_all(first, n)
+  local out = {}
+  for i = 0, n - 1 do
+    local a = first + i * 5
+    out[#out + 1] = settle_one(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  end
+  return out
+end
