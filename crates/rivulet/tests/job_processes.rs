@@ -115,13 +115,14 @@ impl WorkerProcess {
         assert!(ok, "kill -{sig} {}", self.pid());
     }
 
+    /// The first line the process printed that holds `prefix`, from `prefix` on (the
+    /// test harness may print `test child_worker ... ` before it on the same line).
     fn said(&self, prefix: &str) -> Option<String> {
         self.lines
             .lock()
             .expect("lock")
             .iter()
-            .find(|l| l.starts_with(prefix))
-            .cloned()
+            .find_map(|l| l.find(prefix).map(|i| l[i..].to_owned()))
     }
 
     async fn wait_said(&self, prefix: &str) -> String {
@@ -143,6 +144,7 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-CONT", &self.pid().to_string()])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
