@@ -85,11 +85,11 @@ impl RedisBackend {
         jobs: &[NewJob],
         settings: &QueueSettings,
     ) -> Result<Vec<Added>> {
-        let mut conn = self.conn()?;
-        self.register_queue(&mut conn, queue).await?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        let mut conn = self.conn()?;
+        self.register_queue(&mut conn, queue).await?;
         let keys = self.queue_keys(queue);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();

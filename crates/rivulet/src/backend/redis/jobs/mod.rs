@@ -16,8 +16,27 @@
 //! * cancel hints are published on `<prefix>/queue/<queue>/cancel`.
 //!
 //! Waiting jobs of paused names are moved to `/parked/<name>` by the fetch that meets
-//! them; [`JobStore::list_jobs`] for `Waiting` lists `/waiting` only (parked jobs are
+//! them (or, like the memory store, at once when they become waiting while their name is
+//! paused); [`JobStore::list_jobs`] for `Waiting` lists `/waiting` only (parked jobs are
 //! counted in `waiting` and `parked`, not listed), like the memory store.
+//!
+//! Where this store differs from the memory store (the reference):
+//!
+//! * **Wake-ups**: one marker push wakes one idle waiter (`BLPOP`); others are woken in
+//!   turn by fetches that leave work behind. The memory store wakes every waiter.
+//! * **Event cap**: exact (`MAXLEN`) below a cap of 1,000, approximate (`MAXLEN ~`, a
+//!   stream node of up to 100 entries over) from there. Event ids are stream ids.
+//! * **Queue registry**: [`JobStore::queues`] lists every queue jobs were ever added to
+//!   under the prefix (the `<prefix>/queues` set), also after all its jobs are gone.
+//! * **Places**: a priority above 2²¹ − 1 is placed as 2²¹ − 1 (the queue rejects
+//!   those), and a queue takes fewer than 2³¹ adds before FIFO order wraps into the next
+//!   priority.
+//! * **Page cursors** are `<score>:<id>`; a cursor whose job is gone or moved looks at
+//!   most `limit + 256` jobs of its score ahead.
+//! * **Errors**: an add pipeline that fails part-way may have added the jobs before the
+//!   failure (each add is atomic; ids chosen by the caller make a retry safe). A fetch
+//!   that leased a job whose record is malformed fails with `Error::Protocol`; the
+//!   jobs it leased come back when their leases expire.
 
 mod add;
 mod control;

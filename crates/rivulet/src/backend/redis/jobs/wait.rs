@@ -19,6 +19,9 @@ use crate::jobs::record::JobEvent;
 
 /// Extra time, beyond the blocking time, before a silent connection is given up.
 const GRACE: Duration = Duration::from_secs(5);
+/// The longest one blocking call waits (longer waits return `false` / nothing early,
+/// which callers treat as a timeout and call again).
+const MAX_BLOCK: Duration = Duration::from_secs(24 * 3600);
 
 /// A dedicated connection to the node serving `key`, reopened after errors.
 struct Dedicated {
@@ -94,6 +97,7 @@ impl RedisJobWaiter {
 #[async_trait]
 impl JobWaiter for RedisJobWaiter {
     async fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let timeout = timeout.min(MAX_BLOCK);
         let key = self.conn.key.clone();
         // BLPOP 0 would block forever: a zero timeout is a plain look.
         let cmd = if timeout < Duration::from_millis(1) {
@@ -138,6 +142,7 @@ impl EventReader for RedisEventReader {
         let mut cmd = redis::cmd("XREAD");
         let mut waits = Duration::ZERO;
         if let Some(b) = block {
+            let b = b.min(MAX_BLOCK);
             let ms = crate::deadline::millis(b);
             if ms > 0 {
                 cmd.arg("BLOCK").arg(ms);

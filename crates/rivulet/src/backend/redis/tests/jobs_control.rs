@@ -487,3 +487,38 @@ async fn the_waiter_wakes_on_an_add_and_times_out_otherwise() {
     let now = b.now_ms().await.unwrap();
     assert!(now.abs_diff(crate::message::now_ms()) < 5_000);
 }
+
+#[tokio::test]
+async fn long_errors_are_cut_on_a_character_boundary_in_events() {
+    let (_server, b) = start().await;
+    let q = queue("utf");
+    add(&b, "utf", &[job("j", "n")]).await;
+    let l = lease(&b, "utf", 1, 30_000).await.remove(0);
+    // 'é' is two bytes: byte 200 falls inside one when the text starts with 'x'.
+    let error = format!("x{}", "é".repeat(300));
+    let fail = Settle {
+        id: l.id.clone(),
+        token: l.token,
+        how: Settlement::Fail {
+            error: error.clone(),
+        },
+    };
+    settle_one(&b, "utf", fail).await;
+    let events = b
+        .event_reader(&q)
+        .await
+        .unwrap()
+        .read(None, 100, None)
+        .await
+        .unwrap();
+    let failed = events
+        .iter()
+        .find(|e| e.kind == JobEventKind::Failed)
+        .unwrap();
+    let detail = failed.detail.clone().unwrap();
+    assert_eq!(detail, crate::jobs::record::short_detail(&error));
+    assert_eq!(detail.len(), 199);
+    // The record keeps the whole error.
+    let info = b.job(&q, &jid("j")).await.unwrap().unwrap();
+    assert_eq!(info.error.as_deref(), Some(error.as_str()));
+}
