@@ -27,11 +27,12 @@ struct Invoice {
 #[tokio::main]
 async fn main() -> rivulet::Result<()> {
     let backend: AnyBackend = match std::env::var("RIVULET_REDIS_URL") {
+        #[cfg(feature = "redis")]
         Ok(url) => {
             println!("backend: redis");
             rivulet::RedisBackend::connect(&url).await?.into()
         }
-        Err(_) => {
+        _ => {
             println!("backend: memory (set RIVULET_REDIS_URL to use Redis)");
             MemoryBackend::new().into()
         }

@@ -39,7 +39,6 @@ pub use jobs::{
 };
 pub use live::{Live, LiveSubscriber};
 pub use message::{EntryId, Headers, MessageId, Published};
-pub use jobs::record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};
 pub use name::{ConsumerName, GroupName, HandlerName, JobId, JobName, QueueName, TopicName};
 pub use retry::RetryPolicy;
 pub use topic::{Backpressure, StartFrom, TopicOptions, TrimReport};

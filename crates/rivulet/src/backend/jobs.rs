@@ -107,6 +107,7 @@ pub(crate) enum Added {
     Existing(JobId),
 }
 
+#[cfg(all(test, feature = "redis"))]
 impl Added {
     pub(crate) fn id(&self) -> &JobId {
         match self {
@@ -286,7 +287,7 @@ pub(crate) trait EventReader: Send {
 
 /// Everything a store of jobs provides. See the module docs.
 #[async_trait]
-pub(crate) trait JobStore: Send + Sync {
+pub(crate) trait JobQueues: Send + Sync {
     /// Adds jobs in one round trip, each atomically (dedup and caller ids are decided per
     /// job, in order). Registers the queue in the queue registry.
     async fn add_jobs(
@@ -421,7 +422,4 @@ pub(crate) trait JobStore: Send + Sync {
 
     /// A reader of `queue`'s events.
     async fn event_reader(&self, queue: &QueueName) -> Result<Box<dyn EventReader>>;
-
-    /// The store's clock, in milliseconds since the epoch (Redis `TIME`).
-    async fn now_ms(&self) -> Result<u64>;
 }

@@ -28,7 +28,6 @@ use crate::message::{EntryId, Envelope, Published};
 use crate::name::{ConsumerName, GroupName, TopicName};
 use crate::topic::{StartFrom, TopicOptions, TrimReport};
 
-#[allow(dead_code)] // wired up as the queue and worker arrive
 pub(crate) mod jobs;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -505,8 +504,8 @@ pub(crate) trait Backend:
     /// such a handle.
     async fn detach(&self) -> Result<Arc<dyn Backend>>;
 
-    /// The backend's job store (J-1 … J-16).
-    fn job_store(&self) -> Option<&dyn jobs::JobStore> {
+    /// The backend's job queues (J-1 … J-16).
+    fn job_queues(&self) -> Option<&dyn jobs::JobQueues> {
         None
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::record::{JobCounts, JobInfo, JobState, Keep};
 use crate::backend::jobs::{
-    Added, Cancelled, Dedup, JobStore, NewJob, QueueSettings, Removed, StoredBackoff,
+    Added, Cancelled, Dedup, JobQueues, NewJob, QueueSettings, Removed, StoredBackoff,
 };
 use crate::backend::{AnyBackend, Backend};
 use crate::error::{Error, Result};
@@ -35,14 +35,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn store(&self) -> Result<&dyn JobStore> {
+    pub(crate) fn store(&self) -> Result<&dyn JobQueues> {
         store_of(self.backend.as_ref())
     }
 }
 
-pub(crate) fn store_of(backend: &dyn Backend) -> Result<&dyn JobStore> {
-    backend.job_store().ok_or_else(|| {
-        Error::NotAvailable(format!("the {} backend has no job store", backend.name()))
+pub(crate) fn store_of(backend: &dyn Backend) -> Result<&dyn JobQueues> {
+    backend.job_queues().ok_or_else(|| {
+        Error::NotAvailable(format!("the {} backend has no job queues", backend.name()))
     })
 }
 

@@ -1,4 +1,4 @@
-//! The memory job store: the executable reference of the job semantics (see
+//! The memory job queues: the executable reference of the job semantics (see
 //! [`crate::backend::jobs`]). Every step runs under the backend's one lock, so each
 //! transition is one critical section.
 
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::MemoryBackend;
 use crate::backend::jobs::{
-    Added, Cancelled, Dedup, EventReader, Fetch, Fetched, JobPage, JobStore, JobWaiter, Leased,
+    Added, Cancelled, Dedup, EventReader, Fetch, Fetched, JobPage, JobQueues, JobWaiter, Leased,
     NewJob, QueueSettings, Removed, Renewal, Settle, Settled, Settlement, Stalled, StoredBackoff,
 };
 use crate::error::{Error, Result};
@@ -548,7 +548,7 @@ fn queue_mut<'a>(
 }
 
 #[async_trait]
-impl JobStore for MemoryBackend {
+impl JobQueues for MemoryBackend {
     async fn add_jobs(
         &self,
         queue: &QueueName,
@@ -898,10 +898,6 @@ impl JobStore for MemoryBackend {
             backend: self.clone(),
             queue: queue.clone(),
         }))
-    }
-
-    async fn now_ms(&self) -> Result<u64> {
-        Ok(now_ms())
     }
 }
 

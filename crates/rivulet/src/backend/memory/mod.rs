@@ -90,7 +90,7 @@ impl Backend for MemoryBackend {
         Ok(Arc::new(self.clone()))
     }
 
-    fn job_store(&self) -> Option<&dyn crate::backend::jobs::JobStore> {
+    fn job_queues(&self) -> Option<&dyn crate::backend::jobs::JobQueues> {
         Some(self)
     }
 }

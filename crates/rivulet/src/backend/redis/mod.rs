@@ -333,7 +333,7 @@ impl Backend for RedisBackend {
         }))
     }
 
-    fn job_store(&self) -> Option<&dyn crate::backend::jobs::JobStore> {
+    fn job_queues(&self) -> Option<&dyn crate::backend::jobs::JobQueues> {
         Some(self)
     }
 }

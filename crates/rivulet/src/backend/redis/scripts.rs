@@ -27,11 +27,11 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) release: Script,
     pub(crate) renew: Script,
-    /// The job store's scripts (`lua/jobs_*.lua`, each with `lua/jobs_lib.lua` in front).
+    /// The scripts of the job queues (`lua/jobs_*.lua`, each with `lua/jobs_lib.lua` in front).
     pub(crate) jobs: JobScripts,
 }
 
-/// The job store's scripts, one per transition.
+/// The scripts of the job queues, one per transition.
 pub(crate) struct JobScripts {
     pub(crate) add: Script,
     pub(crate) fetch: Script,

@@ -1,4 +1,4 @@
-//! The Redis job store (J-1 … J-16): [`JobStore`] for [`RedisBackend`].
+//! The Redis job queues (J-1 … J-16): [`JobQueues`] for [`RedisBackend`].
 //!
 //! A queue is a handful of sorted sets and a hash per job, all under the hash tag
 //! `{<prefix>/queue/<queue>}` (layout in `keys.rs` and `docs/wire-format.md`, "Jobs").
@@ -17,7 +17,7 @@
 //!
 //! Waiting jobs of paused names are moved to `/parked/<name>` by the fetch that meets
 //! them (or, like the memory store, at once when they become waiting while their name is
-//! paused); [`JobStore::list_jobs`] for `Waiting` lists `/waiting` only (parked jobs are
+//! paused); [`JobQueues::list_jobs`] for `Waiting` lists `/waiting` only (parked jobs are
 //! counted in `waiting` and `parked`, not listed), like the memory store.
 //!
 //! Where this store differs from the memory store (the reference):
@@ -26,7 +26,7 @@
 //!   turn by fetches that leave work behind. The memory store wakes every waiter.
 //! * **Event cap**: exact (`MAXLEN`) below a cap of 1,000, approximate (`MAXLEN ~`, a
 //!   stream node of up to 100 entries over) from there. Event ids are stream ids.
-//! * **Queue registry**: [`JobStore::queues`] lists every queue jobs were ever added to
+//! * **Queue registry**: [`JobQueues::queues`] lists every queue jobs were ever added to
 //!   under the prefix (the `<prefix>/queues` set), also after all its jobs are gone.
 //! * **Places**: a priority above 2²¹ − 1 is placed as 2²¹ − 1 (the queue rejects
 //!   those), and a queue takes fewer than 2³¹ adds before FIFO order wraps into the next
@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisBackend;
 use crate::backend::jobs::{
-    Added, Cancelled, EventReader, Fetch, Fetched, JobPage, JobStore, JobWaiter, NewJob,
+    Added, Cancelled, EventReader, Fetch, Fetched, JobPage, JobQueues, JobWaiter, NewJob,
     QueueSettings, Removed, Renewal, Settle, Settled, Stalled,
 };
 use crate::deadline::millis;
@@ -112,7 +112,7 @@ impl RedisBackend {
 }
 
 #[async_trait]
-impl JobStore for RedisBackend {
+impl JobQueues for RedisBackend {
     async fn add_jobs(
         &self,
         queue: &QueueName,
@@ -263,9 +263,5 @@ impl JobStore for RedisBackend {
         Ok(Box::new(
             wait::RedisEventReader::open(self.clone(), &self.queue_keys(queue)).await?,
         ))
-    }
-
-    async fn now_ms(&self) -> Result<u64> {
-        self.jobs_now_ms().await
     }
 }

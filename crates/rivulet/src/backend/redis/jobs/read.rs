@@ -6,7 +6,6 @@ use super::decode::{array_of, job_info, text};
 use super::invocation;
 use crate::backend::jobs::JobPage;
 use crate::backend::redis::RedisBackend;
-use crate::backend::redis::reply;
 use crate::backend::redis::scripts::SCRIPTS;
 use crate::error::{Error, Result};
 use crate::jobs::record::{JobCounts, JobInfo, JobState};
@@ -135,17 +134,6 @@ impl RedisBackend {
             .collect();
         queues.sort();
         Ok(queues)
-    }
-
-    pub(super) async fn jobs_now_ms(&self) -> Result<u64> {
-        let mut conn = self.conn()?;
-        let v: Value = redis::cmd("TIME").query_async(&mut conn).await?;
-        let parts = array_of(&v, "TIME")?;
-        let n = |i: usize| parts.get(i).and_then(reply::uint);
-        match (n(0), n(1)) {
-            (Some(s), Some(us)) => Ok(s * 1000 + us / 1000),
-            _ => Err(reply::unexpected("TIME", &v)),
-        }
     }
 }
 

@@ -1,11 +1,11 @@
-//! The job store on one server: adding, ordering, delays, dedup, fencing, stalls,
+//! The job queues on one server: adding, ordering, delays, dedup, fencing, stalls,
 //! settlements (shared helpers for `jobs_control.rs` and `jobs_cluster.rs` too).
 
 use std::time::Duration;
 
 use super::*;
 pub(super) use crate::backend::jobs::{
-    Added, Cancelled, Dedup, Fetch, JobStore, Leased, NewJob, QueueSettings, Removed, Renewal,
+    Added, Cancelled, Dedup, Fetch, JobQueues, Leased, NewJob, QueueSettings, Removed, Renewal,
     Settle, Settled, Settlement, StoredBackoff,
 };
 pub(super) use crate::jobs::record::{JobState, Keep};

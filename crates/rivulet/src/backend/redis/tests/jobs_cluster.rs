@@ -1,4 +1,4 @@
-//! The job store on a 3-master Redis Cluster: queues on different slots, every script
+//! The job queues on a 3-master Redis Cluster: queues on different slots, every script
 //! within its queue's slot.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The job store under faults: forgotten scripts, a restarted server, tampered records,
+//! The job queues under faults: forgotten scripts, a restarted server, tampered records,
 //! and an ACL user limited to the key prefix.
 
 use std::time::Duration;
