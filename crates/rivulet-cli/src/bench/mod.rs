@@ -399,6 +399,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         redis_version,
         &run.url,
         sizes.messages,
+        sizes.jobs,
         sizes.rounds,
     );
     if args.json {

@@ -190,6 +190,7 @@ pub(crate) struct Report {
     redis: String,
     url: String,
     messages: usize,
+    jobs: usize,
     rounds: usize,
 }
 
@@ -211,6 +212,7 @@ impl Report {
         redis: String,
         url: &str,
         messages: usize,
+        jobs: usize,
         rounds: usize,
     ) -> Self {
         Report {
@@ -218,6 +220,7 @@ impl Report {
             redis,
             url: url.to_owned(),
             messages,
+            jobs,
             rounds,
         }
     }
@@ -230,11 +233,12 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "rivulet bench — redis {} at {}, {} cores, {} messages per throughput run, {} round(s); medians (min–max)",
+            "rivulet bench — redis {} at {}, {} cores, {} messages per throughput run, {} jobs per jobs run, {} round(s); medians (min–max)",
             self.redis,
             self.url,
             Self::cores(),
             self.messages,
+            self.jobs,
             self.rounds
         );
         let _ = writeln!(
@@ -315,6 +319,7 @@ impl Report {
             "redis": self.redis,
             "cores": Self::cores(),
             "messages": self.messages,
+            "jobs": self.jobs,
             "rounds": self.rounds,
         })
         .to_string()
