@@ -1,5 +1,5 @@
-//! The `rivulet` command: a demo of the bus today; bench, inspect, dead letters, doctor and serve
-//! later (O-CLI-1).
+//! The `rivulet` command: a demo of the bus and of jobs, and the benchmark, today;
+//! inspect, dead letters, doctor and serve later (O-CLI-1).
 
 mod bench;
 mod demo;
@@ -23,7 +23,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an order pipeline end to end (retries, dead letters, duplicates, broadcast,
-    /// live channel) and print what happened.
+    /// live channel), then an invoice job per order (priorities, delays, dedup, retries,
+    /// poison jobs, cancellations), and print what happened.
     Demo(demo::DemoArgs),
     /// Measure rivulet against the raw Redis ceiling in the same run and report the
     /// ratios.

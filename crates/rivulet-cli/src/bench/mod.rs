@@ -5,6 +5,7 @@
 //! gives medians with min–max and the ratio rivulet / raw. Absolute numbers depend on the
 //! machine; the ratios are what to compare.
 
+mod jobs;
 mod raw;
 mod report;
 mod side;
@@ -49,6 +50,9 @@ pub(crate) struct BenchArgs {
     /// Messages per throughput run (default 100,000, or 10,000 with --quick).
     #[arg(long)]
     messages: Option<usize>,
+    /// Jobs per `jobs_add` / `jobs_process` run (default 50,000, or 5,000 with --quick).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Run only scenarios whose name contains one of these (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -111,6 +115,10 @@ struct Sizes {
     latency_samples: usize,
     rounds: usize,
     memory_messages: usize,
+    /// Jobs per `jobs_add` / `jobs_process` run.
+    jobs: usize,
+    /// How long `jobs_idle` counts commands, per side.
+    idle_window: Duration,
 }
 
 struct Run {
@@ -119,6 +127,7 @@ struct Run {
     url: String,
     sizes: Sizes,
     seq: AtomicUsize,
+    jobs: jobs::Cache,
 }
 
 impl Run {
@@ -136,9 +145,14 @@ impl Run {
     /// Deletes every key the bench wrote (its own prefixes only).
     async fn cleanup(&self) -> Result<(), CliError> {
         let mut con = self.raw.shared().await?;
-        for pattern in ["bench:raw:*", &format!("{{{}:*", side::PREFIX)] {
+        // Registries are `<prefix>/…`, per-topic (and per-queue) keys `{<prefix>/…}…`.
+        for pattern in [
+            "bench:raw:*".to_owned(),
+            format!("{}/*", side::PREFIX),
+            format!("{{{}/*", side::PREFIX),
+        ] {
             let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(pattern)
+                .arg(&pattern)
                 .query_async(&mut con)
                 .await
                 .map_err(|e| CliError::runtime(format!("cleanup: {e}")))?;
@@ -179,6 +193,26 @@ impl Run {
 
     async fn used_memory(&self) -> Result<f64, CliError> {
         self.info_field("memory", "used_memory").await
+    }
+
+    /// Commands Redis has run so far: the sum of `calls=` over `INFO commandstats`.
+    async fn total_calls(&self) -> Result<f64, CliError> {
+        let mut con = self.raw.shared().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| CliError::runtime(format!("INFO: {e}")))?;
+        Ok(info
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_"))
+            .filter_map(|l| {
+                l.split([':', ','])
+                    .find_map(|f| f.strip_prefix("calls="))?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum())
     }
 
     /// Raw e2e: producers and one consumer together.
@@ -288,6 +322,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         latency_samples: if args.quick { 300 } else { 2_000 },
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
         memory_messages: if args.quick { 10_000 } else { 50_000 },
+        jobs: args
+            .jobs
+            .unwrap_or(if args.quick { 5_000 } else { 50_000 })
+            .max(1),
+        idle_window: Duration::from_secs(if args.quick { 3 } else { 10 }),
     };
     let (_server, url) = if args.redis == "auto" {
         let aof = args.aof;
@@ -313,6 +352,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         url,
         sizes,
         seq: AtomicUsize::new(0),
+        jobs: jobs::Cache::default(),
     };
     let redis_version = {
         let mut con = run.raw.shared().await?;
@@ -359,6 +399,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         redis_version,
         &run.url,
         sizes.messages,
+        sizes.jobs,
         sizes.rounds,
     );
     if args.json {
@@ -482,6 +523,7 @@ async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliErro
             let m2 = run.used_memory().await?;
             Measure::pair((m2 - m1) / m as f64, (m1 - m0) / m as f64)
         }
+        jobs if jobs.starts_with("jobs_") => return jobs::measure(run, name, round).await,
         other => return Err(CliError::usage(format!("unknown scenario {other}"))),
     })
 }

@@ -39,7 +39,7 @@ impl Raw {
     }
 
     /// A connection without a response timeout, for blocking reads.
-    async fn blocking(&self) -> Result<MultiplexedConnection, CliError> {
+    pub(crate) async fn blocking(&self) -> Result<MultiplexedConnection, CliError> {
         let config = AsyncConnectionConfig::new().set_response_timeout(None);
         self.client
             .get_multiplexed_async_connection_with_config(&config)

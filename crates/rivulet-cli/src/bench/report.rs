@@ -18,6 +18,11 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "retry",
     "redis_cpu_per_msg",
     "memory_per_msg",
+    "jobs_add",
+    "jobs_process",
+    "jobs_redis_cpu_per_job",
+    "jobs_memory_per_job",
+    "jobs_idle",
 ];
 
 /// What a scenario measures and what it is compared with.
@@ -54,20 +59,40 @@ fn meta(name: &str) -> Meta {
         "retry" => m("msg/s", "rivulet e2e (same round)", true, Some(0.8)),
         "redis_cpu_per_msg" => m("µs/msg", "raw", false, None),
         "memory_per_msg" => m("bytes/msg", "raw", false, Some(1.5)),
+        "jobs_add" => m("jobs/s", "raw pipelined HSET + ZADD", true, None),
+        "jobs_process" => m("jobs/s", "raw ZPOPMIN 100 + HSET/HGET", true, None),
+        "jobs_redis_cpu_per_job" => m("µs/job", "raw, over the same drain", false, None),
+        "jobs_memory_per_job" => m("bytes/job", "raw job hash + waiting set", false, None),
+        "jobs_idle" => m("cmd/s", "raw BLPOP loop, same timeout", false, None),
         _ => m("", "raw", true, None),
     }
 }
 
 /// One round's pair of values.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Measure {
     rivulet: f64,
     raw: f64,
+    /// Why the rivulet side has no value, when it has none.
+    note: Option<String>,
 }
 
 impl Measure {
     pub(crate) fn pair(rivulet: f64, raw: f64) -> Self {
-        Measure { rivulet, raw }
+        Measure {
+            rivulet,
+            raw,
+            note: None,
+        }
+    }
+
+    /// Only the baseline ran; `note` says why the rivulet side could not.
+    pub(crate) fn baseline_only(raw: f64, note: String) -> Self {
+        Measure {
+            rivulet: f64::NAN,
+            raw,
+            note: Some(note),
+        }
     }
 }
 
@@ -76,6 +101,8 @@ impl Measure {
 pub(crate) struct Scenario {
     pub(crate) name: &'static str,
     rounds: Vec<Measure>,
+    /// Why the rivulet side did not run in some round (the first reason given).
+    note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -111,15 +138,26 @@ impl Scenario {
         Scenario {
             name,
             rounds: Vec::new(),
+            note: None,
         }
     }
 
-    pub(crate) fn push(&mut self, m: Measure) {
+    pub(crate) fn push(&mut self, mut m: Measure) {
+        if self.note.is_none() {
+            self.note = m.note.take();
+        }
         self.rounds.push(m);
     }
 
+    /// Rounds without a rivulet value are left out of its statistics.
     fn rivulet(&self) -> Stats {
-        stats(self.rounds.iter().map(|m| m.rivulet).collect())
+        stats(
+            self.rounds
+                .iter()
+                .map(|m| m.rivulet)
+                .filter(|v| !v.is_nan())
+                .collect(),
+        )
     }
 
     fn raw(&self) -> Stats {
@@ -133,6 +171,9 @@ impl Scenario {
 
     fn verdict(&self) -> &'static str {
         let meta = meta(self.name);
+        if !self.ratio().is_finite() {
+            return "n/a";
+        }
         match meta.target {
             None => "-",
             Some(t) if meta.higher_is_better && self.ratio() >= t => "met",
@@ -149,6 +190,7 @@ pub(crate) struct Report {
     redis: String,
     url: String,
     messages: usize,
+    jobs: usize,
     rounds: usize,
 }
 
@@ -170,6 +212,7 @@ impl Report {
         redis: String,
         url: &str,
         messages: usize,
+        jobs: usize,
         rounds: usize,
     ) -> Self {
         Report {
@@ -177,6 +220,7 @@ impl Report {
             redis,
             url: url.to_owned(),
             messages,
+            jobs,
             rounds,
         }
     }
@@ -189,11 +233,12 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "rivulet bench — redis {} at {}, {} cores, {} messages per throughput run, {} round(s); medians (min–max)",
+            "rivulet bench — redis {} at {}, {} cores, {} messages per throughput run, {} jobs per jobs run, {} round(s); medians (min–max)",
             self.redis,
             self.url,
             Self::cores(),
             self.messages,
+            self.jobs,
             self.rounds
         );
         let _ = writeln!(
@@ -218,12 +263,16 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<28} {:>10} {:>26} {:>26} {:>7.2} {:>8} {:>7}",
+                "{:<28} {:>10} {:>26} {:>26} {:>7} {:>8} {:>7}",
                 s.name,
                 meta.unit,
                 cell(s.rivulet()),
                 cell(s.raw()),
-                s.ratio(),
+                if s.ratio().is_finite() {
+                    format!("{:.2}", s.ratio())
+                } else {
+                    "n/a".into()
+                },
                 target,
                 s.verdict()
             );
@@ -232,6 +281,11 @@ impl Report {
             out,
             "baseline = raw redis-crate code, except retry (rivulet e2e) and publish_latency_p50_50subs (rivulet without subscriptions), both from the same round"
         );
+        for s in &self.scenarios {
+            if let Some(note) = &s.note {
+                let _ = writeln!(out, "{}: {note}", s.name);
+            }
+        }
         out
     }
 
@@ -256,6 +310,7 @@ impl Report {
                     "target": meta.target,
                     "higher_is_better": meta.higher_is_better,
                     "result": s.verdict(),
+                    "note": s.note,
                 })
             })
             .collect();
@@ -264,6 +319,7 @@ impl Report {
             "redis": self.redis,
             "cores": Self::cores(),
             "messages": self.messages,
+            "jobs": self.jobs,
             "rounds": self.rounds,
         })
         .to_string()

@@ -2,7 +2,8 @@
 //! `redis-server` started for the run (`--redis auto`).
 
 use rivulet::{
-    Bus, BusBuilder, MemoryBackend, MemoryIdempotencyStore, RedisBackend, RedisIdempotencyStore,
+    Bus, BusBuilder, MemoryBackend, MemoryIdempotencyStore, Queue, QueueBuilder, RedisBackend,
+    RedisIdempotencyStore,
 };
 
 use crate::error::CliError;
@@ -40,6 +41,15 @@ impl DemoBackend {
                 }
                 Bus::builder(b.clone()).idempotency(idem)
             }
+        }
+    }
+
+    /// A job queue builder on this backend (the same backend, key prefix included, as
+    /// the bus).
+    pub(crate) fn queue(&self, name: &str) -> QueueBuilder {
+        match &self.store {
+            Store::Memory(b) => Queue::builder(b.clone(), name),
+            Store::Redis(b, _) => Queue::builder(b.clone(), name),
         }
     }
 }

@@ -10,11 +10,18 @@
 //!   `orders.shipped`;
 //! * `audit` (broadcast): sees every message.
 //!
-//! Every number in the summary is counted from what happened in the run. The check at
-//! the end is the at-least-once promise: for every group, handled + dead-lettered equals
-//! published.
+//! Then every order gets an `invoice` job on the queue `invoices` (see [`jobs`]): large
+//! invoices first by priority, a share delayed by 100–500 ms, the orders sent twice added
+//! twice under one dedup key, the same transient and poison faults, and a couple of
+//! invoices cancelled while delayed; a worker runs them at concurrency 16.
+//!
+//! Every number in the summary is counted from what happened in the run. The checks at
+//! the end are the at-least-once promise: for every group, handled + dead-lettered equals
+//! published; and, from the queue's own counts, every job added ended completed, failed
+//! (the poison ones) or cancelled (the held ones). The exit code fails when either fails.
 
 mod backend;
+mod jobs;
 mod plan;
 mod report;
 
@@ -116,11 +123,29 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         .retry_mover_interval(Duration::from_millis(100))
         .drain_timeout(Duration::from_secs(5))
         .build()?;
-    let progress = progress_bar(talk && std::io::stderr().is_terminal(), &plan);
+    let invoices = jobs::JobsPlan::new(&plan, seed);
+    let bars = talk && std::io::stderr().is_terminal();
+    let progress = progress_bar(bars, plan.len() * 3, "settled");
     let result = pipeline(&bus, &backend, plan, seed, &progress).await;
     progress.finish_and_clear();
     bus.shutdown().await;
-    let summary = result?;
+    let mut summary = result?;
+    if !summary.interrupted {
+        if talk {
+            eprintln!(
+                "rivulet demo: {} invoice jobs on queue {}",
+                invoices.len(),
+                jobs::QUEUE
+            );
+        }
+        let progress = progress_bar(bars, invoices.len(), "finished");
+        let report = jobs::run(&backend, invoices, &progress).await;
+        progress.finish_and_clear();
+        match report? {
+            Some(report) => summary.jobs = Some(report),
+            None => summary.interrupted = true,
+        }
+    }
 
     if args.json {
         let json = serde_json::to_string(&summary)
@@ -131,21 +156,21 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     }
     Ok(if summary.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
-    } else if summary.check.ok {
+    } else if summary.check.ok && summary.jobs.as_ref().is_some_and(|j| j.acceptable()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)
     })
 }
 
-fn progress_bar(visible: bool, plan: &Plan) -> ProgressBar {
+fn progress_bar(visible: bool, len: u64, what: &str) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(plan.len() * 3), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {elapsed_precise} [{bar:24}] {pos}/{len} settled  {wide_msg}",
-    ) {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{spinner}} {{elapsed_precise}} [{{bar:24}}] {{pos}}/{{len}} {what}  {{wide_msg}}"
+    )) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
@@ -505,6 +530,7 @@ async fn pipeline(
         completed: ending == Ending::Completed,
         interrupted: ending == Ending::Interrupted,
         check,
+        jobs: None,
     })
 }
 

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::jobs::JobsReport;
 use crate::error::CliError;
 
 /// Everything the demo measured. Serialized as is for `--json`.
@@ -37,6 +38,8 @@ pub(crate) struct Summary {
     pub(crate) completed: bool,
     pub(crate) interrupted: bool,
     pub(crate) check: Check,
+    /// The jobs pipeline that runs after the bus's (`None` when interrupted before it).
+    pub(crate) jobs: Option<JobsReport>,
 }
 
 /// What the demo put into the workload on purpose.
@@ -329,6 +332,71 @@ fn write_text(out: &mut String, s: &Summary) -> std::fmt::Result {
             g.options
         )?;
     }
+    if let Some(j) = &s.jobs {
+        writeln!(out)?;
+        write_jobs(out, j)?;
+    }
     writeln!(out)?;
-    writeln!(out, "{}", s.check.message)
+    writeln!(out, "{}", s.check.message)?;
+    if let Some(j) = &s.jobs {
+        writeln!(out, "{}", j.check.message)?;
+    }
+    Ok(())
+}
+
+fn write_jobs(out: &mut String, j: &JobsReport) -> std::fmt::Result {
+    let row = |out: &mut String, k: &str, v: String| writeln!(out, "    {k:<20}{v}");
+    let Some(r) = &j.run else {
+        writeln!(out, "  jobs (queue {})", j.queue)?;
+        return row(
+            out,
+            "not run",
+            j.reason.clone().unwrap_or_else(|| "no job store".into()),
+        );
+    };
+    writeln!(out, "  jobs (queue {}, worker {})", j.queue, r.worker)?;
+    let i = &r.injected;
+    row(
+        out,
+        "invoices",
+        format!(
+            "{} ({} high priority, {} delayed 100-500 ms, {} fail once, {} poison, {} cancelled while delayed)",
+            i.invoices, i.high_priority, i.delayed, i.transient, i.poison, i.cancelled
+        ),
+    )?;
+    row(
+        out,
+        "adds",
+        format!(
+            "{} added, {} duplicates turned away by their dedup key ({} orders sent twice)",
+            r.added, r.duplicates, i.duplicates
+        ),
+    )?;
+    let c = &r.counts;
+    row(
+        out,
+        "queue counts",
+        format!(
+            "completed {}, failed {}, cancelled {}; waiting {}, delayed {}, active {}",
+            c.completed, c.failed, c.cancelled, c.waiting, c.delayed, c.active
+        ),
+    )?;
+    let w = &r.worker_stats;
+    row(
+        out,
+        "worker",
+        format!(
+            "{} completed, {} retried, {} failed, {} cancelled, {} leases lost",
+            w.completed, w.retried, w.failed, w.cancelled, w.lease_lost
+        ),
+    )?;
+    row(
+        out,
+        "elapsed",
+        format!(
+            "{:.3} s ({:.0} jobs/s finished, delays included)",
+            r.elapsed_ms / 1000.0,
+            r.jobs_per_second
+        ),
+    )
 }
