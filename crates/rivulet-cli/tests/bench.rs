@@ -45,21 +45,7 @@ fn bench_quick_reports_every_scenario_with_a_ratio() {
     }
     for s in scenarios {
         let name = s["name"].as_str().unwrap_or("?");
-        // A jobs scenario on a Redis backend without a job store (until the Redis job
-        // store lands) reports its baseline alone and says why; every other scenario, and
-        // every jobs scenario once the store is there, has both sides and a ratio.
-        let fields: &[&str] = if name.starts_with("jobs_") && s["rivulet"].is_null() {
-            assert!(
-                s["note"]
-                    .as_str()
-                    .is_some_and(|n| n.contains("no job store")),
-                "{name}: no rivulet figure and no reason: {s}"
-            );
-            assert_eq!(s["result"], "n/a", "{s}");
-            &["raw"]
-        } else {
-            &["rivulet", "raw", "ratio"]
-        };
+        let fields = ["rivulet", "raw", "ratio"];
         for field in fields {
             let v = s[field].as_f64().unwrap_or(f64::NAN);
             assert!(v.is_finite() && v > 0.0, "{name}: {field} = {v}");

@@ -13,8 +13,7 @@
 //! * `jobs_idle`: Redis commands per second (`INFO commandstats`) while an idle worker
 //!   waits on an empty queue, against one `BLPOP` loop with the same timeout.
 //!
-//! The rivulet side goes through the public API only. On a backend without a job store
-//! it cannot run: the scenario then reports the baseline alone, with a note.
+//! The rivulet side goes through the public API only.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,25 +50,6 @@ impl BenchJob {
     }
 }
 
-/// Why the rivulet side of a scenario did not give a figure.
-enum SideError {
-    /// The backend has no job store: the scenario reports the baseline alone.
-    NoJobStore(String),
-    Failed(CliError),
-}
-
-impl From<CliError> for SideError {
-    fn from(e: CliError) -> Self {
-        SideError::Failed(e)
-    }
-}
-
-impl From<rivulet::Error> for SideError {
-    fn from(e: rivulet::Error) -> Self {
-        SideError::Failed(e.into())
-    }
-}
-
 /// What one `jobs_process` run measured on one side.
 #[derive(Debug, Clone, Copy)]
 struct Drained {
@@ -89,7 +69,7 @@ pub(crate) struct Cache {
 struct ProcessRound {
     round: usize,
     raw: Drained,
-    rivulet: Result<Drained, String>,
+    rivulet: Drained,
 }
 
 fn now_ms() -> u64 {
@@ -131,12 +111,7 @@ pub(crate) async fn measure(run: &Run, name: &str, round: usize) -> Result<Measu
                 "jobs_redis_cpu_per_job" => d.cpu_us_per_job,
                 _ => d.memory_bytes_per_job,
             };
-            let riv = figures
-                .rivulet
-                .as_ref()
-                .map(pick)
-                .map_err(|why| SideError::NoJobStore(why.clone()));
-            pair(riv, pick(&figures.raw))
+            Ok(Measure::pair(pick(&figures.rivulet), pick(&figures.raw)))
         }
         "jobs_idle" => {
             let window = run.sizes.idle_window;
@@ -153,15 +128,8 @@ pub(crate) async fn measure(run: &Run, name: &str, round: usize) -> Result<Measu
     }
 }
 
-fn pair(rivulet: Result<f64, SideError>, raw: f64) -> Result<Measure, CliError> {
-    match rivulet {
-        Ok(v) => Ok(Measure::pair(v, raw)),
-        Err(SideError::NoJobStore(why)) => Ok(Measure::baseline_only(
-            raw,
-            format!("rivulet side not run: {why}"),
-        )),
-        Err(SideError::Failed(e)) => Err(e),
-    }
+fn pair(rivulet: Result<f64, CliError>, raw: f64) -> Result<Measure, CliError> {
+    Ok(Measure::pair(rivulet?, raw))
 }
 
 /// The `jobs_process` figures of `round`, measured now unless another scenario of the
@@ -184,11 +152,7 @@ async fn process_round(run: &Run, round: usize, raw_first: bool) -> Result<Proce
         run.cleanup().await?;
         (v, raw_process(run, &key, n).await?)
     };
-    let rivulet = match riv {
-        Ok(d) => Ok(d),
-        Err(SideError::NoJobStore(why)) => Err(why),
-        Err(SideError::Failed(e)) => return Err(e),
-    };
+    let rivulet = riv?;
     let figures = ProcessRound {
         round,
         raw,
@@ -204,39 +168,34 @@ async fn process_round(run: &Run, round: usize, raw_first: bool) -> Result<Proce
 
 /// A queue on the bench's Redis, under the bench's key prefix, keeping every finished job
 /// (the raw baseline keeps them all too).
-async fn open_queue(run: &Run, name: &str, n: usize) -> Result<Queue, SideError> {
+async fn open_queue(run: &Run, name: &str, n: usize) -> Result<Queue, CliError> {
     let backend = RedisBackend::builder(run.url.clone())
         .prefix(side::PREFIX)
         .build()
         .await?;
     let keep = Keep::new(n.max(1) as u64, Duration::from_secs(24 * 3600));
-    match Queue::builder(backend, name)
+    Ok(Queue::builder(backend, name)
         .keep_completed(keep)
         .keep_failed(keep)
-        .build()
-    {
-        Ok(q) => Ok(q),
-        Err(rivulet::Error::NotAvailable(why)) => Err(SideError::NoJobStore(why)),
-        Err(e) => Err(e.into()),
-    }
+        .build()?)
 }
 
-async fn add_all(queue: &Queue, n: usize) -> Result<(), SideError> {
+async fn add_all(queue: &Queue, n: usize) -> Result<(), CliError> {
     let jobs: Vec<BenchJob> = (0..n as u64).map(BenchJob::new).collect();
     for chunk in jobs.chunks(BATCH) {
         let added = queue
             .add_bulk(chunk.iter().map(|j| queue.add("noop", j)))
             .await?;
         if added.len() != chunk.len() || added.iter().any(|e| e.duplicate) {
-            return Err(SideError::Failed(CliError::runtime(
+            return Err(CliError::runtime(
                 "add_bulk did not add every job of a batch",
-            )));
+            ));
         }
     }
     Ok(())
 }
 
-async fn rivulet_add(run: &Run, name: &str, n: usize) -> Result<Duration, SideError> {
+async fn rivulet_add(run: &Run, name: &str, n: usize) -> Result<Duration, CliError> {
     let queue = open_queue(run, name, n).await?;
     let start = Instant::now();
     add_all(&queue, n).await?;
@@ -248,7 +207,7 @@ async fn noop(job: Job<BenchJob>) -> Result<(), HandlerError> {
     Ok(())
 }
 
-async fn rivulet_process(run: &Run, name: &str, n: usize) -> Result<Drained, SideError> {
+async fn rivulet_process(run: &Run, name: &str, n: usize) -> Result<Drained, CliError> {
     let queue = open_queue(run, name, n).await?;
     let m0 = run.used_memory().await?;
     add_all(&queue, n).await?;
@@ -266,7 +225,7 @@ async fn rivulet_process(run: &Run, name: &str, n: usize) -> Result<Drained, Sid
 
 /// Starts a worker at [`CONCURRENCY`] and waits until it has completed `n` jobs; returns
 /// the time from its start and the worker (to shut down once Redis CPU is read).
-async fn drain(queue: &Queue, n: usize) -> Result<(Duration, Worker), SideError> {
+async fn drain(queue: &Queue, n: usize) -> Result<(Duration, Worker), CliError> {
     let start = Instant::now();
     let worker = queue.worker(noop).concurrency(CONCURRENCY).await?;
     match wait_completed(&worker, n, super::raw::deadline_for(n)).await {
@@ -279,23 +238,23 @@ async fn drain(queue: &Queue, n: usize) -> Result<(Duration, Worker), SideError>
 }
 
 /// Waits for the worker's own tally (no Redis reads, so the CPU figure is the drain's).
-async fn wait_completed(worker: &Worker, n: usize, deadline: Instant) -> Result<(), SideError> {
+async fn wait_completed(worker: &Worker, n: usize, deadline: Instant) -> Result<(), CliError> {
     loop {
         let s = worker.stats();
         if s.completed >= n as u64 {
             return Ok(());
         }
         if s.failed > 0 || Instant::now() > deadline {
-            return Err(SideError::Failed(CliError::runtime(format!(
+            return Err(CliError::runtime(format!(
                 "rivulet worker: {} of {n} jobs completed, {} failed, by the deadline",
                 s.completed, s.failed
-            ))));
+            )));
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
 }
 
-async fn rivulet_idle(run: &Run, window: Duration) -> Result<f64, SideError> {
+async fn rivulet_idle(run: &Run, window: Duration) -> Result<f64, CliError> {
     let queue = open_queue(run, &run.topic("jobs-idle"), 1).await?;
     let worker = queue
         .worker(noop)
@@ -305,7 +264,7 @@ async fn rivulet_idle(run: &Run, window: Duration) -> Result<f64, SideError> {
     tokio::time::sleep(IDLE_SETTLE).await;
     let counted = commands_during(run, window).await;
     worker.shutdown().await;
-    Ok(counted?)
+    counted
 }
 
 // --- the raw side ------------------------------------------------------------------------

@@ -69,30 +69,15 @@ fn meta(name: &str) -> Meta {
 }
 
 /// One round's pair of values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Measure {
     rivulet: f64,
     raw: f64,
-    /// Why the rivulet side has no value, when it has none.
-    note: Option<String>,
 }
 
 impl Measure {
     pub(crate) fn pair(rivulet: f64, raw: f64) -> Self {
-        Measure {
-            rivulet,
-            raw,
-            note: None,
-        }
-    }
-
-    /// Only the baseline ran; `note` says why the rivulet side could not.
-    pub(crate) fn baseline_only(raw: f64, note: String) -> Self {
-        Measure {
-            rivulet: f64::NAN,
-            raw,
-            note: Some(note),
-        }
+        Measure { rivulet, raw }
     }
 }
 
@@ -101,8 +86,6 @@ impl Measure {
 pub(crate) struct Scenario {
     pub(crate) name: &'static str,
     rounds: Vec<Measure>,
-    /// Why the rivulet side did not run in some round (the first reason given).
-    note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,26 +121,15 @@ impl Scenario {
         Scenario {
             name,
             rounds: Vec::new(),
-            note: None,
         }
     }
 
-    pub(crate) fn push(&mut self, mut m: Measure) {
-        if self.note.is_none() {
-            self.note = m.note.take();
-        }
+    pub(crate) fn push(&mut self, m: Measure) {
         self.rounds.push(m);
     }
 
-    /// Rounds without a rivulet value are left out of its statistics.
     fn rivulet(&self) -> Stats {
-        stats(
-            self.rounds
-                .iter()
-                .map(|m| m.rivulet)
-                .filter(|v| !v.is_nan())
-                .collect(),
-        )
+        stats(self.rounds.iter().map(|m| m.rivulet).collect())
     }
 
     fn raw(&self) -> Stats {
@@ -281,11 +253,6 @@ impl Report {
             out,
             "baseline = raw redis-crate code, except retry (rivulet e2e) and publish_latency_p50_50subs (rivulet without subscriptions), both from the same round"
         );
-        for s in &self.scenarios {
-            if let Some(note) = &s.note {
-                let _ = writeln!(out, "{}: {note}", s.name);
-            }
-        }
         out
     }
 
@@ -310,7 +277,6 @@ impl Report {
                     "target": meta.target,
                     "higher_is_better": meta.higher_is_better,
                     "result": s.verdict(),
-                    "note": s.note,
                 })
             })
             .collect();

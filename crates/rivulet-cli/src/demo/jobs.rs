@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rivulet::{
-    AddJob, CancelOutcome, Enqueued, Error, HandlerError, Job, JobCounts, JobState, Keep, Queue,
+    AddJob, CancelOutcome, Enqueued, HandlerError, Job, JobCounts, JobState, Keep, Queue,
     RetryPolicy, WorkerStats,
 };
 use serde::{Deserialize, Serialize};
@@ -166,12 +166,8 @@ impl JobsPlan {
 #[derive(Debug, Serialize)]
 pub(crate) struct JobsReport {
     pub(crate) queue: String,
-    /// Whether the backend has a job store; when not, nothing ran (see `reason`).
-    pub(crate) available: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) reason: Option<String>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub(crate) run: Option<JobsRun>,
+    #[serde(flatten)]
+    pub(crate) run: JobsRun,
     pub(crate) check: Check,
 }
 
@@ -258,28 +254,6 @@ impl From<WorkerStats> for StatsReport {
 
 const CLAIM: &str = "check: jobs added = completed + failed + cancelled (queue counts)";
 
-impl JobsReport {
-    /// Nothing ran: `reason` says why.
-    pub(crate) fn not_run(reason: String) -> JobsReport {
-        JobsReport {
-            queue: QUEUE.to_owned(),
-            available: false,
-            check: Check {
-                ok: false,
-                message: format!("{CLAIM}: NOT RUN ({reason})"),
-            },
-            reason: Some(reason),
-            run: None,
-        }
-    }
-
-    /// Whether the demo's exit code may be a success: the check passed, or the backend
-    /// has no job store (which the summary says).
-    pub(crate) fn acceptable(&self) -> bool {
-        self.check.ok || !self.available
-    }
-}
-
 async fn invoice(job: Job<Invoice>) -> Result<String, HandlerError> {
     let inv = job.data();
     match inv.fault {
@@ -321,7 +295,7 @@ pub(crate) async fn run(
 ) -> Result<Option<JobsReport>, CliError> {
     let n = plan.len();
     let keep = Keep::new(n.max(1_000), Duration::from_secs(3600));
-    let queue = match backend
+    let queue = backend
         .queue(QUEUE)
         .keep_completed(keep)
         .keep_failed(keep)
@@ -330,12 +304,7 @@ pub(crate) async fn run(
                 .max_attempts(3)
                 .backoff(Duration::from_millis(20)),
         )
-        .build()
-    {
-        Ok(q) => q,
-        Err(Error::NotAvailable(why)) => return Ok(Some(JobsReport::not_run(why))),
-        Err(e) => return Err(e.into()),
-    };
+        .build()?;
     let worker = queue.worker(invoice).concurrency(CONCURRENCY).await?;
     let worker_desc = format!("x{CONCURRENCY}, 3 attempts, 20 ms backoff");
 
@@ -445,10 +414,8 @@ pub(crate) async fn run(
     };
     Ok(Some(JobsReport {
         queue: QUEUE.to_owned(),
-        available: true,
-        reason: None,
         check: verdict(&ending, &run, &cancel_failures),
-        run: Some(run),
+        run,
     }))
 }
 

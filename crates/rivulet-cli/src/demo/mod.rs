@@ -156,7 +156,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     }
     Ok(if summary.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
-    } else if summary.check.ok && summary.jobs.as_ref().is_some_and(|j| j.acceptable()) {
+    } else if summary.check.ok && summary.jobs.as_ref().is_some_and(|j| j.check.ok) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)

@@ -346,14 +346,7 @@ fn write_text(out: &mut String, s: &Summary) -> std::fmt::Result {
 
 fn write_jobs(out: &mut String, j: &JobsReport) -> std::fmt::Result {
     let row = |out: &mut String, k: &str, v: String| writeln!(out, "    {k:<20}{v}");
-    let Some(r) = &j.run else {
-        writeln!(out, "  jobs (queue {})", j.queue)?;
-        return row(
-            out,
-            "not run",
-            j.reason.clone().unwrap_or_else(|| "no job store".into()),
-        );
-    };
+    let r = &j.run;
     writeln!(out, "  jobs (queue {}, worker {})", j.queue, r.worker)?;
     let i = &r.injected;
     row(

@@ -487,6 +487,7 @@ pub(crate) trait Backend:
     + DeadLetterStore
     + LiveChannels
     + Inspection
+    + jobs::JobQueues
     + Send
     + Sync
     + fmt::Debug
@@ -503,11 +504,6 @@ pub(crate) trait Backend:
     /// application's runtime cannot starve it (B-REC-2); it talks to the backend through
     /// such a handle.
     async fn detach(&self) -> Result<Arc<dyn Backend>>;
-
-    /// The backend's job queues (J-1 … J-16).
-    fn job_queues(&self) -> Option<&dyn jobs::JobQueues> {
-        None
-    }
 }
 
 /// A backend, ready to hand to [`Bus::builder`](crate::Bus::builder).

@@ -93,7 +93,7 @@ impl Queue {
     /// Follows the queue's events after `after` (an event id), or from the oldest
     /// retained when `None`. Events carry ids and small facts, never data or results.
     pub async fn events(&self, after: Option<&str>) -> Result<JobEvents> {
-        let reader = self.shared.store()?.event_reader(&self.shared.name).await?;
+        let reader = self.shared.store().event_reader(&self.shared.name).await?;
         Ok(JobEvents {
             reader,
             after: after.map(str::to_owned),

@@ -125,7 +125,7 @@ impl<T> Job<T> {
         let bytes = Bytes::from(serde_json::to_vec(&value)?);
         let shared = &self.act.shared;
         let held = shared
-            .store()?
+            .store()
             .progress(
                 &shared.name,
                 &self.act.id,
@@ -146,7 +146,7 @@ impl<T> Job<T> {
     pub async fn log(&self, line: impl AsRef<str>) -> Result<()> {
         let shared = &self.act.shared;
         let held = shared
-            .store()?
+            .store()
             .log(
                 &shared.name,
                 &self.act.id,

@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::job::Activation;
-use super::queue::store_of;
 use crate::backend::Backend;
 use crate::backend::jobs::Renewal;
 use crate::log_limit::FailureLog;
@@ -121,9 +120,7 @@ impl Renewer {
                     }
                 },
             };
-            let Ok(store) = store_of(backend.as_ref()) else {
-                return;
-            };
+            let store: &dyn crate::backend::jobs::JobQueues = backend.as_ref();
             let mut failed = false;
             for chunk in held.chunks(RENEW_BATCH) {
                 let ids: Vec<(JobId, u64)> =

@@ -35,15 +35,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn store(&self) -> Result<&dyn JobQueues> {
-        store_of(self.backend.as_ref())
+    pub(crate) fn store(&self) -> &dyn JobQueues {
+        self.backend.as_ref()
     }
-}
-
-pub(crate) fn store_of(backend: &dyn Backend) -> Result<&dyn JobQueues> {
-    backend.job_queues().ok_or_else(|| {
-        Error::NotAvailable(format!("the {} backend has no job queues", backend.name()))
-    })
 }
 
 /// A handle on one job queue (J-1). Cheap to clone; clones share settings.
@@ -149,7 +143,6 @@ impl QueueBuilder {
         if self.timeout == Some(Duration::ZERO) {
             return Err(Error::config("a job timeout must be longer than zero"));
         }
-        store_of(self.backend.0.as_ref())?;
         Ok(Queue {
             shared: Arc::new(Shared {
                 backend: self.backend.0,
@@ -230,7 +223,8 @@ impl Queue {
     /// The queues known on `backend` (the queue registry; no scan).
     pub async fn list(backend: impl Into<AnyBackend>) -> Result<Vec<QueueName>> {
         let backend = backend.into();
-        store_of(backend.0.as_ref())?.queues().await
+        let queues: &dyn JobQueues = backend.0.as_ref();
+        queues.queues().await
     }
 
     /// The queue's name.
@@ -271,20 +265,20 @@ impl Queue {
 
     /// One job by id, with its data, progress and result.
     pub async fn job(&self, id: &JobId) -> Result<Option<JobInfo>> {
-        self.shared.store()?.job(&self.shared.name, id).await
+        self.shared.store().job(&self.shared.name, id).await
     }
 
     /// A job's log lines, oldest first, from `offset`, at most `limit`.
     pub async fn logs(&self, id: &JobId, offset: usize, limit: usize) -> Result<Vec<String>> {
         self.shared
-            .store()?
+            .store()
             .job_logs(&self.shared.name, id, offset, limit)
             .await
     }
 
     /// How many jobs are in each state (O(1) reads, no scan).
     pub async fn counts(&self) -> Result<JobCounts> {
-        self.shared.store()?.counts(&self.shared.name).await
+        self.shared.store().counts(&self.shared.name).await
     }
 
     /// Jobs in `state`, a page of at most `limit` at a time: pass the previous page's
@@ -299,7 +293,7 @@ impl Queue {
     ) -> Result<JobPage> {
         let page = self
             .shared
-            .store()?
+            .store()
             .list_jobs(&self.shared.name, state, cursor, limit.clamp(1, 1000))
             .await?;
         Ok(JobPage {
@@ -313,7 +307,7 @@ impl Queue {
     pub async fn cancel(&self, id: &JobId) -> Result<CancelOutcome> {
         match self
             .shared
-            .store()?
+            .store()
             .cancel(&self.shared.name, id, &self.shared.settings)
             .await?
         {
@@ -330,7 +324,7 @@ impl Queue {
     pub async fn remove(&self, id: &JobId) -> Result<JobState> {
         match self
             .shared
-            .store()?
+            .store()
             .remove_job(&self.shared.name, id, &self.shared.settings)
             .await?
         {
@@ -346,19 +340,19 @@ impl Queue {
     /// Pauses the whole queue (J-10): workers lease nothing until [`resume`](Self::resume)
     /// and idle without polling; running jobs finish.
     pub async fn pause(&self) -> Result<()> {
-        self.shared.store()?.pause(&self.shared.name, None).await
+        self.shared.store().pause(&self.shared.name, None).await
     }
 
     /// Resumes the queue and wakes its workers.
     pub async fn resume(&self) -> Result<()> {
-        self.shared.store()?.resume(&self.shared.name, None).await
+        self.shared.store().resume(&self.shared.name, None).await
     }
 
     /// Pauses one job name: its jobs wait while others run.
     pub async fn pause_name(&self, name: &str) -> Result<()> {
         let name = JobName::new(name)?;
         self.shared
-            .store()?
+            .store()
             .pause(&self.shared.name, Some(&name))
             .await
     }
@@ -367,14 +361,14 @@ impl Queue {
     pub async fn resume_name(&self, name: &str) -> Result<()> {
         let name = JobName::new(name)?;
         self.shared
-            .store()?
+            .store()
             .resume(&self.shared.name, Some(&name))
             .await
     }
 
     /// Whether the queue is paused, and which job names are.
     pub async fn paused(&self) -> Result<(bool, Vec<JobName>)> {
-        self.shared.store()?.paused(&self.shared.name).await
+        self.shared.store().paused(&self.shared.name).await
     }
 
     fn not_found(&self, id: &JobId) -> Error {
@@ -604,7 +598,7 @@ impl Queue {
     async fn add_bulk_new(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         let added = self
             .shared
-            .store()?
+            .store()
             .add_jobs(&self.shared.name, &jobs, &self.shared.settings)
             .await?;
         metrics::counter!("rivulet_jobs_added_total", "queue" => self.shared.name.to_string())

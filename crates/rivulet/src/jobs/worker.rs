@@ -206,7 +206,7 @@ impl WorkerBuilder {
     async fn start(self) -> Result<Worker> {
         self.check()?;
         let shared = self.queue.shared.clone();
-        let store = shared.store()?;
+        let store = shared.store();
         let waiter = store.job_waiter(&shared.name).await?;
         let stop = CancellationToken::new();
         let done_for_good = CancellationToken::new();
@@ -479,14 +479,11 @@ impl Run {
                         }
                         Err(_) => {
                             // The waiter task panicked: make a new waiter.
-                            match self.shared.store() {
-                                Ok(s) => match s.job_waiter(&self.shared.name).await {
-                                    Ok(w) => idle_waiter = Some(w),
-                                    Err(e) => {
-                                        failures.failed("the wait for jobs", &e);
-                                    }
-                                },
-                                Err(_) => return,
+                            match self.shared.store().job_waiter(&self.shared.name).await {
+                                Ok(w) => idle_waiter = Some(w),
+                                Err(e) => {
+                                    failures.failed("the wait for jobs", &e);
+                                }
                             }
                         }
                     }
@@ -516,20 +513,18 @@ impl Run {
 
     async fn fetch(&self, fetch: &Fetch) -> Result<crate::backend::jobs::Fetched> {
         self.shared
-            .store()?
+            .store()
             .fetch(&self.shared.name, fetch, &self.shared.settings)
             .await
     }
 
     async fn settle_now(&self, pending: &mut Vec<Settle>, failures: &mut FailureLog) {
         let batch = std::mem::take(pending);
-        let r = match self.shared.store() {
-            Ok(s) => {
-                s.settle(&self.shared.name, &batch, &self.shared.settings)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let r = self
+            .shared
+            .store()
+            .settle(&self.shared.name, &batch, &self.shared.settings)
+            .await;
         match r {
             Ok(settled) => {
                 failures.succeeded("the job settlement");
@@ -543,18 +538,16 @@ impl Run {
     }
 
     async fn check_stalled(&self, failures: &mut FailureLog) {
-        let r = match self.shared.store() {
-            Ok(s) => {
-                s.check_stalled(
-                    &self.shared.name,
-                    self.max_stalled,
-                    1000,
-                    &self.shared.settings,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let r = self
+            .shared
+            .store()
+            .check_stalled(
+                &self.shared.name,
+                self.max_stalled,
+                1000,
+                &self.shared.settings,
+            )
+            .await;
         match r {
             Ok(report) => {
                 let n =

@@ -89,10 +89,6 @@ impl Backend for MemoryBackend {
     async fn detach(&self) -> Result<Arc<dyn Backend>> {
         Ok(Arc::new(self.clone()))
     }
-
-    fn job_queues(&self) -> Option<&dyn crate::backend::jobs::JobQueues> {
-        Some(self)
-    }
 }
 
 #[async_trait]

@@ -332,10 +332,6 @@ impl Backend for RedisBackend {
             }),
         }))
     }
-
-    fn job_queues(&self) -> Option<&dyn crate::backend::jobs::JobQueues> {
-        Some(self)
-    }
 }
 
 #[cfg(test)]
