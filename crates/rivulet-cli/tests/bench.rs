@@ -40,6 +40,7 @@ fn bench_quick_reports_every_scenario_with_a_ratio() {
         "jobs_redis_cpu_per_job",
         "jobs_memory_per_job",
         "jobs_idle",
+        "jobs_delay_lateness_p99",
     ] {
         assert!(names.contains(&expected), "missing scenario {expected}");
     }

@@ -11,7 +11,11 @@
 //!   over that drain, and Redis memory (`INFO memory`) per job of that backlog, from the
 //!   same runs as `jobs_process`;
 //! * `jobs_idle`: Redis commands per second (`INFO commandstats`) while an idle worker
-//!   waits on an empty queue, against one `BLPOP` loop with the same timeout.
+//!   waits on an empty queue, against one `BLPOP` loop with the same timeout;
+//! * `jobs_delay_lateness_p99`: how late delayed jobs start (99th percentile, from each
+//!   job's run-at time to its handler's start, on one clock), for jobs due over 2 s,
+//!   against a raw client that sleeps until the first due member of a sorted set and pops
+//!   what is due. A job that starts early fails the scenario.
 //!
 //! The rivulet side goes through the public API only.
 
@@ -112,6 +116,17 @@ pub(crate) async fn measure(run: &Run, name: &str, round: usize) -> Result<Measu
                 _ => d.memory_bytes_per_job,
             };
             Ok(Measure::pair(pick(&figures.rivulet), pick(&figures.raw)))
+        }
+        "jobs_delay_lateness_p99" => {
+            let n = run.sizes.delayed_jobs;
+            let (riv, raw) = if raw_first {
+                let r = raw_lateness(run, &run.key("jobs-delay"), n).await?;
+                (rivulet_lateness(run, &run.topic("jobs-delay"), n).await, r)
+            } else {
+                let v = rivulet_lateness(run, &run.topic("jobs-delay"), n).await;
+                (v, raw_lateness(run, &run.key("jobs-delay"), n).await?)
+            };
+            pair(riv, raw)
         }
         "jobs_idle" => {
             let window = run.sizes.idle_window;
@@ -507,4 +522,141 @@ mod tests {
         let len = encode(12345).map(|v| v.len()).unwrap_or(0);
         assert!((90..=110).contains(&len), "{len}");
     }
+}
+
+// --- lateness of delayed jobs ----------------------------------------------------------
+
+/// When the `n` delayed jobs of a lateness run are due: spread evenly over 2 s, starting
+/// 300 ms from now (ms since the epoch).
+fn due_times(n: usize) -> Vec<u64> {
+    let start = now_ms() + 300;
+    (0..n as u64)
+        .map(|i| start + i * 2_000 / n.max(1) as u64)
+        .collect()
+}
+
+/// Now, in milliseconds since the epoch with microseconds.
+fn now_ms_f() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// The 99th percentile of `late` (ms); an early start (negative) is an error.
+fn p99_ms(mut late: Vec<f64>, side: &str) -> Result<f64, CliError> {
+    if let Some(early) = late.iter().find(|l| **l < 0.0) {
+        return Err(CliError::runtime(format!(
+            "{side}: a delayed job started {:.3} ms before its time",
+            -early
+        )));
+    }
+    late.sort_by(f64::total_cmp);
+    let i = (late.len() * 99 / 100).min(late.len().saturating_sub(1));
+    Ok(late.get(i).copied().unwrap_or(0.0))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DueJob {
+    due_ms: u64,
+}
+
+async fn rivulet_lateness(run: &Run, name: &str, n: usize) -> Result<f64, CliError> {
+    let queue = open_queue(run, name, n).await?;
+    let late: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let l = late.clone();
+    // A worker as an application runs it: default blocking timeout.
+    let worker = queue
+        .worker(move |job: Job<DueJob>| {
+            let l = l.clone();
+            async move {
+                let lateness = now_ms_f() - job.data().due_ms as f64;
+                if let Ok(mut v) = l.lock() {
+                    v.push(lateness);
+                }
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .concurrency(CONCURRENCY)
+        .await?;
+    let due = due_times(n);
+    for chunk in due.chunks(BATCH) {
+        queue
+            .add_bulk(chunk.iter().map(|d| {
+                queue
+                    .add("delayed", &DueJob { due_ms: *d })
+                    .run_at(UNIX_EPOCH + Duration::from_millis(*d))
+            }))
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let outcome = wait_completed(&worker, n, deadline).await;
+    worker.shutdown().await;
+    outcome?;
+    let late = late.lock().map(|v| v.clone()).unwrap_or_default();
+    p99_ms(late, "rivulet")
+}
+
+async fn raw_lateness(run: &Run, key: &str, n: usize) -> Result<f64, CliError> {
+    let mut con = run.raw.shared().await?;
+    let delayed = format!("{key}:delayed");
+    let due = due_times(n);
+    for (i, chunk) in due.chunks(BATCH).enumerate() {
+        let mut pipe = redis::pipe();
+        for (j, d) in chunk.iter().enumerate() {
+            pipe.cmd("ZADD")
+                .arg(&delayed)
+                .arg(*d)
+                .arg(format!("{}", i * BATCH + j))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut con)
+            .await
+            .map_err(err("add delayed"))?;
+    }
+    let mut late = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while late.len() < n {
+        if Instant::now() > deadline {
+            return Err(CliError::runtime("raw lateness: not done by the deadline"));
+        }
+        let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&delayed)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut con)
+            .await
+            .map_err(err("ZRANGE"))?;
+        let Some((_, next)) = first.first() else {
+            break;
+        };
+        let wait = (*next as u64).saturating_sub(now_ms());
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        let now = now_ms();
+        let due: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&delayed)
+            .arg("-inf")
+            .arg(now)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(BATCH)
+            .query_async(&mut con)
+            .await
+            .map_err(err("ZRANGEBYSCORE"))?;
+        if due.is_empty() {
+            continue;
+        }
+        let mut rem = redis::cmd("ZREM");
+        rem.arg(&delayed);
+        for (m, _) in &due {
+            rem.arg(m);
+        }
+        rem.query_async::<()>(&mut con).await.map_err(err("ZREM"))?;
+        let started = now_ms_f();
+        late.extend(due.iter().map(|(_, d)| started - *d));
+    }
+    p99_ms(late, "raw")
 }

@@ -119,6 +119,8 @@ struct Sizes {
     jobs: usize,
     /// How long `jobs_idle` counts commands, per side.
     idle_window: Duration,
+    /// Delayed jobs per `jobs_delay_lateness_p99` run.
+    delayed_jobs: usize,
 }
 
 struct Run {
@@ -327,6 +329,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
             .unwrap_or(if args.quick { 5_000 } else { 50_000 })
             .max(1),
         idle_window: Duration::from_secs(if args.quick { 3 } else { 10 }),
+        delayed_jobs: if args.quick { 300 } else { 2_000 },
     };
     let (_server, url) = if args.redis == "auto" {
         let aof = args.aof;

@@ -23,6 +23,7 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "jobs_redis_cpu_per_job",
     "jobs_memory_per_job",
     "jobs_idle",
+    "jobs_delay_lateness_p99",
 ];
 
 /// What a scenario measures and what it is compared with.
@@ -64,6 +65,7 @@ fn meta(name: &str) -> Meta {
         "jobs_redis_cpu_per_job" => m("µs/job", "raw, over the same drain", false, None),
         "jobs_memory_per_job" => m("bytes/job", "raw job hash + waiting set", false, None),
         "jobs_idle" => m("cmd/s", "raw BLPOP loop, same timeout", false, None),
+        "jobs_delay_lateness_p99" => m("ms", "raw client timer on a ZSET", false, None),
         _ => m("", "raw", true, None),
     }
 }
