@@ -28,6 +28,10 @@ use crate::log_limit::FailureLog;
 use crate::outcome::{Decision, Failure, Outcome, decide};
 use crate::retry::RetryPolicy;
 
+/// How long a busy worker waits for more runs to finish before it fetches a batch of
+/// less than half its concurrency.
+const COALESCE: Duration = Duration::from_millis(2);
+
 type Erased =
     Arc<dyn Fn(Bytes, Arc<Activation>) -> BoxFuture<'static, Result<Bytes, Failure>> + Send + Sync>;
 
@@ -404,8 +408,19 @@ impl Run {
                 pending.push(self.settle_of(d));
             }
             // Runs waiting only for their settlement no longer take a place.
-            let running = self.leases.len().saturating_sub(pending.len());
-            let free = self.concurrency.saturating_sub(running);
+            let mut free = self.free(pending.len());
+            if fetch_now && free > 0 && free < self.concurrency.div_ceil(2) {
+                // Let more runs finish for a moment, so one round trip settles and leases
+                // a batch rather than a job or two.
+                let until = tokio::time::Instant::now() + COALESCE;
+                while free < self.concurrency.div_ceil(2) {
+                    tokio::select! {
+                        Some(d) = done_rx.recv() => pending.push(self.settle_of(d)),
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                    free = self.free(pending.len());
+                }
+            }
             if fetch_now && free > 0 {
                 let fetch = Fetch {
                     worker: self.name.clone(),
@@ -446,7 +461,10 @@ impl Run {
                 self.settle_now(&mut pending, &mut failures).await;
             }
             // Wait for a finished run, work, a stall check, a cancel hint or the stop.
-            let timeout = self.wait_timeout(next_due);
+            // The blocking wait wakes on new work; the next delayed job's time is kept
+            // by a local timer, since Redis answers a blocking command's timeout only at
+            // its next event-loop tick (up to 100 ms late at the default `hz`).
+            let timeout = self.block_timeout;
             if free > 0
                 && wait.is_none()
                 && let Some(mut w) = idle_waiter.take()
@@ -456,8 +474,12 @@ impl Run {
                     (w, r)
                 }));
             }
+            let due = self.until_due(next_due);
             tokio::select! {
                 _ = self.stop.cancelled() => {}
+                _ = tokio::time::sleep(due.unwrap_or(timeout)), if free > 0 && due.is_some() => {
+                    fetch_now = true;
+                }
                 Some(d) = done_rx.recv() => {
                     pending.push(self.settle_of(d));
                     fetch_now = true;
@@ -496,19 +518,27 @@ impl Run {
         done_for_good.cancel();
     }
 
-    /// How long to wait for work: until the next delayed job is due (by this host's
-    /// clock; waking early only costs a fetch, and promotion goes by the store's clock),
-    /// at most the block timeout.
-    fn wait_timeout(&self, next_due: Option<u64>) -> Duration {
-        let Some(due) = next_due else {
-            return self.block_timeout;
-        };
+    /// Places free for new runs: the concurrency less the runs still going (runs that
+    /// finished and wait only for their settlement no longer count).
+    fn free(&self, settling: usize) -> usize {
+        let running = self.leases.len().saturating_sub(settling);
+        self.concurrency.saturating_sub(running)
+    }
+
+    /// How long until the next delayed job is due, by this host's clock (waking early
+    /// only costs a fetch: promotion goes by the store's clock), at most the block
+    /// timeout.
+    fn until_due(&self, next_due: Option<u64>) -> Option<Duration> {
+        let due = next_due?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        Duration::from_millis(due.saturating_sub(now).saturating_add(1))
-            .clamp(Duration::from_millis(1), self.block_timeout)
+        // One millisecond past it, so the store's clock has reached it too.
+        Some(
+            Duration::from_millis(due.saturating_sub(now).saturating_add(1))
+                .min(self.block_timeout),
+        )
     }
 
     async fn fetch(&self, fetch: &Fetch) -> Result<crate::backend::jobs::Fetched> {

@@ -1,5 +1,5 @@
-//! Adding jobs: one `jobs_add.lua` per job, all in one pipeline (one round trip), and
-//! the queue registry.
+//! Adding jobs: one `jobs_add.lua` per batch of at most [`ADD_BATCH`] jobs, all in one
+//! pipeline (one round trip), and the queue registry.
 
 use redis::Value;
 
@@ -21,14 +21,27 @@ fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-/// The `EVALSHA` of `jobs_add.lua` for one job.
-fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, job: &NewJob) -> redis::Cmd {
+/// The most jobs one `jobs_add.lua` call adds, so that a large `add_bulk` does not hold
+/// Redis for long in one script.
+const ADD_BATCH: usize = 100;
+
+/// The `EVALSHA` of `jobs_add.lua` for a batch of jobs.
+fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, jobs: &[NewJob]) -> redis::Cmd {
     let fixed = keys.fixed();
     let refs: Vec<&str> = fixed.iter().map(String::as_str).collect();
     let mut cmd = evalsha(&SCRIPTS.jobs.add, &refs);
     for a in header(keys, Some(settings)) {
         cmd.arg(a);
     }
+    cmd.arg(jobs.len());
+    for job in jobs {
+        job_args(&mut cmd, job);
+    }
+    cmd
+}
+
+/// The 16 arguments of one job.
+fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
     let (dedup, ttl) = match &job.dedup {
         Some(d) => (d.key.as_str(), opt(d.ttl_ms)),
         None => ("", String::new()),
@@ -49,7 +62,6 @@ fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, job: &NewJob) -> redis::C
         .arg(ttl)
         .arg(flag(job.remove_on_complete))
         .arg(flag(job.remove_on_fail));
-    cmd
 }
 
 fn decode_added(v: &Value) -> Result<Added> {
@@ -93,20 +105,24 @@ impl RedisBackend {
         let keys = self.queue_keys(queue);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for job in jobs {
-            pipe.add_command(add_cmd(&keys, settings, job));
+        for batch in jobs.chunks(ADD_BATCH) {
+            pipe.add_command(add_cmd(&keys, settings, batch));
         }
         let values = pipeline_with_scripts(&mut conn, &pipe, &[&SCRIPTS.jobs.add]).await?;
-        if values.len() != jobs.len() {
+        let mut added = Vec::with_capacity(jobs.len());
+        for v in values {
+            let v = check_value(v)?;
+            for item in array_of(&v, "job add")? {
+                added.push(decode_added(item)?);
+            }
+        }
+        if added.len() != jobs.len() {
             return Err(crate::error::Error::Protocol(format!(
                 "{} replies to {} job adds",
-                values.len(),
+                added.len(),
                 jobs.len()
             )));
         }
-        values
-            .into_iter()
-            .map(|v| decode_added(&check_value(v)?))
-            .collect()
+        Ok(added)
     }
 }

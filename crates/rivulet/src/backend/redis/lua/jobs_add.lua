@@ -1,54 +1,85 @@
--- Adds one job (see jobs_lib.lua for the keys and the first arguments). add_jobs sends
--- one of these per job in one pipeline. O(1).
+-- Adds a batch of jobs, each decided on its own and in order (see jobs_lib.lua for the
+-- keys and the first arguments). add_jobs sends batches of at most 100 jobs, all in one
+-- pipeline. O(jobs).
 --
--- ARGV[7] id  [8] name  [9] data  [10] priority  [11] lifo 0|1  [12] delay ms
--- [13] run-at ms or ''  [14] max attempts  [15] backoff base ms  [16] multiplier
--- [17] backoff max ms  [18] timeout ms or ''  [19] dedup key or ''  [20] dedup ttl ms
--- or ''  [21] remove on complete 0|1  [22] remove on fail 0|1
--- Returns {'existing', id} or {'new', id, state}.
-local id = ARGV[7]
-local jk = job_key(id)
-if redis.call('EXISTS', jk) == 1 then
-  return { 'existing', id }
-end
-local dedup = ARGV[19]
-if dedup ~= '' then
-  local dk = dedup_key(dedup)
-  local holder = redis.call('GET', dk)
-  if holder and redis.call('EXISTS', job_key(holder)) == 1 then
-    return { 'existing', holder }
+-- ARGV[7] how many jobs, then 16 arguments per job: id, name, data, priority,
+-- lifo 0|1, delay ms, run-at ms or '', max attempts, backoff base ms, multiplier,
+-- backoff max ms, timeout ms or '', dedup key or '', dedup ttl ms or '',
+-- remove on complete 0|1, remove on fail 0|1.
+-- Returns one item per job: {'existing', id} or {'new', id, state}.
+local PER_JOB = 16
+local woke = false
+
+-- A new job's place among waiting jobs: waiting, or parked when its name is paused.
+local function place_waiting(id, name, score)
+  local jk = job_key(id)
+  if redis.call('SISMEMBER', K.paused_names, name) == 1 then
+    redis.call('ZADD', parked_key(name), score, id)
+    redis.call('HSET', jk, 'state', 'waiting', 'parked', '1')
+    redis.call('HINCRBY', K.meta, 'parked', 1)
+    return
   end
-  if ARGV[20] ~= '' then
-    redis.call('SET', dk, id, 'PX', math.max(tonumber(ARGV[20]), 1))
-  else
-    redis.call('SET', dk, id)
+  redis.call('HSET', jk, 'state', 'waiting')
+  redis.call('ZADD', K.waiting, score, id)
+  woke = true
+end
+
+local function add_one(a)
+  local id = ARGV[a]
+  local jk = job_key(id)
+  if redis.call('EXISTS', jk) == 1 then
+    return { 'existing', id }
   end
+  local dedup, dedup_ttl = ARGV[a + 12], ARGV[a + 13]
+  if dedup ~= '' then
+    local dk = dedup_key(dedup)
+    local holder = redis.call('GET', dk)
+    if holder and redis.call('EXISTS', job_key(holder)) == 1 then
+      return { 'existing', holder }
+    end
+    if dedup_ttl ~= '' then
+      redis.call('SET', dk, id, 'PX', math.max(tonumber(dedup_ttl), 1))
+    else
+      redis.call('SET', dk, id)
+    end
+  end
+  local seq = redis.call('HINCRBY', K.meta, 'seq', 1)
+  local priority = math.max(tonumber(ARGV[a + 3]) or 0, 0)
+  -- The score clamps (the queue validates the range); the record keeps what was asked.
+  local place = math.min(priority, MAX_PRIORITY)
+  local order = seq
+  if ARGV[a + 4] == '1' then order = -seq end
+  local score = num(place * 4294967296 + 2147483648 + order)
+  local run_at = NOW + (tonumber(ARGV[a + 5]) or 0)
+  if ARGV[a + 6] ~= '' then run_at = tonumber(ARGV[a + 6]) end
+  local name = ARGV[a + 1]
+  redis.call('HSET', jk, 'id', id, 'name', name, 'data', ARGV[a + 2],
+    'priority', num(priority), 'lifo', ARGV[a + 4], 'score', score,
+    'max_attempts', ARGV[a + 7], 'attempts_made', 0, 'attempt', 0, 'stalls', 0, 'token', 0,
+    'backoff_base', ARGV[a + 8], 'backoff_mult', ARGV[a + 9], 'backoff_max', ARGV[a + 10],
+    'added_at', num(NOW), 'cancel_requested', 0,
+    'remove_on_complete', ARGV[a + 14], 'remove_on_fail', ARGV[a + 15])
+  if ARGV[a + 11] ~= '' then redis.call('HSET', jk, 'timeout', ARGV[a + 11]) end
+  if dedup ~= '' then
+    local ttl = '0'
+    if dedup_ttl ~= '' then ttl = '1' end
+    redis.call('HSET', jk, 'dedup', dedup, 'dedup_ttl', ttl)
+  end
+  if run_at > NOW then
+    link_delayed(id, run_at)
+    event('delayed', id, 0, num(run_at))
+    return { 'new', id, 'delayed' }
+  end
+  place_waiting(id, name, score)
+  event('added', id, 0)
+  return { 'new', id, 'waiting' }
 end
-local seq = redis.call('HINCRBY', K.meta, 'seq', 1)
-local priority = math.max(tonumber(ARGV[10]) or 0, 0)
--- The score clamps (the queue validates the range); the record keeps what was asked.
-local place = math.min(priority, MAX_PRIORITY)
-local order = seq
-if ARGV[11] == '1' then order = -seq end
-local score = place * 4294967296 + 2147483648 + order
-local run_at = NOW + (tonumber(ARGV[12]) or 0)
-if ARGV[13] ~= '' then run_at = tonumber(ARGV[13]) end
-redis.call('HSET', jk, 'id', id, 'name', ARGV[8], 'data', ARGV[9], 'priority', num(priority),
-  'lifo', ARGV[11], 'score', num(score), 'max_attempts', ARGV[14], 'attempts_made', 0,
-  'attempt', 0, 'stalls', 0, 'token', 0, 'backoff_base', ARGV[15], 'backoff_mult', ARGV[16],
-  'backoff_max', ARGV[17], 'added_at', num(NOW), 'cancel_requested', 0,
-  'remove_on_complete', ARGV[21], 'remove_on_fail', ARGV[22])
-if ARGV[18] ~= '' then redis.call('HSET', jk, 'timeout', ARGV[18]) end
-if dedup ~= '' then
-  local ttl = '0'
-  if ARGV[20] ~= '' then ttl = '1' end
-  redis.call('HSET', jk, 'dedup', dedup, 'dedup_ttl', ttl)
+
+local n = tonumber(ARGV[7]) or 0
+local out = {}
+for i = 0, n - 1 do
+  out[#out + 1] = add_one(8 + i * PER_JOB)
 end
-if run_at > NOW then
-  link_delayed(id, run_at)
-  event('delayed', id, 0, num(run_at))
-  return { 'new', id, 'delayed' }
-end
-link_waiting(id)
-event('added', id, 0)
-return { 'new', id, 'waiting' }
+-- One wake-up for the batch: the woken worker's fetch chains the others.
+if woke then wake() end
+return out

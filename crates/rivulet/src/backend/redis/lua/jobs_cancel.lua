@@ -12,6 +12,7 @@ if not state then return { 'notfound' } end
 if state == 'waiting' or state == 'delayed' or state == 'waiting-children' then
   redis.call('HSET', jk, 'error', 'cancelled')
   finish(id, 'cancelled')
+  retain_touched()
   return { 'cancelled' }
 end
 if state == 'active' then

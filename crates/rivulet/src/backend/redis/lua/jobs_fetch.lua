@@ -4,7 +4,8 @@
 -- ARGV[7] worker  [8] limit  [9] lease ms  [10] promote limit  [11] how many
 -- settlements, then five arguments each as in jobs_settle.lua.
 -- O(settlements + promote limit + 5 × limit + 16): jobs of paused names met at the head
--- of waiting are parked, at most 4 × limit + 16 of them per fetch.
+-- of waiting are parked, at most about 4 × limit + 16 of them per fetch (a popped batch
+-- is always handled whole).
 -- Returns {settled states, leased jobs, next due ms or '', paused 0|1}; a leased job is
 -- {id, name, data, attempt, max attempts, backoff base, multiplier, backoff max,
 -- timeout or '', token, added at}.
@@ -29,35 +30,36 @@ end
 local paused = redis.call('HGET', K.meta, 'paused') == '1'
 local jobs = {}
 if not paused and limit > 0 then
+  local names_paused = redis.call('SCARD', K.paused_names) > 0
   local skips = limit * 4 + 16
-  while #jobs < limit do
-    local head = redis.call('ZRANGE', K.waiting, 0, 0, 'WITHSCORES')
-    if #head == 0 then break end
-    local id, score = head[1], head[2]
-    local jk = job_key(id)
-    local name = redis.call('HGET', jk, 'name')
-    if not name or redis.call('SISMEMBER', K.paused_names, name) == 1 then
-      if skips == 0 then break end
-      skips = skips - 1
-      redis.call('ZREM', K.waiting, id)
-      if name then
+  while #jobs < limit and skips > 0 do
+    -- The head of waiting, as many as still wanted; each is leased or parked below.
+    local popped = redis.call('ZPOPMIN', K.waiting, limit - #jobs)
+    if #popped == 0 then break end
+    for i = 1, #popped, 2 do
+      local id, score = popped[i], popped[i + 1]
+      local jk = job_key(id)
+      local f = redis.call('HMGET', jk, 'name', 'data', 'max_attempts', 'backoff_base',
+        'backoff_mult', 'backoff_max', 'timeout', 'added_at', 'attempts_made')
+      local name = f[1]
+      if not name then
+        -- No record: nothing to lease (popped, so it is gone from waiting too).
+        skips = skips - 1
+      elseif names_paused and redis.call('SISMEMBER', K.paused_names, name) == 1 then
+        skips = skips - 1
         redis.call('ZADD', parked_key(name), score, id)
         redis.call('HSET', jk, 'parked', '1')
         redis.call('HINCRBY', K.meta, 'parked', 1)
+      else
+        local token = redis.call('HINCRBY', jk, 'token', 1)
+        local attempt = (tonumber(f[9]) or 0) + 1
+        redis.call('HSET', jk, 'state', 'active', 'attempt', attempt, 'started_at', num(NOW),
+          'worker', worker)
+        redis.call('ZADD', K.active, num(NOW + lease_ms), id)
+        jobs[#jobs + 1] = { id, name, f[2] or '', num(attempt), f[3] or '', f[4] or '',
+          f[5] or '', f[6] or '', f[7] or '', num(token), f[8] or '' }
+        event('active', id, attempt)
       end
-    else
-      redis.call('ZREM', K.waiting, id)
-      local token = redis.call('HINCRBY', jk, 'token', 1)
-      local attempt = (tonumber(redis.call('HGET', jk, 'attempts_made')) or 0) + 1
-      local until_ms = NOW + lease_ms
-      redis.call('HSET', jk, 'state', 'active', 'attempt', attempt, 'started_at', num(NOW),
-        'worker', worker)
-      redis.call('ZADD', K.active, num(until_ms), id)
-      local f = redis.call('HMGET', jk, 'name', 'data', 'max_attempts', 'backoff_base',
-        'backoff_mult', 'backoff_max', 'timeout', 'added_at')
-      jobs[#jobs + 1] = { id, f[1] or '', f[2] or '', num(attempt), f[3] or '', f[4] or '',
-        f[5] or '', f[6] or '', f[7] or '', num(token), f[8] or '' }
-      event('active', id, attempt)
     end
   end
   -- Work left behind: wake the next idle worker (wake-ups chain).

@@ -26,8 +26,11 @@ local KEEP = {
   failed = { count = tonumber(ARGV[5]) or 0, age = tonumber(ARGV[6]) or 0 },
 }
 KEEP.cancelled = KEEP.failed
--- At most this many finished jobs are removed by retention per finished job.
-local RETENTION_BUDGET = 9
+-- Retention removes at most this many finished jobs per script beyond the number of
+-- jobs the script finished (see retain_touched).
+local RETENTION_SLACK = 8
+-- The finished states a script touched, and how many jobs it finished in each.
+local TOUCHED = {}
 local MAX_PRIORITY = 2097151 -- 2^21 - 1: priority * 2^32 + 2^32 stays below 2^53
 
 local function num(n)
@@ -146,9 +149,10 @@ local function delete_job(id)
   return state
 end
 
--- Removes up to RETENTION_BUDGET of the oldest finished jobs of `state` beyond its keep
--- count or older than its keep age.
-local function retention(state)
+-- Removes up to `budget` of the oldest finished jobs of `state` beyond its keep count or
+-- older than its keep age.
+local function retention(state, budget)
+  local RETENTION_BUDGET = budget
   local set, keep = K[state], KEEP[state]
   local victims = {}
   local excess = redis.call('ZCARD', set) - keep.count
@@ -165,24 +169,46 @@ local function retention(state)
   end
 end
 
--- Finishes a job in `state` (completed, failed or cancelled).
-local function finish(id, state)
-  unlink(id)
+-- Finishes job `id`, already out of the set of its state, in `state` (completed, failed
+-- or cancelled), with what the caller read of it: its attempt, error, removal flag for
+-- this state, and dedup key and mode. Retention runs once per script (retain_touched).
+local function finish_out(id, state, attempt, err, remove, dedup, dedup_ttl)
   local jk = job_key(id)
   redis.call('HSET', jk, 'state', state, 'finished_at', num(NOW))
   redis.call('ZADD', K[state], num(NOW), id)
-  release_dedup(id, true)
-  local h = redis.call('HMGET', jk, 'attempt', 'error', 'remove_on_complete', 'remove_on_fail')
-  if state == 'completed' then
-    event('completed', id, h[1])
-  elseif state == 'cancelled' then
-    event('cancelled', id, h[1])
-  else
-    event('failed', id, h[1], h[2] or nil)
+  -- A key without a TTL is held until its job finishes.
+  if dedup and dedup_ttl ~= '1' then
+    local dk = dedup_key(dedup)
+    if redis.call('GET', dk) == id then redis.call('DEL', dk) end
   end
-  local remove = (state == 'completed' and h[3] == '1') or (state ~= 'completed' and h[4] == '1')
-  if remove then delete_job(id) end
-  retention(state)
+  if state == 'completed' then
+    event('completed', id, attempt)
+  elseif state == 'cancelled' then
+    event('cancelled', id, attempt)
+  else
+    event('failed', id, attempt, err or nil)
+  end
+  if remove == '1' then delete_job(id) end
+  TOUCHED[state] = (TOUCHED[state] or 0) + 1
+end
+
+-- Finishes a job in `state`, wherever it is.
+local function finish(id, state)
+  unlink(id)
+  local h = redis.call('HMGET', job_key(id), 'attempt', 'error', 'remove_on_complete',
+    'remove_on_fail', 'dedup', 'dedup_ttl')
+  local remove = h[4]
+  if state == 'completed' then remove = h[3] end
+  finish_out(id, state, h[1], h[2], remove, h[5], h[6])
+end
+
+-- Applies retention to every finished state the script touched: up to as many removals
+-- as jobs it finished there, plus RETENTION_SLACK, so a steady load keeps the bounds.
+local function retain_touched()
+  for state, n in pairs(TOUCHED) do
+    retention(state, n + RETENTION_SLACK)
+  end
+  TOUCHED = {}
 end
 
 -- The delay after failed attempt `attempt` (StoredBackoff::delay_ms).
@@ -221,7 +247,8 @@ end
 -- Applies one settlement; returns the new state or 'lost'.
 local function settle_one(id, token, how, payload, delay)
   local jk = job_key(id)
-  local h = redis.call('HMGET', jk, 'state', 'token', 'cancel_requested', 'attempt', 'error')
+  local h = redis.call('HMGET', jk, 'state', 'token', 'cancel_requested', 'attempt', 'error',
+    'remove_on_complete', 'dedup', 'dedup_ttl')
   if h[1] ~= 'active' or h[2] ~= token then return 'lost' end
   if h[3] == '1' then
     if not h[5] then redis.call('HSET', jk, 'error', 'cancelled while active') end
@@ -229,9 +256,11 @@ local function settle_one(id, token, how, payload, delay)
     return 'cancelled'
   end
   if how == 'complete' then
+    -- The common case, with what was read above: no second look at the record.
+    redis.call('ZREM', K.active, id)
     redis.call('HSET', jk, 'result', payload)
-    redis.call('HDEL', jk, 'error')
-    finish(id, 'completed')
+    if h[5] then redis.call('HDEL', jk, 'error') end
+    finish_out(id, 'completed', h[4], nil, h[6], h[7], h[8])
     return 'completed'
   elseif how == 'fail' then
     redis.call('HSET', jk, 'attempts_made', h[4] or 0, 'error', payload)
@@ -256,5 +285,6 @@ local function settle_all(first, n)
     local a = first + i * 5
     out[#out + 1] = settle_one(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   end
+  retain_touched()
   return out
 end

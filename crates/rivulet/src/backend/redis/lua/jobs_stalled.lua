@@ -33,4 +33,5 @@ if limit > 0 then
     end
   end
 end
+retain_touched()
 return { returned, failed_attempt, cancelled }
