@@ -31,6 +31,9 @@
 //! * **Places**: a priority above 2²¹ − 1 is placed as 2²¹ − 1 (the queue rejects
 //!   those), and a queue takes fewer than 2³¹ adds before FIFO order wraps into the next
 //!   priority.
+//! * **Retention** runs once per script, removing up to the number of jobs the script
+//!   finished plus 8 per finished state (the memory store removes up to 9 per finished
+//!   job); both keep the bounds under a steady load.
 //! * **Page cursors** are `<score>:<id>`; a cursor whose job is gone or moved looks at
 //!   most `limit + 256` jobs of its score ahead.
 //! * **Errors**: an add pipeline that fails part-way may have added the jobs before the
