@@ -1,4 +1,4 @@
-//! The conformance suite against a 3-master Redis Cluster started by the test kit (one
+//! The conformance suites (bus and jobs) against a 3-master Redis Cluster started by the test kit (one
 //! cluster per test, so every process is stopped when its test ends). Topic names differ
 //! per test, so topics spread over the masters' slots.
 
@@ -6,6 +6,8 @@
 
 #[macro_use]
 mod conformance;
+#[macro_use]
+mod jobs;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,3 +40,4 @@ async fn fixture() -> Cluster {
 }
 
 conformance_suite!(fixture());
+jobs_suite!(fixture());

@@ -1,7 +1,9 @@
-//! The conformance suite against the embedded memory backend.
+//! The conformance suites (bus and jobs) against the embedded memory backend.
 
 #[macro_use]
 mod conformance;
+#[macro_use]
+mod jobs;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,3 +20,4 @@ impl conformance::Fixture for Memory {
 }
 
 conformance_suite!(async { Memory(MemoryBackend::new()) });
+jobs_suite!(async { Memory(MemoryBackend::new()) });

@@ -1,9 +1,11 @@
-//! The conformance suite against a real `redis-server` started by the test kit.
+//! The conformance suites (bus and jobs) against a real `redis-server` started by the test kit.
 
 #![cfg(feature = "redis")]
 
 #[macro_use]
 mod conformance;
+#[macro_use]
+mod jobs;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,3 +38,4 @@ async fn fixture() -> Redis {
 }
 
 conformance_suite!(fixture());
+jobs_suite!(fixture());

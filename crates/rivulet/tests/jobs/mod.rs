@@ -1,8 +1,10 @@
 //! The jobs conformance suite: job behaviours every backend must show (J-1 … J-16).
 //!
 //! Each behaviour is an `async fn(&dyn Fixture)`; `jobs_suite!` turns the list into
-//! `#[tokio::test]`s for one backend. A fixture hands out backends sharing one store, so
-//! several queue handles and workers can play several processes.
+//! `#[tokio::test]`s for one backend. The fixture is the bus suite's
+//! ([`conformance::Fixture`](super::conformance::Fixture)): each backend's test file
+//! runs both suites against it, and it hands out backends sharing one store, so several
+//! queue handles and workers can play several processes.
 //!
 //! Timing: workers block at most 200 ms, leases are short where a test needs them to
 //! expire; waits poll with a deadline; nothing sleeps to wait for readiness.
@@ -10,23 +12,16 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use super::conformance::{Fixture, wait_until_async};
 use rivulet::{
-    AnyBackend, CancelOutcome, ErrorKind, HandlerError, Job, JobEventKind, JobState, Keep, Queue,
-    RetryPolicy, WorkerBuilder,
+    CancelOutcome, ErrorKind, HandlerError, Job, JobEventKind, JobState, Keep, Queue, RetryPolicy,
+    WorkerBuilder,
 };
 use serde::{Deserialize, Serialize};
-
-/// Hands out backends that share one store.
-pub trait Fixture: Send + Sync {
-    /// A backend connected to the fixture's store.
-    fn backend(&self) -> Pin<Box<dyn Future<Output = AnyBackend> + Send + '_>>;
-}
 
 /// Generates one `#[tokio::test]` per behaviour, each with a fresh fixture from `$make`.
 macro_rules! jobs_suite {
@@ -96,19 +91,6 @@ pub fn fast(w: WorkerBuilder) -> WorkerBuilder {
 }
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Polls `cond` every 10 ms until it holds or `timeout` passes.
-pub async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// Waits until the job is in `state`.
 pub async fn wait_state(q: &Queue, id: &rivulet::JobId, state: JobState) {
