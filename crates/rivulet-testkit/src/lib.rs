@@ -53,9 +53,11 @@ mod error;
 mod ports;
 mod proxy;
 mod server;
+mod tls;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Result, TestkitError};
 pub use ports::PortLease;
 pub use proxy::{ProxyMode, TcpProxy};
 pub use server::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder};
+pub use tls::{CertAndKey, DEFAULT_SERVER_NAMES, TestCa};

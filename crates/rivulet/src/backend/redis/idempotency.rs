@@ -38,6 +38,8 @@ pub struct RedisIdempotencyStore {
     prefix: String,
 }
 
+// One per store: the size of a TLS client is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Source {
     /// Connects lazily, on first use, from a client.
@@ -81,7 +83,21 @@ impl RedisIdempotencyStore {
     /// A store on the server at `url`. Fails with [`Error::Config`] for a bad URL; the
     /// connection opens on first use.
     pub fn open(url: &str) -> Result<Self> {
+        super::tls::install_crypto_provider();
         let mut store = Self::new(conn::client_for(url)?);
+        if let Source::Client { redacted, .. } = &mut store.source {
+            *redacted = conn::redact_url(url);
+        }
+        Ok(store)
+    }
+
+    /// Like [`open`](Self::open), for a `rediss://` URL with TLS options (a custom CA, a
+    /// client certificate).
+    pub fn open_with_tls(url: &str, tls: &super::TlsOptions) -> Result<Self> {
+        super::tls::install_crypto_provider();
+        let client =
+            super::endpoint::client_for(url, Some(tls), &super::endpoint::Resolved::default())?;
+        let mut store = Self::new(client);
         if let Source::Client { redacted, .. } = &mut store.source {
             *redacted = conn::redact_url(url);
         }

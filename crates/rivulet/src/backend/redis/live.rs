@@ -17,8 +17,11 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use super::RedisBackend;
 use super::conn::Target;
+use super::sentinel::SentinelTarget;
 use crate::backend::{LiveChannels, LiveMessage};
 use crate::error::{Error, Result};
 
@@ -63,13 +66,17 @@ impl LiveChannels for RedisBackend {
         stop: CancellationToken,
     ) -> Result<mpsc::Receiver<LiveMessage>> {
         self.conn()?;
-        let clients = match &self.inner.target {
-            Target::Single(c) => vec![c.clone()],
-            Target::Cluster { nodes, .. } => nodes.clone(),
+        let (clients, sentinel) = match &self.inner.target {
+            Target::Single(c) => (vec![c.clone()], None),
+            Target::Sentinel(s) => (Vec::new(), Some(Arc::clone(s))),
+            Target::Cluster { nodes, .. } => (nodes.clone(), None),
         };
         let timeout = self.inner.timeouts.connect + self.inner.timeouts.response;
         let mut first = Err(Error::config("a cluster needs at least one node URL"));
         let mut next = 0;
+        if let Some(sentinel) = &sentinel {
+            first = open_master(sentinel, patterns, timeout).await;
+        }
         for (i, client) in clients.iter().enumerate() {
             first = open(client, patterns, timeout).await;
             if first.is_ok() {
@@ -77,10 +84,14 @@ impl LiveChannels for RedisBackend {
                 break;
             }
         }
-        let first = first?;
+        let first = first.map_err(|e| match e {
+            Error::Redis(e) => super::conn::connection_error(&self.inner.redacted, &e),
+            other => other,
+        })?;
         let (tx, rx) = mpsc::channel(CAPACITY);
         let task = Subscription {
             clients,
+            sentinel,
             next,
             patterns: patterns.to_vec(),
             timeout,
@@ -92,9 +103,24 @@ impl LiveChannels for RedisBackend {
     }
 }
 
+/// Opens a subscription on the master the sentinels name now.
+async fn open_master(
+    sentinel: &SentinelTarget,
+    patterns: &[String],
+    timeout: Duration,
+) -> Result<(PubSubSink, PubSubStream)> {
+    let client = match tokio::time::timeout(timeout, sentinel.master_client()).await {
+        Ok(r) => r?,
+        Err(_) => return Err(Error::Timeout(timeout)),
+    };
+    open(&client, patterns, timeout).await
+}
+
 struct Subscription {
     /// Where to connect: one server, or each node of a cluster in turn.
     clients: Vec<redis::Client>,
+    /// Or the master of a Sentinel deployment, asked for at each connection.
+    sentinel: Option<Arc<SentinelTarget>>,
     /// Index of the client to connect to next.
     next: usize,
     patterns: Vec<String>,
@@ -123,11 +149,18 @@ impl Subscription {
                         _ = self.closed.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    let Some(client) = self.clients.get(self.next % self.clients.len().max(1))
-                    else {
-                        return;
+                    let opened = match &self.sentinel {
+                        Some(sentinel) => open_master(sentinel, &self.patterns, self.timeout).await,
+                        None => {
+                            let Some(client) =
+                                self.clients.get(self.next % self.clients.len().max(1))
+                            else {
+                                return;
+                            };
+                            open(client, &self.patterns, self.timeout).await
+                        }
                     };
-                    match open(client, &self.patterns, self.timeout).await {
+                    match opened {
                         Ok(c) => {
                             tracing::info!("live subscription reconnected");
                             backoff = BACKOFF_MIN;
