@@ -394,11 +394,15 @@ impl RedisServer {
 
     /// A `redis://` URL for the server, e.g. `redis://127.0.0.1:23456/`.
     ///
-    /// If the server was built with a password, it is part of the URL.
+    /// If the server was built with a password, it is part of the URL (percent-encoded).
     pub fn url(&self) -> String {
         let scheme = self.scheme();
         match &self.config.password {
-            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}/", self.port()),
+            Some(password) => format!(
+                "{scheme}://:{}@127.0.0.1:{}/",
+                percent_encode(password),
+                self.port()
+            ),
             None => format!("{scheme}://127.0.0.1:{}/", self.port()),
         }
     }
@@ -413,14 +417,14 @@ impl RedisServer {
     }
 
     /// A URL that logs in as the [ACL user](RedisServerBuilder::acl_user) `name`
-    /// (the password is the one given to the builder, not percent-encoded).
+    /// (user name and password percent-encoded).
     pub fn url_for_user(&self, name: &str) -> Option<String> {
         let user = self.config.acl_users.iter().find(|u| u.name == name)?;
         Some(format!(
             "{}://{}:{}@127.0.0.1:{}/",
             self.scheme(),
-            user.name,
-            user.password,
+            percent_encode(&user.name),
+            percent_encode(&user.password),
             self.port()
         ))
     }
@@ -700,6 +704,19 @@ fn spawn(config: &RedisServerBuilder, port: u16, dir: &Path) -> Result<Child> {
             binary: config.binary.clone(),
             source,
         })
+}
+
+/// `s` with everything but unreserved URL characters percent-encoded, for a userinfo.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The last `lines` lines of a file, reading at most its last 64 KiB.

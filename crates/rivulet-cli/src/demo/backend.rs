@@ -139,5 +139,10 @@ mod tests {
         assert_eq!(redact("redis://h?password=x"), "redis://h?***");
         assert_eq!(redact("redis://:pa?s/s@h:1"), "redis://:***@h:1");
         assert_eq!(redact(":secret@h:1"), ":***@h:1");
+        // Every character that ends a URL part early (issue 14).
+        assert_eq!(
+            redact("redis://u:qz1/kx7?wv3#pm5@jd8:rt4@h:1/0"),
+            "redis://u:***@h:1/0"
+        );
     }
 }

@@ -14,7 +14,7 @@
 //! the end is the at-least-once promise: for every group, handled + dead-lettered equals
 //! published.
 
-mod backend;
+pub(crate) mod backend;
 mod plan;
 mod report;
 
