@@ -15,6 +15,7 @@
 //! that reconnects by itself, plus one dedicated connection per reader and per live
 //! subscription, closed when they are dropped.
 
+mod acl;
 mod conn;
 mod dead_letters;
 mod endpoint;
