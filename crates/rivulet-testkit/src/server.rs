@@ -17,6 +17,9 @@ use crate::tls::{self, DEFAULT_SERVER_NAMES, TestCa};
 
 /// Environment variable overriding the `redis-server` binary to run.
 pub const REDIS_SERVER_ENV: &str = "RIVULET_REDIS_SERVER";
+/// Environment variable overriding the `redis-sentinel` binary to run.
+pub const REDIS_SENTINEL_ENV: &str = "RIVULET_REDIS_SENTINEL";
+const SENTINEL_CONFIG_FILE: &str = "sentinel.conf";
 
 /// How many log lines startup errors include.
 const ERROR_LOG_LINES: usize = 40;
@@ -51,6 +54,8 @@ pub struct RedisServerBuilder {
     cluster_node_timeout: Option<Duration>,
     tls: Option<TlsSettings>,
     acl_users: Vec<AclUser>,
+    /// Sentinel mode: the lines of the sentinel's configuration file.
+    sentinel_config: Option<String>,
 }
 
 /// TLS settings of a test server.
@@ -92,6 +97,7 @@ impl Default for RedisServerBuilder {
             cluster_node_timeout: None,
             tls: None,
             acl_users: Vec::new(),
+            sentinel_config: None,
         }
     }
 }
@@ -205,6 +211,15 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Runs a sentinel (`redis-sentinel`, or `RIVULET_REDIS_SENTINEL`) with these
+    /// configuration lines instead of a server.
+    pub(crate) fn sentinel(mut self, config: String) -> Self {
+        self.binary = std::env::var_os(REDIS_SENTINEL_ENV)
+            .map_or_else(|| PathBuf::from("redis-sentinel"), PathBuf::from);
+        self.sentinel_config = Some(config);
+        self
+    }
+
     /// Makes this a Redis Cluster node with the given node timeout.
     pub(crate) fn cluster_node(mut self, node_timeout: Duration) -> Self {
         self.cluster_node_timeout = Some(node_timeout);
@@ -231,6 +246,23 @@ impl RedisServerBuilder {
     }
 
     fn args(&self, port: u16, dir: &Path) -> Vec<String> {
+        if self.sentinel_config.is_some() {
+            return [
+                dir.join(SENTINEL_CONFIG_FILE).display().to_string(),
+                "--sentinel".to_owned(),
+                "--port".to_owned(),
+                port.to_string(),
+                "--bind".to_owned(),
+                "127.0.0.1".to_owned(),
+                "--dir".to_owned(),
+                dir.display().to_string(),
+                "--logfile".to_owned(),
+                dir.join(LOG_FILE).display().to_string(),
+                "--daemonize".to_owned(),
+                "no".to_owned(),
+            ]
+            .into();
+        }
         let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
         let plain_port = if self.tls.is_some() { 0 } else { port };
         let mut args: Vec<String> = [
@@ -373,6 +405,12 @@ impl RedisServer {
             }
             None => None,
         };
+        if let Some(lines) = &config.sentinel_config {
+            // Sentinels rewrite their file, so it lives in the data directory.
+            let path = dir.path().join(SENTINEL_CONFIG_FILE);
+            std::fs::write(&path, lines)
+                .map_err(|e| TestkitError::io(format!("writing {}", path.display()), e))?;
+        }
         let child = spawn(&config, lease.port(), dir.path())?;
         let server = Self {
             pid: child.id(),

@@ -1,0 +1,237 @@
+//! A Sentinel deployment: a master, a replica and three sentinels, all real processes.
+
+use std::fmt;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, TestkitError};
+use crate::server::{POLL_INTERVAL, RedisServer};
+
+/// The master name the sentinels monitor.
+pub const SENTINEL_MASTER_NAME: &str = "rivulet-master";
+const SENTINELS: usize = 3;
+const QUORUM: usize = 2;
+const DOWN_AFTER: Duration = Duration::from_millis(1000);
+const FAILOVER_TIMEOUT: Duration = Duration::from_millis(3000);
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A master, one replica and three sentinels (quorum 2, `down-after-milliseconds`
+/// 1000), on free ports with their own data directories; everything is killed on drop.
+///
+/// ```no_run
+/// # fn main() -> Result<(), rivulet_testkit::TestkitError> {
+/// use rivulet_testkit::RedisSentinel;
+///
+/// let mut deployment = RedisSentinel::start()?;
+/// let sentinels = deployment.sentinel_addrs(); // ["127.0.0.1:…", …]
+/// deployment.kill_master()?;
+/// let new_master_port = deployment.wait_for_failover(std::time::Duration::from_secs(20))?;
+/// # Ok(()) }
+/// ```
+pub struct RedisSentinel {
+    /// `servers[0]` is the first master, `servers[1]` its replica.
+    servers: Vec<RedisServer>,
+    sentinels: Vec<RedisServer>,
+    master_port: u16,
+}
+
+impl fmt::Debug for RedisSentinel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSentinel")
+            .field("master_port", &self.master_port)
+            .field(
+                "servers",
+                &self
+                    .servers
+                    .iter()
+                    .map(RedisServer::port)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .iter()
+                    .map(RedisServer::port)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+impl RedisSentinel {
+    /// Starts the deployment and waits until the replica is in sync and every sentinel
+    /// sees the master, the replica and the other sentinels.
+    pub fn start() -> Result<RedisSentinel> {
+        let master = RedisServer::builder()
+            .extra_arg("repl-diskless-sync-delay", "0")
+            .start()?;
+        let replica = RedisServer::builder()
+            .extra_arg("repl-diskless-sync-delay", "0")
+            .start()?;
+        redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(master.port())
+            .exec(&mut replica.connection()?)
+            .map_err(|e| TestkitError::redis("REPLICAOF", e))?;
+        let master_port = master.port();
+        let config = format!(
+            "sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master_port} {QUORUM}\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} {}\n\
+             sentinel failover-timeout {SENTINEL_MASTER_NAME} {}\n\
+             sentinel parallel-syncs {SENTINEL_MASTER_NAME} 1\n",
+            DOWN_AFTER.as_millis(),
+            FAILOVER_TIMEOUT.as_millis()
+        );
+        let sentinels = (0..SENTINELS)
+            .map(|_| RedisServer::builder().sentinel(config.clone()).start())
+            .collect::<Result<Vec<_>>>()?;
+        let deployment = RedisSentinel {
+            servers: vec![master, replica],
+            sentinels,
+            master_port,
+        };
+        deployment.wait_ready()?;
+        Ok(deployment)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let state = self.readiness();
+            match state {
+                Ok(()) => return Ok(()),
+                Err(what) if Instant::now() >= deadline => {
+                    return Err(TestkitError::Timeout {
+                        what: format!("the Sentinel deployment to be ready: {what}"),
+                        waited: READY_TIMEOUT,
+                    });
+                }
+                Err(_) => thread::sleep(POLL_INTERVAL * 5),
+            }
+        }
+    }
+
+    fn readiness(&self) -> std::result::Result<(), String> {
+        let replica = &self.servers[1];
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.connection().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        if info_field(&info, "master_link_status").as_deref() != Some("up") {
+            return Err("replica not in sync".to_owned());
+        }
+        for s in &self.sentinels {
+            let mut con = s.connection().map_err(|e| e.to_string())?;
+            let master: Vec<(String, String)> = redis::cmd("SENTINEL")
+                .arg("MASTER")
+                .arg(SENTINEL_MASTER_NAME)
+                .query::<Vec<String>>(&mut con)
+                .map_err(|e| e.to_string())?
+                .chunks(2)
+                .filter_map(|c| Some((c.first()?.clone(), c.get(1)?.clone())))
+                .collect();
+            let field = |name: &str| {
+                master
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            if field("num-slaves") != Some("1") {
+                return Err(format!("sentinel {} does not see the replica", s.port()));
+            }
+            if field("num-other-sentinels") != Some(&(SENTINELS - 1).to_string()) {
+                return Err(format!("sentinel {} does not see the others", s.port()));
+            }
+        }
+        Ok(())
+    }
+
+    /// `127.0.0.1:<port>` of each sentinel.
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect()
+    }
+
+    /// A `redis+sentinel://` URL for the deployment.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://{}/{SENTINEL_MASTER_NAME}",
+            self.sentinel_addrs().join(",")
+        )
+    }
+
+    /// The port of the master the deployment started with.
+    pub fn first_master_port(&self) -> u16 {
+        self.master_port
+    }
+
+    /// The master and the replica (index 0 is the first master).
+    pub fn servers(&self) -> &[RedisServer] {
+        &self.servers
+    }
+
+    /// Kills the first master with `SIGKILL`.
+    pub fn kill_master(&mut self) -> Result<()> {
+        self.servers[0].kill()
+    }
+
+    /// The master's address as the first answering sentinel reports it.
+    pub fn reported_master_port(&self) -> Result<u16> {
+        let mut last = None;
+        for s in &self.sentinels {
+            let reply = s.connection().and_then(|mut con| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(SENTINEL_MASTER_NAME)
+                    .query::<(String, u16)>(&mut con)
+                    .map_err(|e| TestkitError::redis("SENTINEL get-master-addr-by-name", e))
+            });
+            match reply {
+                Ok((_, port)) => return Ok(port),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| TestkitError::Cluster("no sentinel".to_owned())))
+    }
+
+    /// Waits until the sentinels name a new master that says it is one; returns its port.
+    pub fn wait_for_failover(&self, timeout: Duration) -> Result<u16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(port) = self.reported_master_port()
+                && port != self.master_port
+                && self.is_master(port)
+            {
+                return Ok(port);
+            }
+            if Instant::now() >= deadline {
+                return Err(TestkitError::Timeout {
+                    what: "the sentinels to promote the replica".to_owned(),
+                    waited: timeout,
+                });
+            }
+            thread::sleep(POLL_INTERVAL * 5);
+        }
+    }
+
+    fn is_master(&self, port: u16) -> bool {
+        let Some(server) = self.servers.iter().find(|s| s.port() == port) else {
+            return false;
+        };
+        let role = server
+            .connection()
+            .ok()
+            .and_then(|mut con| redis::cmd("ROLE").query::<redis::Value>(&mut con).ok());
+        matches!(role, Some(redis::Value::Array(items))
+            if matches!(items.first(), Some(redis::Value::BulkString(b)) if b.as_slice() == b"master"))
+    }
+}

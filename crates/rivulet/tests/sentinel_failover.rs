@@ -1,0 +1,219 @@
+//! Sentinel failover (issue 14 item 4): a publisher and a consumer run against a
+//! master, a replica and three sentinels; the master is killed (`SIGKILL`) under load.
+//! Afterwards every connection — the shared one, the blocking reader, the live
+//! subscription — finds the promoted replica by itself, and the checker counts:
+//!
+//! * messages acknowledged with `wait_for_replicas(1)`: none may be lost;
+//! * messages acknowledged without waiting: those lost were within the replication
+//!   window (written to the old master, not yet on the replica) — reported, allowed;
+//! * messages acknowledged after the failover: all must be handled (recovery).
+
+#![cfg(feature = "redis")]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rivulet::{Bus, Delivery, HandlerError};
+use rivulet_testkit::{RedisSentinel, SENTINEL_MASTER_NAME};
+
+const TOPIC: &str = "failover.orders";
+const CHANNEL: &str = "failover.live";
+const BEFORE_KILL: usize = 300;
+const AFTER_FAILOVER: usize = 100;
+const DEADLINE: Duration = Duration::from_secs(40);
+
+#[derive(Default)]
+struct Ledger {
+    waited: HashSet<u32>,
+    unwaited: HashSet<u32>,
+    after_failover: HashSet<u32>,
+    unacknowledged: usize,
+    first_error: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("lock")
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_and_consuming_continue_after_the_master_is_killed() {
+    let started = Instant::now();
+    let mut deployment = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .expect("spawn_blocking")
+        .expect("start a Sentinel deployment");
+    // The builder form, with the sentinels given one by one.
+    let backend =
+        rivulet::RedisBackendBuilder::sentinel(SENTINEL_MASTER_NAME, &deployment.sentinel_addrs())
+            .connect_timeout(Duration::from_millis(500))
+            .response_timeout(Duration::from_secs(2))
+            .await
+            .expect("connect through the sentinels");
+    let bus = Bus::builder(backend)
+        .app("failover")
+        .block_timeout(Duration::from_millis(200))
+        .retry_mover_interval(Duration::from_millis(100))
+        .build()
+        .expect("bus");
+
+    let handled: Arc<Mutex<HashSet<u32>>> = Arc::default();
+    let seen = Arc::clone(&handled);
+    let _sub = bus
+        .subscribe(TOPIC, "count", move |d: Delivery<u32>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                lock(&seen).insert(*d.payload());
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .expect("subscribe");
+    let mut live = bus.live().subscribe(CHANNEL).await.expect("live subscribe");
+
+    // The publisher: alternately waits for one replica or not; after the failover there
+    // is no replica left, so it stops asking.
+    let ledger: Arc<Mutex<Ledger>> = Arc::default();
+    let failed_over = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (bus, ledger, failed_over) =
+            (bus.clone(), Arc::clone(&ledger), Arc::clone(&failed_over));
+        tokio::spawn(async move {
+            for id in 0u32.. {
+                let after = failed_over.load(Ordering::SeqCst);
+                let wait = !after && id % 2 == 0;
+                let publish = bus.publish(TOPIC, &id);
+                let result = if wait {
+                    publish
+                        .wait_for_replicas(1, Duration::from_millis(500))
+                        .await
+                } else {
+                    publish.await
+                };
+                let pause = {
+                    let mut l = lock(&ledger);
+                    match result {
+                        Ok(_) if after => drop(l.after_failover.insert(id)),
+                        Ok(_) if wait => drop(l.waited.insert(id)),
+                        Ok(_) => drop(l.unwaited.insert(id)),
+                        Err(e) => {
+                            assert!(e.is_transient(), "not transient: {e}");
+                            l.unacknowledged += 1;
+                            l.first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                    if l.after_failover.len() >= AFTER_FAILOVER {
+                        return;
+                    }
+                    l.unacknowledged > 0 && !after
+                };
+                if pause {
+                    // Between failures, not to spin while the sentinels elect.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })
+    };
+
+    wait_for("load before the kill", || {
+        let l = lock(&ledger);
+        l.waited.len() + l.unwaited.len() >= BEFORE_KILL
+    })
+    .await;
+    deployment.kill_master().expect("kill the master");
+    let killed = Instant::now();
+    let deployment = tokio::task::spawn_blocking(move || {
+        let port = deployment.wait_for_failover(DEADLINE);
+        (deployment, port)
+    });
+    let (deployment, new_master) = deployment.await.expect("spawn_blocking");
+    let new_master = new_master.expect("the sentinels promote the replica");
+    let failover_took = killed.elapsed();
+    failed_over.store(true, Ordering::SeqCst);
+    assert_ne!(new_master, deployment.first_master_port());
+
+    tokio::time::timeout(DEADLINE, publisher)
+        .await
+        .expect("publishing continues after the failover")
+        .expect("publisher task");
+
+    // Everything acknowledged with a replica, and everything after the failover, is
+    // handled by the same subscription, now reading from the new master.
+    let (waited, unwaited, after, unacknowledged, first_error) = {
+        let l = lock(&ledger);
+        (
+            l.waited.clone(),
+            l.unwaited.clone(),
+            l.after_failover.clone(),
+            l.unacknowledged,
+            l.first_error.clone(),
+        )
+    };
+    let required: HashSet<u32> = waited.union(&after).copied().collect();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let missing = required.difference(&lock(&handled)).count();
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let h = lock(&handled);
+            let lost_waited = waited.difference(&h).count();
+            let lost_after = after.difference(&h).count();
+            panic!(
+                "lost: {lost_waited} acknowledged with wait_for_replicas(1), {lost_after} after the failover"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The live subscription moved too: publish until one arrives.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        bus.live().publish(CHANNEL, &"after").await.ok();
+        match tokio::time::timeout(Duration::from_millis(200), live.next()).await {
+            Ok(Some(m)) if m.channel == CHANNEL => break,
+            Ok(None) => panic!("the live subscription ended"),
+            _ => assert!(
+                Instant::now() < deadline,
+                "no live message after the failover"
+            ),
+        }
+    }
+
+    let h = lock(&handled);
+    let lost_waited = waited.difference(&h).count();
+    let lost_window = unwaited.difference(&h).count();
+    println!(
+        "sentinel failover checker: failover took {failover_took:?} (test {:?})\n  \
+         acknowledged with wait_for_replicas(1): {}, lost: {lost_waited}\n  \
+         acknowledged without waiting: {}, lost within the replication window: {lost_window}\n  \
+         acknowledged after the failover (recovered): {}, handled: {}\n  \
+         not acknowledged during the failover: {unacknowledged} (first error: {})",
+        started.elapsed(),
+        waited.len(),
+        unwaited.len(),
+        after.len(),
+        after.intersection(&h).count(),
+        first_error.as_deref().unwrap_or("none"),
+    );
+    assert_eq!(
+        lost_waited, 0,
+        "a message acknowledged by a replica was lost"
+    );
+    assert!(
+        unacknowledged > 0,
+        "the kill was not noticed by the publisher"
+    );
+    drop(h);
+    bus.shutdown().await;
+}
