@@ -184,6 +184,17 @@ impl RedisSentinel {
         self.servers[0].kill()
     }
 
+    /// Asks a sentinel for a failover (`SENTINEL FAILOVER`): the master is demoted to a
+    /// replica while still running, the replica is promoted.
+    pub fn failover(&self) -> Result<()> {
+        let mut con = self.sentinels[0].connection()?;
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(SENTINEL_MASTER_NAME)
+            .exec(&mut con)
+            .map_err(|e| TestkitError::redis("SENTINEL FAILOVER", e))
+    }
+
     /// The master's address as the first answering sentinel reports it.
     pub fn reported_master_port(&self) -> Result<u16> {
         let mut last = None;

@@ -216,3 +216,124 @@ async fn publishing_and_consuming_continue_after_the_master_is_killed() {
     );
     bus.shutdown().await;
 }
+
+/// A manual failover demotes the master while it keeps running: writes on the old
+/// connections get `READONLY`, reads of a replica's stream give `READONLY` too, and
+/// every connection must move. The new master's script cache is flushed, so the retry
+/// of a failing handler also proves that scripts are loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_master_hands_every_connection_to_the_new_one() {
+    let deployment = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .expect("spawn_blocking")
+        .expect("start a Sentinel deployment");
+    // The URL form.
+    let backend = rivulet::RedisBackend::builder(deployment.url())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(2))
+        .await
+        .expect("connect through the sentinels");
+    let bus = Bus::builder(backend)
+        .app("demoted")
+        .block_timeout(Duration::from_millis(200))
+        .retry_mover_interval(Duration::from_millis(100))
+        .retry(rivulet::RetryPolicy::default().backoff(Duration::from_millis(20)))
+        .build()
+        .expect("bus");
+    let handled: Arc<Mutex<HashSet<u32>>> = Arc::default();
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let (seen, tries) = (Arc::clone(&handled), Arc::clone(&attempts));
+    let _sub = bus
+        .subscribe(TOPIC, "count", move |d: Delivery<u32>| {
+            let (seen, tries) = (Arc::clone(&seen), Arc::clone(&tries));
+            async move {
+                let id = *d.payload();
+                if id == FAIL_ONCE && d.attempt() == 1 {
+                    lock(&tries).push(d.attempt());
+                    return Err(HandlerError::retryable("first attempt fails"));
+                }
+                lock(&seen).insert(id);
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .expect("subscribe");
+    let mut live = bus.live().subscribe(CHANNEL).await.expect("live subscribe");
+    for id in 0..50u32 {
+        bus.publish(TOPIC, &id)
+            .wait_for_replicas(1, Duration::from_secs(2))
+            .await
+            .expect("publish before the failover");
+    }
+
+    deployment.failover().expect("SENTINEL FAILOVER");
+    let (deployment, new_master) = tokio::task::spawn_blocking(move || {
+        let port = deployment.wait_for_failover(DEADLINE);
+        (deployment, port)
+    })
+    .await
+    .expect("spawn_blocking");
+    let new_master = new_master.expect("the sentinels promote the replica");
+    let server = deployment
+        .servers()
+        .iter()
+        .find(|s| s.port() == new_master)
+        .expect("the new master is one of the servers");
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .exec(&mut server.connection().expect("connect to the new master"))
+        .expect("SCRIPT FLUSH");
+
+    let mut errors = 0usize;
+    let mut id = 100u32;
+    let deadline = Instant::now() + DEADLINE;
+    let mut after = HashSet::new();
+    while after.len() < 50 {
+        assert!(Instant::now() < deadline, "publishing did not resume");
+        match bus.publish(TOPIC, &id).await {
+            Ok(_) => drop(after.insert(id)),
+            Err(e) => {
+                assert!(e.is_transient(), "not transient: {e}");
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        id += 1;
+    }
+    bus.publish(TOPIC, &FAIL_ONCE)
+        .await
+        .expect("publish the failing one");
+    after.insert(FAIL_ONCE);
+    let before: HashSet<u32> = (0..50).collect();
+    wait_for("every message handled on the new master", || {
+        let h = lock(&handled);
+        before.is_subset(&h) && after.is_subset(&h)
+    })
+    .await;
+    assert_eq!(
+        *lock(&attempts),
+        [1],
+        "the failing message was retried once"
+    );
+
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        bus.live().publish(CHANNEL, &"after").await.ok();
+        match tokio::time::timeout(Duration::from_millis(200), live.next()).await {
+            Ok(Some(m)) if m.channel == CHANNEL => break,
+            Ok(None) => panic!("the live subscription ended"),
+            _ => assert!(
+                Instant::now() < deadline,
+                "no live message after the failover"
+            ),
+        }
+    }
+    println!(
+        "manual failover: {errors} transient publish errors, then {} handled",
+        after.len()
+    );
+    bus.shutdown().await;
+    drop(deployment);
+}
+
+const FAIL_ONCE: u32 = 1_000_000;
