@@ -63,6 +63,8 @@ pub struct RedisServerBuilder {
 struct TlsSettings {
     server_names: Vec<String>,
     require_client_cert: bool,
+    /// Certificates shared with other servers (a cluster's nodes); generated if `None`.
+    ca: Option<TestCa>,
 }
 
 /// An ACL user created after startup (and again after each restart).
@@ -169,7 +171,18 @@ impl RedisServerBuilder {
                 .map(|n| (*n).to_owned())
                 .collect(),
             require_client_cert: false,
+            ca: None,
         });
+        self
+    }
+
+    /// Serves TLS with these certificates instead of generating some (servers that talk
+    /// to each other, like a cluster's nodes, need one CA). Implies [`tls`](Self::tls).
+    pub fn tls_certificates(mut self, ca: TestCa) -> Self {
+        self = self.tls();
+        if let Some(t) = &mut self.tls {
+            t.ca = Some(ca);
+        }
         self
     }
 
@@ -392,6 +405,11 @@ impl RedisServer {
             .tempdir()
             .map_err(|e| TestkitError::io("creating a data directory", e))?;
         let tls = match &config.tls {
+            Some(TlsSettings { ca: Some(ca), .. }) => {
+                tls::install_crypto_provider();
+                ca.write_server_files(dir.path())?;
+                Some(ca.clone())
+            }
             Some(t) => {
                 tls::install_crypto_provider();
                 // `localhost` is always in, for the test kit's own probes.

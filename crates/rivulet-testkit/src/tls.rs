@@ -50,7 +50,7 @@ fn tls_error(what: &str, e: &rcgen::Error) -> TestkitError {
 fn leaf(
     cn: &str,
     names: &[&str],
-    purpose: ExtendedKeyUsagePurpose,
+    purposes: &[ExtendedKeyUsagePurpose],
     ca: &CertifiedIssuer<'_, KeyPair>,
 ) -> Result<CertAndKey> {
     let mut params =
@@ -59,7 +59,7 @@ fn leaf(
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
-    params.extended_key_usages = vec![purpose];
+    params.extended_key_usages = purposes.to_vec();
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -92,16 +92,20 @@ impl TestCa {
         let key = KeyPair::generate().map_err(|e| tls_error("generating the CA key", &e))?;
         let ca = CertifiedIssuer::self_signed(params, key)
             .map_err(|e| tls_error("signing the CA certificate", &e))?;
+        // Client use too: cluster nodes and replicas present it to each other.
         let server = leaf(
             "rivulet test server",
             server_names,
-            ExtendedKeyUsagePurpose::ServerAuth,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
             &ca,
         )?;
         let client = leaf(
             "rivulet test client",
             &["rivulet-client"],
-            ExtendedKeyUsagePurpose::ClientAuth,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
             &ca,
         )?;
         Ok(TestCa {
