@@ -12,8 +12,13 @@ use crate::probe::Target;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Topology {
     /// One server with AOF and this `appendfsync` policy; probes go through the fault
-    /// proxy when `proxy` is set.
-    Single { fsync: &'static str, proxy: bool },
+    /// proxy when `proxy` is set, and log in as an ACL user limited to rivulet's keys
+    /// and commands (`RedisBackend::acl_rules`) when `acl` is set.
+    Single {
+        fsync: &'static str,
+        proxy: bool,
+        acl: bool,
+    },
     /// Three masters, three replicas (AOF `everysec`).
     Cluster,
 }
@@ -24,6 +29,8 @@ pub(crate) enum Env {
     Single {
         server: Box<RedisServer>,
         proxy: Option<TcpProxy>,
+        /// The probes' URL when they log in as the ACL user.
+        acl_url: Option<String>,
     },
     Cluster {
         cluster: Box<RedisCluster>,
@@ -31,6 +38,10 @@ pub(crate) enum Env {
         down: Vec<usize>,
     },
 }
+
+/// The ACL user of `acl` runs.
+const ACL_USER: &str = "rivulet-probe";
+const ACL_PASSWORD: &str = "probe/pass?w#rd";
 
 /// Settings every server of a run gets: no eviction (a queue must never lose data to
 /// `maxmemory`), AOF on.
@@ -44,10 +55,20 @@ fn server_builder(fsync: &str) -> rivulet_testkit::RedisServerBuilder {
 impl Env {
     pub(crate) fn start(topology: Topology) -> Result<Env, String> {
         match topology {
-            Topology::Single { fsync, proxy } => {
-                let server = server_builder(fsync)
-                    .start()
-                    .map_err(|e| format!("redis-server: {e}"))?;
+            Topology::Single { fsync, proxy, acl } => {
+                let mut builder = server_builder(fsync);
+                if acl {
+                    let mut rules = rivulet::RedisBackend::acl_rules("rivulet");
+                    // The probes' live channels are not part of the check.
+                    rules.push("allchannels".to_owned());
+                    builder = builder.acl_user(ACL_USER, ACL_PASSWORD, &rules);
+                }
+                let server = builder.start().map_err(|e| format!("redis-server: {e}"))?;
+                let acl_url = if acl {
+                    server.url_for_user(ACL_USER)
+                } else {
+                    None
+                };
                 let proxy = if proxy {
                     Some(TcpProxy::for_port(server.port()).map_err(|e| format!("proxy: {e}"))?)
                 } else {
@@ -56,6 +77,7 @@ impl Env {
                 Ok(Env::Single {
                     server: Box::new(server),
                     proxy,
+                    acl_url,
                 })
             }
             Topology::Cluster => {
@@ -83,6 +105,9 @@ impl Env {
             Env::Single {
                 proxy: Some(proxy), ..
             } => Target::Single { url: proxy.url() },
+            Env::Single {
+                acl_url: Some(url), ..
+            } => Target::Single { url: url.clone() },
             Env::Single { server, .. } => Target::Single { url: server.url() },
             Env::Cluster { cluster, .. } => Target::Cluster {
                 urls: cluster.urls(),
@@ -218,7 +243,7 @@ impl Env {
     /// Heals everything: proxy back to pass, killed nodes restarted.
     pub(crate) fn heal(&mut self) -> Result<(), String> {
         match self {
-            Env::Single { server, proxy } => {
+            Env::Single { server, proxy, .. } => {
                 if !server.is_running() {
                     server
                         .restart()
@@ -237,7 +262,7 @@ impl Env {
     /// A short description for the run's log.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Env::Single { server, proxy } => format!(
+            Env::Single { server, proxy, .. } => format!(
                 "redis-server pid {} port {} dir {}{}",
                 server.pid(),
                 server.port(),

@@ -11,6 +11,18 @@ pub(super) fn baseline(p: Profile, _rng: &mut StdRng) -> Plan {
     plan
 }
 
+/// The baseline with every probe logged in as an ACL user limited to rivulet's keys and
+/// commands: the run passing proves rivulet needs nothing else.
+pub(super) fn baseline_acl(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = baseline(p, rng);
+    plan.topology = Topology::Single {
+        fsync: "everysec",
+        proxy: false,
+        acl: true,
+    };
+    plan
+}
+
 pub(super) fn consumer_kill(p: Profile, rng: &mut StdRng) -> Plan {
     let mut plan = base(p);
     plan.groups[0].behaviour.sleep_ms = [5, 40];
@@ -60,6 +72,7 @@ pub(super) fn redis_restart_always(p: Profile, rng: &mut StdRng) -> Plan {
     plan.topology = Topology::Single {
         fsync: "always",
         proxy: false,
+        acl: false,
     };
     plan.window_ms = 0;
     plan.faults.clear();
@@ -94,6 +107,7 @@ pub(super) fn proxy_faults(p: Profile, rng: &mut StdRng) -> Plan {
     plan.topology = Topology::Single {
         fsync: "everysec",
         proxy: true,
+        acl: false,
     };
     plan.publish.count = p.pick(1500, 15_000);
     plan.publish.response_timeout_ms = 1500;

@@ -241,13 +241,20 @@ pub(crate) fn find(name: &str) -> Option<&'static Scenario> {
     CATALOG.iter().find(|s| s.name == name)
 }
 
-static CATALOG: [Scenario; 26] = [
+static CATALOG: [Scenario; 27] = [
     Scenario {
         name: "baseline",
         about: "no fault; two groups (batch and sliding dispatch) each see every message once",
         soak_only: false,
         selftest: false,
         build: baseline,
+    },
+    Scenario {
+        name: "baseline-acl",
+        about: "the baseline with every probe logged in as an ACL user limited to rivulet's keys and commands",
+        soak_only: false,
+        selftest: false,
+        build: baseline_acl,
     },
     Scenario {
         name: "consumer-kill",
@@ -458,6 +465,7 @@ fn base(p: Profile) -> Plan {
         topology: Topology::Single {
             fsync: "everysec",
             proxy: false,
+            acl: false,
         },
         groups: vec![group("g", p.pick(3, 4), 4, behaviour())],
         timing: Timing {
