@@ -63,6 +63,6 @@ pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Result, TestkitError};
 pub use ports::PortLease;
 pub use proxy::{ProxyMode, TcpProxy};
-pub use sentinel::{RedisSentinel, SENTINEL_MASTER_NAME};
+pub use sentinel::{RedisSentinel, RedisSentinelBuilder, SENTINEL_MASTER_NAME};
 pub use server::{REDIS_SENTINEL_ENV, REDIS_SERVER_ENV, RedisServer, RedisServerBuilder};
 pub use tls::{CertAndKey, DEFAULT_SERVER_NAMES, TestCa};

@@ -59,29 +59,77 @@ impl fmt::Debug for RedisSentinel {
     }
 }
 
+/// A configuration-file argument in double quotes, with `\` and `"` escaped.
+fn config_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 fn info_field(info: &str, field: &str) -> Option<String> {
     info.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .map(|v| v.trim().to_owned())
 }
 
-impl RedisSentinel {
+/// Options for a [`RedisSentinel`]; obtained from [`RedisSentinel::builder`].
+#[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct RedisSentinelBuilder {
+    password: Option<String>,
+    sentinel_password: Option<String>,
+    tls: bool,
+}
+
+impl RedisSentinelBuilder {
+    /// Requires this password on the master and the replica (`requirepass`,
+    /// `masterauth`; the sentinels get it as `auth-pass`).
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Requires this password on the sentinels (`requirepass`, and `sentinel-pass` for
+    /// their talk with each other).
+    pub fn sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// Every process serves TLS only (replication and sentinel links too), with one CA
+    /// (see [`RedisServer::tls_ca`] of any of them).
+    pub fn tls(mut self, enabled: bool) -> Self {
+        self.tls = enabled;
+        self
+    }
+
     /// Starts the deployment and waits until the replica is in sync and every sentinel
     /// sees the master, the replica and the other sentinels.
-    pub fn start() -> Result<RedisSentinel> {
-        let master = RedisServer::builder()
-            .extra_arg("repl-diskless-sync-delay", "0")
-            .start()?;
-        let replica = RedisServer::builder()
-            .extra_arg("repl-diskless-sync-delay", "0")
-            .start()?;
+    pub fn start(self) -> Result<RedisSentinel> {
+        let ca = if self.tls {
+            Some(crate::tls::TestCa::generate(
+                crate::tls::DEFAULT_SERVER_NAMES,
+            )?)
+        } else {
+            None
+        };
+        let data_node = || {
+            let mut b = RedisServer::builder().extra_arg("repl-diskless-sync-delay", "0");
+            if let Some(p) = &self.password {
+                b = b.password(p.clone());
+            }
+            if let Some(ca) = &ca {
+                b = b.tls_certificates(ca.clone());
+            }
+            b
+        };
+        let master = data_node().start()?;
+        let replica = data_node().start()?;
         redis::cmd("REPLICAOF")
             .arg("127.0.0.1")
             .arg(master.port())
             .exec(&mut replica.connection()?)
             .map_err(|e| TestkitError::redis("REPLICAOF", e))?;
         let master_port = master.port();
-        let config = format!(
+        let mut config = format!(
             "sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master_port} {QUORUM}\n\
              sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} {}\n\
              sentinel failover-timeout {SENTINEL_MASTER_NAME} {}\n\
@@ -89,8 +137,26 @@ impl RedisSentinel {
             DOWN_AFTER.as_millis(),
             FAILOVER_TIMEOUT.as_millis()
         );
+        if let Some(p) = &self.password {
+            config.push_str(&format!(
+                "sentinel auth-pass {SENTINEL_MASTER_NAME} {}\n",
+                config_quote(p)
+            ));
+        }
+        if let Some(p) = &self.sentinel_password {
+            config.push_str(&format!("sentinel sentinel-pass {}\n", config_quote(p)));
+        }
         let sentinels = (0..SENTINELS)
-            .map(|_| RedisServer::builder().sentinel(config.clone()).start())
+            .map(|_| {
+                let mut b = RedisServer::builder().sentinel(config.clone());
+                if let Some(p) = &self.sentinel_password {
+                    b = b.password(p.clone());
+                }
+                if let Some(ca) = &ca {
+                    b = b.tls_certificates(ca.clone());
+                }
+                b.start()
+            })
             .collect::<Result<Vec<_>>>()?;
         let deployment = RedisSentinel {
             servers: vec![master, replica],
@@ -99,6 +165,18 @@ impl RedisSentinel {
         };
         deployment.wait_ready()?;
         Ok(deployment)
+    }
+}
+
+impl RedisSentinel {
+    /// A deployment with default options (no passwords, no TLS).
+    pub fn start() -> Result<RedisSentinel> {
+        RedisSentinelBuilder::default().start()
+    }
+
+    /// Options for a deployment.
+    pub fn builder() -> RedisSentinelBuilder {
+        RedisSentinelBuilder::default()
     }
 
     fn wait_ready(&self) -> Result<()> {
@@ -151,6 +229,16 @@ impl RedisSentinel {
             }
         }
         Ok(())
+    }
+
+    /// The URL of each sentinel, with its password (`redis://` or `rediss://`).
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels.iter().map(RedisServer::url).collect()
+    }
+
+    /// The CA and certificates of a TLS deployment.
+    pub fn tls_ca(&self) -> Option<&crate::tls::TestCa> {
+        self.servers[0].tls_ca()
     }
 
     /// `127.0.0.1:<port>` of each sentinel.

@@ -258,13 +258,41 @@ impl RedisServerBuilder {
         }
     }
 
+    /// The TLS options: TLS on `port`, replication over TLS.
+    fn tls_args(&self, port: u16, dir: &Path) -> Vec<String> {
+        let Some(t) = &self.tls else {
+            return Vec::new();
+        };
+        let auth = if t.require_client_cert {
+            "yes"
+        } else {
+            "optional"
+        };
+        let file = |name: &str| dir.join(name).display().to_string();
+        vec![
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            file(TLS_CERT_FILE),
+            "--tls-key-file".to_owned(),
+            file(TLS_KEY_FILE),
+            "--tls-ca-cert-file".to_owned(),
+            file(TLS_CA_FILE),
+            "--tls-auth-clients".to_owned(),
+            auth.to_owned(),
+            "--tls-replication".to_owned(),
+            "yes".to_owned(),
+        ]
+    }
+
     fn args(&self, port: u16, dir: &Path) -> Vec<String> {
         if self.sentinel_config.is_some() {
-            return [
+            let plain_port = if self.tls.is_some() { 0 } else { port };
+            let mut args: Vec<String> = [
                 dir.join(SENTINEL_CONFIG_FILE).display().to_string(),
                 "--sentinel".to_owned(),
                 "--port".to_owned(),
-                port.to_string(),
+                plain_port.to_string(),
                 "--bind".to_owned(),
                 "127.0.0.1".to_owned(),
                 "--dir".to_owned(),
@@ -275,6 +303,11 @@ impl RedisServerBuilder {
                 "no".to_owned(),
             ]
             .into();
+            if let Some(password) = &self.password {
+                args.extend(["--requirepass".to_owned(), password.clone()]);
+            }
+            args.extend(self.tls_args(port, dir));
+            return args;
         }
         let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
         let plain_port = if self.tls.is_some() { 0 } else { port };
@@ -300,29 +333,9 @@ impl RedisServerBuilder {
             args.extend(["--requirepass".to_owned(), password.clone()]);
             args.extend(["--masterauth".to_owned(), password.clone()]);
         }
-        if let Some(t) = &self.tls {
-            let auth = if t.require_client_cert {
-                "yes"
-            } else {
-                "optional"
-            };
-            let file = |name: &str| dir.join(name).display().to_string();
-            args.extend([
-                "--tls-port".to_owned(),
-                port.to_string(),
-                "--tls-cert-file".to_owned(),
-                file(TLS_CERT_FILE),
-                "--tls-key-file".to_owned(),
-                file(TLS_KEY_FILE),
-                "--tls-ca-cert-file".to_owned(),
-                file(TLS_CA_FILE),
-                "--tls-auth-clients".to_owned(),
-                auth.to_owned(),
-                "--tls-replication".to_owned(),
-                "yes".to_owned(),
-                "--tls-cluster".to_owned(),
-                "yes".to_owned(),
-            ]);
+        args.extend(self.tls_args(port, dir));
+        if self.tls.is_some() {
+            args.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
         }
         if let Some(timeout) = self.cluster_node_timeout {
             args.extend(

@@ -337,3 +337,89 @@ async fn a_demoted_master_hands_every_connection_to_the_new_one() {
 }
 
 const FAIL_ONCE: u32 = 1_000_000;
+
+/// TLS and passwords on every link: the master and replica want one password, the
+/// sentinels another (given in their URLs), everything speaks TLS only. Publishing and
+/// consuming work before and after a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_and_master_with_tls_and_passwords() {
+    const MASTER_PASSWORD: &str = "m/pw?x#1";
+    const SENTINEL_PASSWORD: &str = "s@pw:y/2";
+    let mut deployment = tokio::task::spawn_blocking(|| {
+        RedisSentinel::builder()
+            .password(MASTER_PASSWORD)
+            .sentinel_password(SENTINEL_PASSWORD)
+            .tls(true)
+            .start()
+    })
+    .await
+    .expect("spawn_blocking")
+    .expect("start a TLS Sentinel deployment with passwords");
+    let sentinels = deployment.sentinel_urls();
+    assert!(
+        sentinels.iter().all(|u| u.starts_with("rediss://")),
+        "{sentinels:?}"
+    );
+    let ca = deployment.tls_ca().expect("TLS").ca_pem.clone();
+    let builder = rivulet::RedisBackendBuilder::sentinel(SENTINEL_MASTER_NAME, &sentinels)
+        .password(MASTER_PASSWORD)
+        .tls(rivulet::TlsOptions::new().ca_pem(ca))
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(2));
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("pw"), "a password in {shown}");
+    let backend = builder.await.expect("connect through TLS sentinels");
+    let bus = Bus::builder(backend)
+        .app("tls-sentinel")
+        .block_timeout(Duration::from_millis(200))
+        .build()
+        .expect("bus");
+    let handled: Arc<Mutex<HashSet<u32>>> = Arc::default();
+    let seen = Arc::clone(&handled);
+    let _sub = bus
+        .subscribe(TOPIC, "count", move |d: Delivery<u32>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                lock(&seen).insert(*d.payload());
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .expect("subscribe");
+    for id in 0..20u32 {
+        bus.publish(TOPIC, &id)
+            .wait_for_replicas(1, Duration::from_secs(2))
+            .await
+            .expect("publish before the failover");
+    }
+    deployment.kill_master().expect("kill the master");
+    let (deployment, new_master) = tokio::task::spawn_blocking(move || {
+        let port = deployment.wait_for_failover(DEADLINE);
+        (deployment, port)
+    })
+    .await
+    .expect("spawn_blocking");
+    new_master.expect("the sentinels promote the replica");
+    let mut after = 0;
+    let mut id = 100u32;
+    let deadline = Instant::now() + DEADLINE;
+    while after < 20 {
+        assert!(Instant::now() < deadline, "publishing did not resume");
+        match bus.publish(TOPIC, &id).await {
+            Ok(_) => after += 1,
+            Err(e) => {
+                assert!(e.is_transient(), "not transient: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        }
+        id += 1;
+    }
+    let expected: HashSet<u32> = (0..20).chain(100..120).collect();
+    wait_for("every message handled", || {
+        expected.is_subset(&lock(&handled))
+    })
+    .await;
+    bus.shutdown().await;
+    drop(deployment);
+}
