@@ -133,3 +133,94 @@ async fn tls_options_without_tls_are_a_configuration_error() {
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
     assert!(e.to_string().contains("use rediss://"), "{e}");
 }
+
+/// Connecting by address to a server whose certificate names another host: with the
+/// override, every connection (shared, reader, live, the idempotency store) verifies
+/// that name; a wrong override is a host-name mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_name_override_verifies_that_name_on_every_connection() {
+    let server = start(RedisServer::builder().tls_server_names(&["redis.example"])).await;
+    let ca = ca_of(&server).ca_pem;
+    let tls = TlsOptions::new()
+        .ca_pem(ca.clone())
+        .server_name("redis.example");
+    let backend = RedisBackend::builder(server.url())
+        .tls(tls.clone())
+        .await
+        .expect("connects with the override");
+    let bus = rivulet::Bus::builder(backend)
+        .app("named")
+        .block_timeout(Duration::from_millis(200))
+        .build()
+        .expect("a bus");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _sub = bus
+        .subscribe("named.topic", "h", move |d: rivulet::Delivery<u32>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(*d.payload());
+                Ok::<(), rivulet::HandlerError>(())
+            }
+        })
+        .await
+        .expect("subscribe");
+    let mut live = bus.live().subscribe("named.live").await.expect("live");
+    bus.publish("named.topic", &7u32).await.expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a delivery in time");
+    assert_eq!(got, Some(7));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        bus.live()
+            .publish("named.live", &1u32)
+            .await
+            .expect("live publish");
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), live.next()).await {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no live message");
+    }
+    let store = RedisIdempotencyStore::open_with_tls(&server.url(), &tls).expect("a store");
+    assert_eq!(
+        store
+            .claim("k", Duration::from_secs(5))
+            .await
+            .expect("claim"),
+        rivulet::Claim::Acquired
+    );
+    bus.shutdown().await;
+
+    let wrong = TlsOptions::new().ca_pem(ca).server_name("other.example");
+    let e = connect_err(server.url(), wrong).await;
+    assert!(
+        matches!(
+            &e,
+            Error::Tls {
+                failure: TlsFailure::HostNameMismatch(_),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_name_override_needs_a_single_tls_endpoint() {
+    let named = TlsOptions::new().server_name("redis.example");
+    let e = RedisBackend::builder("redis://127.0.0.1:1")
+        .tls(named.clone())
+        .await
+        .expect_err("not TLS");
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    let e = rivulet::RedisBackendBuilder::cluster(&["rediss://127.0.0.1:1"])
+        .tls(named.clone())
+        .await
+        .expect_err("a cluster");
+    assert!(e.to_string().contains("single endpoint"), "{e}");
+    let e = RedisBackend::builder("redis+sentinel://127.0.0.1:1/m")
+        .tls(named)
+        .await
+        .expect_err("Sentinel");
+    assert!(e.to_string().contains("single endpoint"), "{e}");
+}

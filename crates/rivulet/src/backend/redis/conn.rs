@@ -11,8 +11,10 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Script, Value};
 
+use super::redial::{Dial, Redial};
 use super::reply;
-use super::sentinel::{Redial, SentinelTarget};
+use super::sentinel::SentinelTarget;
+use super::tls::NamedTls;
 use crate::error::{Error, Result};
 
 /// Where the backend connects.
@@ -23,6 +25,8 @@ pub(crate) enum Target {
     Single(Client),
     /// A Sentinel deployment: every connection asks the sentinels for the master.
     Sentinel(Arc<SentinelTarget>),
+    /// A single server over TLS with a server-name override.
+    Named(Arc<NamedTls>),
     Cluster {
         client: Box<ClusterClient>,
         /// One client per node given, for pub/sub (a pattern subscription on any one
@@ -116,15 +120,16 @@ pub(crate) fn connection_error(redacted: &str, e: &redis::RedisError) -> Error {
 /// A failure to open the first connection, with a diagnosis: a TLS URL whose
 /// handshake failed without a TLS error is checked for a plain-text server.
 pub(crate) async fn diagnose(target: &Target, e: Error, t: Timeouts, redacted: &str) -> Error {
-    let Target::Single(client) = target else {
-        return e;
-    };
-    let redis::ConnectionAddr::TcpTls { host, port, .. } = client.get_connection_info().addr()
-    else {
-        return e;
+    let (host, port) = match target {
+        Target::Single(client) => match client.get_connection_info().addr() {
+            redis::ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
+            _ => return e,
+        },
+        Target::Named(named) => named.addr(),
+        _ => return e,
     };
     if matches!(e, Error::Connection(_))
-        && super::tls::speaks_plain_text(host, *port, t.connect).await
+        && super::tls::speaks_plain_text(host, port, t.connect).await
     {
         return Error::Tls {
             url: redacted.to_owned(),
@@ -152,7 +157,16 @@ pub(crate) async fn open_shared(target: &Target, t: Timeouts, redacted: &str) ->
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(t.connect))
                 .set_response_timeout(Some(t.response));
-            Redial::open(Arc::clone(sentinel), config)
+            Redial::open(Dial::Sentinel(Arc::clone(sentinel)), config)
+                .await
+                .map(Conn::Redial)
+                .map_err(|e| connection_error(redacted, &e))
+        }
+        Target::Named(named) => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(t.connect))
+                .set_response_timeout(Some(t.response));
+            Redial::open(Dial::Named(Arc::clone(named)), config)
                 .await
                 .map(Conn::Redial)
                 .map_err(|e| connection_error(redacted, &e))
@@ -189,6 +203,16 @@ pub(crate) async fn open_dedicated(
                 .set_response_timeout(None);
             return sentinel
                 .connect_master(&config)
+                .await
+                .map(Conn::Multiplexed)
+                .map_err(|e| connection_error(redacted, &e));
+        }
+        Target::Named(named) => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(t.connect))
+                .set_response_timeout(None);
+            return named
+                .connect(&config)
                 .await
                 .map(Conn::Multiplexed)
                 .map_err(|e| connection_error(redacted, &e));

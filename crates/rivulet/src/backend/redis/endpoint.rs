@@ -348,6 +348,29 @@ pub(crate) fn client(
     })
 }
 
+/// Where a single-server URL leads: a client, or (with a TLS server-name override) a
+/// connection rivulet sets up itself.
+pub(crate) fn target_for(
+    url: &str,
+    tls: Option<&TlsOptions>,
+    creds: &Resolved,
+    connect_timeout: std::time::Duration,
+) -> Result<super::conn::Target> {
+    use super::conn::Target;
+    let Some((options, name)) = tls.and_then(|t| Some((t, t.server_name_override()?))) else {
+        return Ok(Target::Single(client_for(url, tls, creds)?));
+    };
+    if check_url(url)? != Scheme::Tls {
+        return Err(Error::config(format!(
+            "a TLS server name is given for {}, which is not a rediss:// URL",
+            redact_url(url)
+        )));
+    }
+    let info = creds.apply(connection_info(url)?);
+    let named = super::tls::NamedTls::new(&info, options, name, connect_timeout)?;
+    Ok(Target::Named(std::sync::Arc::new(named)))
+}
+
 /// A client for a single-server URL with optional TLS options and credentials.
 pub(crate) fn client_for(url: &str, tls: Option<&TlsOptions>, creds: &Resolved) -> Result<Client> {
     let scheme = check_url(url)?;

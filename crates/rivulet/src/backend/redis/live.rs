@@ -22,6 +22,15 @@ use std::sync::Arc;
 use super::RedisBackend;
 use super::conn::Target;
 use super::sentinel::SentinelTarget;
+use super::tls::NamedTls;
+
+/// Where a subscription connects when it is not a plain client: the master the
+/// sentinels name at each connection, or a server over TLS with a server-name override.
+#[derive(Clone)]
+enum Dial {
+    Sentinel(Arc<SentinelTarget>),
+    Named(Arc<NamedTls>),
+}
 use crate::backend::{LiveChannels, LiveMessage};
 use crate::error::{Error, Result};
 
@@ -68,7 +77,8 @@ impl LiveChannels for RedisBackend {
         self.conn()?;
         let (clients, sentinel) = match &self.inner.target {
             Target::Single(c) => (vec![c.clone()], None),
-            Target::Sentinel(s) => (Vec::new(), Some(Arc::clone(s))),
+            Target::Sentinel(s) => (Vec::new(), Some(Dial::Sentinel(Arc::clone(s)))),
+            Target::Named(n) => (Vec::new(), Some(Dial::Named(Arc::clone(n)))),
             Target::Cluster { nodes, .. } => (nodes.clone(), None),
         };
         let timeout = self.inner.timeouts.connect + self.inner.timeouts.response;
@@ -103,24 +113,33 @@ impl LiveChannels for RedisBackend {
     }
 }
 
-/// Opens a subscription on the master the sentinels name now.
+/// Opens a subscription through `dial`.
 async fn open_master(
-    sentinel: &SentinelTarget,
+    dial: &Dial,
     patterns: &[String],
     timeout: Duration,
 ) -> Result<(PubSubSink, PubSubStream)> {
-    let client = match tokio::time::timeout(timeout, sentinel.master_client()).await {
-        Ok(r) => r?,
-        Err(_) => return Err(Error::Timeout(timeout)),
+    let connect = async {
+        let pubsub = match dial {
+            Dial::Sentinel(sentinel) => sentinel.master_client().await?.get_async_pubsub().await?,
+            Dial::Named(named) => named.pubsub().await?,
+        };
+        let (mut sink, stream) = pubsub.split();
+        sink.psubscribe(patterns).await?;
+        Ok::<_, redis::RedisError>((sink, stream))
     };
-    open(&client, patterns, timeout).await
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(Error::Timeout(timeout)),
+    }
 }
 
 struct Subscription {
     /// Where to connect: one server, or each node of a cluster in turn.
     clients: Vec<redis::Client>,
-    /// Or the master of a Sentinel deployment, asked for at each connection.
-    sentinel: Option<Arc<SentinelTarget>>,
+    /// Or the master of a Sentinel deployment, asked for at each connection, or a
+    /// server with a TLS server-name override.
+    sentinel: Option<Dial>,
     /// Index of the client to connect to next.
     next: usize,
     patterns: Vec<String>,

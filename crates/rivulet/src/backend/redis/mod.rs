@@ -27,6 +27,7 @@ mod live;
 mod publish;
 mod reader;
 mod recovery;
+mod redial;
 pub(crate) mod reply;
 mod scripts;
 mod sentinel;
@@ -95,8 +96,12 @@ impl fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("url", &self.inner.redacted)
             .field(
-                "cluster",
-                &matches!(self.inner.target, Target::Cluster { .. }),
+                "topology",
+                &match self.inner.target {
+                    Target::Single(_) | Target::Named(_) => "single",
+                    Target::Sentinel(_) => "sentinel",
+                    Target::Cluster { .. } => "cluster",
+                },
             )
             .field("prefix", &self.inner.prefix)
             .finish()
@@ -256,6 +261,13 @@ impl RedisBackendBuilder {
         tls::install_crypto_provider();
         let creds = self.credentials.resolve()?;
         let tls = self.tls.as_ref();
+        let single_endpoint = matches!(&self.source, Source::Url(u) if !u.contains("+sentinel://"));
+        if !single_endpoint && tls.is_some_and(|t| t.server_name_override().is_some()) {
+            return Err(Error::config(
+                "a TLS server name override works with a single endpoint only: a cluster or a \
+                 Sentinel deployment names its nodes itself",
+            ));
+        }
         let (target, redacted) = match self.source {
             Source::Url(url) => match endpoint::check_url(&url)? {
                 Scheme::Sentinel { tls: all_tls } => {
@@ -277,7 +289,7 @@ impl RedisBackendBuilder {
                     (Target::Sentinel(Arc::new(target)), conn::redact_url(&url))
                 }
                 _ => (
-                    Target::Single(endpoint::client_for(&url, tls, &creds)?),
+                    endpoint::target_for(&url, tls, &creds, self.timeouts.connect)?,
                     conn::redact_url(&url),
                 ),
             },

@@ -5,23 +5,20 @@
 //! named really is a master (a sentinel can answer with a stale address during a
 //! failover). Dedicated connections (readers, live subscriptions) already reopen after a
 //! connection loss, so they reach the new master through the same path. The shared
-//! connection is a [`Redial`]: it drops its connection on a connection loss or a
+//! connection is a [`Redial`](super::redial::Redial): it drops its connection on a connection loss or a
 //! `READONLY` reply (the old master came back as a replica) and asks the sentinels
 //! again on the next command.
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError,
-    RedisFuture, RedisResult, Value,
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult,
+    Value,
 };
-use tokio::sync::Mutex;
 
-use super::conn::is_connection_loss;
 use super::endpoint::Resolved;
 use crate::error::{Error, Result};
 
@@ -168,140 +165,5 @@ impl SentinelTarget {
                 self.master_name
             )))
         }
-    }
-}
-
-/// The shared connection to a Sentinel deployment's master; see the module docs.
-#[derive(Clone)]
-pub(crate) struct Redial {
-    inner: Arc<RedialInner>,
-}
-
-struct RedialInner {
-    target: Arc<SentinelTarget>,
-    config: AsyncConnectionConfig,
-    /// The current connection and its generation (so a late failure of an old
-    /// connection does not drop a newer one).
-    current: Mutex<(u64, Option<MultiplexedConnection>)>,
-}
-
-impl Redial {
-    /// Connects once (so a bad configuration fails at build time).
-    pub(crate) async fn open(
-        target: Arc<SentinelTarget>,
-        config: AsyncConnectionConfig,
-    ) -> RedisResult<Redial> {
-        let first = target.connect_master(&config).await?;
-        Ok(Redial {
-            inner: Arc::new(RedialInner {
-                target,
-                config,
-                current: Mutex::new((1, Some(first))),
-            }),
-        })
-    }
-
-    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        let mut current = self.inner.current.lock().await;
-        if let Some(c) = &current.1 {
-            return Ok((current.0, c.clone()));
-        }
-        let c = self.inner.target.connect_master(&self.inner.config).await?;
-        current.0 += 1;
-        current.1 = Some(c.clone());
-        Ok((current.0, c))
-    }
-
-    async fn forget(&self, generation: u64) {
-        let mut current = self.inner.current.lock().await;
-        if current.0 == generation {
-            current.1 = None;
-        }
-    }
-
-    /// Runs `req` on the master; on a connection loss the connection is dropped (the
-    /// next command finds the master again); on `READONLY` (nothing was written: a
-    /// replica refuses every write) it is run once more on the new master.
-    async fn run(&self, req: Req<'_>) -> RedisResult<Reply> {
-        let mut retried = false;
-        loop {
-            let (generation, mut conn) = self.connection().await?;
-            let result = match req {
-                Req::One(cmd) => conn.req_packed_command(cmd).await.map(Reply::One),
-                Req::Many(pipe, offset, count) => conn
-                    .req_packed_commands(pipe, offset, count)
-                    .await
-                    .map(Reply::Many),
-            };
-            let read_only = match &result {
-                Ok(Reply::One(v)) => value_read_only(v),
-                Ok(Reply::Many(values)) => values.iter().any(value_read_only),
-                Err(e) => is_read_only(e),
-            };
-            let lost = matches!(&result, Err(e) if is_connection_loss(e));
-            if read_only || lost {
-                self.forget(generation).await;
-            }
-            if read_only && !retried {
-                retried = true;
-                continue;
-            }
-            return result;
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Req<'a> {
-    One(&'a Cmd),
-    Many(&'a Pipeline, usize, usize),
-}
-
-enum Reply {
-    One(Value),
-    Many(Vec<Value>),
-}
-
-fn unexpected() -> RedisError {
-    RedisError::from((redis::ErrorKind::Client, "unexpected reply shape"))
-}
-
-fn is_read_only(e: &RedisError) -> bool {
-    matches!(
-        e.kind(),
-        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-    )
-}
-
-fn value_read_only(v: &Value) -> bool {
-    matches!(v, Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::ReadOnly))
-}
-
-impl ConnectionLike for Redial {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            match self.run(Req::One(cmd)).await? {
-                Reply::One(v) => Ok(v),
-                Reply::Many(_) => Err(unexpected()),
-            }
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            match self.run(Req::Many(pipeline, offset, count)).await? {
-                Reply::Many(v) => Ok(v),
-                Reply::One(_) => Err(unexpected()),
-            }
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.inner.target.db()
     }
 }

@@ -28,6 +28,7 @@ use crate::error::{Error, Result, TlsFailure};
 pub struct TlsOptions {
     ca: Option<Pem>,
     client: Option<(Pem, Pem)>,
+    server_name: Option<String>,
 }
 
 #[derive(Clone)]
@@ -65,6 +66,7 @@ impl fmt::Debug for TlsOptions {
             .field("ca", &self.ca)
             .field("client_cert", &self.client.as_ref().map(|(cert, _)| cert))
             .field("client_key", &self.client.as_ref().map(|_| "<redacted>"))
+            .field("server_name", &self.server_name)
             .finish()
     }
 }
@@ -101,6 +103,20 @@ impl TlsOptions {
     pub fn client_cert_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.client = Some((Pem::File(cert.into()), Pem::File(key.into())));
         self
+    }
+
+    /// Verifies the server's certificate against `name` instead of the URL's host: for
+    /// connecting by IP address, through a tunnel or a proxy, to a server whose
+    /// certificate names another host. Single endpoints only (a cluster or a Sentinel
+    /// deployment names its nodes itself): elsewhere it is a configuration error.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// The server-name override, if any.
+    pub(crate) fn server_name_override(&self) -> Option<&str> {
+        self.server_name.as_deref()
     }
 
     /// The certificates for the `redis` crate, checked enough to fail here rather than
@@ -223,4 +239,136 @@ pub(crate) async fn speaks_plain_text(host: &str, port: u16, timeout: std::time:
         Some(matches!(first[0], b'+' | b'-'))
     };
     matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
+}
+
+/// A single server reached over TLS with a server-name override: rivulet opens the TCP
+/// connection and the TLS session itself (rustls), and hands the stream to the `redis`
+/// crate, which verifies against the host it connects to and offers no other way.
+pub(crate) struct NamedTls {
+    host: String,
+    port: u16,
+    server_name: rustls::pki_types::ServerName<'static>,
+    connector: tokio_rustls::TlsConnector,
+    redis: redis::RedisConnectionInfo,
+    connect_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for NamedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedTls")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(e: impl std::fmt::Display) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(e.to_string()))
+}
+
+impl NamedTls {
+    /// From a parsed `rediss://` connection info and the options (with a server name).
+    pub(crate) fn new(
+        info: &redis::ConnectionInfo,
+        options: &TlsOptions,
+        server_name: &str,
+        connect_timeout: std::time::Duration,
+    ) -> Result<NamedTls> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+        let redis::ConnectionAddr::TcpTls { host, port, .. } = info.addr() else {
+            return Err(Error::config("a TLS server name needs a rediss:// URL"));
+        };
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| Error::config(format!("invalid TLS server name {server_name:?}")))?;
+        let certs = options.certificates()?;
+        let mut roots = rustls::RootCertStore::empty();
+        match &certs.root_cert {
+            Some(pem) => {
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| {
+                        Error::config(format!("the TLS CA PEM cannot be read: {e}"))
+                    })?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| Error::config(format!("the TLS CA cannot be used: {e}")))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let config = match &certs.client_tls {
+            Some(client) => {
+                let chain = CertificateDer::pem_slice_iter(&client.client_cert)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        Error::config(format!("the TLS client certificate cannot be read: {e}"))
+                    })?;
+                let key = PrivateKeyDer::from_pem_slice(&client.client_key).map_err(|e| {
+                    Error::config(format!("the TLS client key cannot be read: {e}"))
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    Error::config(format!("the TLS client certificate cannot be used: {e}"))
+                })?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(NamedTls {
+            host: host.clone(),
+            port: *port,
+            server_name: name,
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            redis: info.redis_settings().clone(),
+            connect_timeout,
+        })
+    }
+
+    pub(crate) fn db(&self) -> i64 {
+        self.redis.db()
+    }
+
+    pub(crate) fn addr(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    async fn stream(
+        &self,
+    ) -> redis::RedisResult<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let timeout = self.connect_timeout;
+        let open = async {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+            tcp.set_nodelay(true)?;
+            self.connector.connect(self.server_name.clone(), tcp).await
+        };
+        match tokio::time::timeout(timeout, open).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS session within {timeout:?}"),
+            ))),
+        }
+    }
+
+    /// A multiplexed connection.
+    pub(crate) async fn connect(
+        &self,
+        config: &redis::AsyncConnectionConfig,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let stream = self.stream().await?;
+        let setup =
+            redis::aio::MultiplexedConnection::new_with_config(&self.redis, stream, config.clone());
+        let (conn, driver) = tokio::time::timeout(self.connect_timeout, setup)
+            .await
+            .map_err(|_| io_error("no answer to the connection set-up"))??;
+        tokio::spawn(driver);
+        Ok(conn)
+    }
+
+    /// A pub/sub connection.
+    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let stream = self.stream().await?;
+        redis::aio::PubSub::new(&self.redis, stream).await
+    }
 }
