@@ -267,6 +267,13 @@ impl RedisSentinel {
         &self.servers
     }
 
+    /// Restarts the first master (same port and data directory) after a
+    /// [`kill_master`](Self::kill_master); the sentinels make it a replica of the new
+    /// master.
+    pub fn restart_first_master(&mut self) -> Result<()> {
+        self.servers[0].restart()
+    }
+
     /// Kills the first master with `SIGKILL`.
     pub fn kill_master(&mut self) -> Result<()> {
         self.servers[0].kill()

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use rivulet_testkit::{ProxyMode, RedisCluster, RedisServer, TcpProxy, key_slot};
+use rivulet_testkit::{
+    ProxyMode, RedisCluster, RedisSentinel, RedisServer, SENTINEL_MASTER_NAME, TcpProxy, key_slot,
+};
 
 use crate::probe::Target;
 
@@ -21,6 +23,8 @@ pub(crate) enum Topology {
     },
     /// Three masters, three replicas (AOF `everysec`).
     Cluster,
+    /// A master, a replica and three sentinels; probes connect through the sentinels.
+    Sentinel,
 }
 
 /// A running Redis of some topology.
@@ -37,6 +41,16 @@ pub(crate) enum Env {
         /// Nodes killed and not yet restarted.
         down: Vec<usize>,
     },
+    Sentinel {
+        deployment: Box<RedisSentinel>,
+    },
+}
+
+fn sentinel_target(deployment: &RedisSentinel) -> Target {
+    Target::Sentinel {
+        master: SENTINEL_MASTER_NAME.to_owned(),
+        sentinels: deployment.sentinel_addrs(),
+    }
 }
 
 /// The ACL user of `acl` runs.
@@ -80,6 +94,12 @@ impl Env {
                     acl_url,
                 })
             }
+            Topology::Sentinel => {
+                let deployment = RedisSentinel::start().map_err(|e| format!("sentinel: {e}"))?;
+                Ok(Env::Sentinel {
+                    deployment: Box::new(deployment),
+                })
+            }
             Topology::Cluster => {
                 let cluster = RedisCluster::builder()
                     .masters(3)
@@ -112,7 +132,39 @@ impl Env {
             Env::Cluster { cluster, .. } => Target::Cluster {
                 urls: cluster.urls(),
             },
+            Env::Sentinel { deployment } => sentinel_target(deployment),
         }
+    }
+
+    /// SIGKILLs the master of a Sentinel deployment; returns its pid.
+    pub(crate) fn sentinel_kill_master(&mut self) -> Result<u32, String> {
+        let Env::Sentinel { deployment } = self else {
+            return Err("not a Sentinel deployment".into());
+        };
+        let pid = deployment.servers()[0].pid();
+        deployment
+            .kill_master()
+            .map_err(|e| format!("kill master: {e}"))?;
+        Ok(pid)
+    }
+
+    /// Waits for the sentinels to promote the replica, then restarts the old master
+    /// (the sentinels make it a replica of the new one). Returns a description.
+    pub(crate) fn sentinel_after_failover(&mut self) -> Result<String, String> {
+        let Env::Sentinel { deployment } = self else {
+            return Err("not a Sentinel deployment".into());
+        };
+        let started = std::time::Instant::now();
+        let port = deployment
+            .wait_for_failover(Duration::from_secs(60))
+            .map_err(|e| format!("failover: {e}"))?;
+        let took = started.elapsed();
+        deployment
+            .restart_first_master()
+            .map_err(|e| format!("restart old master: {e}"))?;
+        Ok(format!(
+            "port {port} promoted after {took:?}, old master restarted"
+        ))
     }
 
     /// Where the harness itself connects: never through the proxy.
@@ -122,6 +174,7 @@ impl Env {
             Env::Cluster { cluster, .. } => Target::Cluster {
                 urls: cluster.urls(),
             },
+            Env::Sentinel { deployment } => sentinel_target(deployment),
         }
     }
 
@@ -133,7 +186,7 @@ impl Env {
                 server.kill().map_err(|e| format!("kill redis: {e}"))?;
                 Ok(pid)
             }
-            Env::Cluster { .. } => Err("kill_redis needs a single server".into()),
+            _ => Err("kill_redis needs a single server".into()),
         }
     }
 
@@ -143,7 +196,7 @@ impl Env {
             Env::Single { server, .. } => {
                 server.restart().map_err(|e| format!("restart redis: {e}"))
             }
-            Env::Cluster { .. } => Err("restart_redis needs a single server".into()),
+            _ => Err("restart_redis needs a single server".into()),
         }
     }
 
@@ -256,6 +309,14 @@ impl Env {
                 Ok(())
             }
             Env::Cluster { .. } => self.cluster_restart_down(),
+            Env::Sentinel { deployment } => {
+                if !deployment.servers()[0].is_running() {
+                    deployment
+                        .restart_first_master()
+                        .map_err(|e| format!("restart old master: {e}"))?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -273,6 +334,7 @@ impl Env {
                     .unwrap_or_default()
             ),
             Env::Cluster { cluster, .. } => format!("redis cluster {:?}", cluster.urls()),
+            Env::Sentinel { deployment } => format!("sentinel deployment {}", deployment.url()),
         }
     }
 }

@@ -451,3 +451,24 @@ pub(super) fn cluster_failover(p: Profile, _rng: &mut StdRng) -> Plan {
     ];
     plan
 }
+
+/// A Sentinel deployment whose master is SIGKILLed mid-run: every connection of every
+/// probe must find the promoted replica by itself. A third of the messages are
+/// published with `wait_for_replicas(1)`: none of those may be lost; others acknowledged
+/// just before the kill may be (the replication window), and are counted apart.
+pub(super) fn sentinel_failover(p: Profile, _rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.topology = Topology::Sentinel;
+    plan.publish.count = p.pick(1500, 9000);
+    plan.publish.wait_replicas_every = 3;
+    plan.timing.retry.max_attempts = 10;
+    // Asynchronous replication: what the master acknowledged in the last moments before
+    // the kill may not have reached the replica.
+    plan.window_ms = 1000;
+    let end = publish_ms(&plan);
+    plan.faults = vec![Scheduled {
+        at_ms: end * 2 / 5,
+        fault: Fault::SentinelKillMaster,
+    }];
+    plan
+}
