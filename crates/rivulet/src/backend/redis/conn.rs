@@ -357,6 +357,13 @@ pub(crate) fn redact_url(url: &str) -> String {
         Some(i) if is_scheme(&url[..i]) => url.split_at(i + 3),
         _ => ("", url),
     };
+    // Only a scheme rivulet knows is kept: in `secret://x@host` the text before `://` is
+    // a password, not a scheme.
+    let (scheme, rest) = if KNOWN_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+        (scheme, rest)
+    } else {
+        ("", url)
+    };
     let unix = scheme.contains("unix");
     let mut out = String::with_capacity(url.len());
     out.push_str(scheme);
@@ -383,6 +390,19 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
     out
 }
+
+/// The schemes [`redact_url`] keeps as they are.
+const KNOWN_SCHEMES: &[&str] = &[
+    "redis://",
+    "rediss://",
+    "redis+unix://",
+    "unix://",
+    "valkey://",
+    "valkeys://",
+    "valkey+unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+];
 
 /// Whether `s` is a URL scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`), so a
 /// `://` inside a password is not taken for the end of one.
@@ -498,6 +518,11 @@ mod tests {
         );
         // A `://` inside the password does not start a scheme.
         assert_eq!(redact_url("u:a://b@host"), "***@host");
+        assert_eq!(redact_url("qz1://kx7@host"), "***@host");
+        assert_eq!(
+            redact_url("redis+sentinel://u:p@a:1,b:2/m"),
+            "redis+sentinel://u:***@a:1,b:2/m"
+        );
     }
 
     #[test]

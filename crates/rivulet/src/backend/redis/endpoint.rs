@@ -45,14 +45,18 @@ pub(crate) fn check_url(url: &str) -> Result<Scheme> {
         "redis+unix" | "unix" | "valkey+unix" => Scheme::Unix,
         "redis+sentinel" => Scheme::Sentinel { tls: false },
         "rediss+sentinel" => Scheme::Sentinel { tls: true },
-        // Do not show the text before `://`: without a valid scheme it may be a password.
-        s if s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
-        {
+        // Show the text before `://` only when it can only be a scheme: with an `@`
+        // after it, it may be a password (`secret://x@host` has no scheme).
+        s if is_scheme_like(s) && !url.contains('@') => {
             return Err(bad(
                 url,
                 format_args!("unknown scheme `{s}` (expected {SCHEMES})"),
+            ));
+        }
+        s if is_scheme_like(s) => {
+            return Err(bad(
+                url,
+                format_args!("unknown scheme (expected {SCHEMES})"),
             ));
         }
         _ => return Err(bad(url, format_args!("no scheme (expected {SCHEMES})"))),
@@ -82,6 +86,11 @@ pub(crate) fn check_url(url: &str) -> Result<Scheme> {
         _ => check_host_port(url, authority, false)?,
     }
     Ok(scheme)
+}
+
+fn is_scheme_like(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 fn check_host_port(url: &str, authority: &str, port_required: bool) -> Result<()> {
@@ -407,7 +416,12 @@ mod tests {
 
     #[test]
     fn bad_urls_say_what_is_wrong() {
-        assert!(config_error("http://u:s3cret@host").contains("unknown scheme `http`"));
+        assert!(config_error("http://host:1").contains("unknown scheme `http`"));
+        let e = config_error("qz1://kx7@host");
+        assert!(
+            e.contains("unknown scheme (") && !e.contains("qz1") && !e.contains("kx7"),
+            "{e}"
+        );
         assert!(config_error("host:6379").contains("no scheme"));
         assert!(config_error("").contains("no scheme"));
         assert!(config_error("redis://").contains("missing host"));
