@@ -239,3 +239,132 @@ async fn the_log_of_a_failed_connection_never_shows_the_password() {
     drop(sub);
     bus.shutdown().await;
 }
+
+/// Every metric registered, with its labels, as text.
+#[derive(Default)]
+struct LabelRecorder(Mutex<Vec<String>>);
+
+impl LabelRecorder {
+    fn record(&self, key: &metrics::Key) {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("{}{{{}}}", key.name(), labels.join(",")));
+    }
+}
+
+impl metrics::Recorder for &'static LabelRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        self.record(key);
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        self.record(key);
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.record(key);
+        metrics::Histogram::noop()
+    }
+}
+
+static LABELS: std::sync::OnceLock<&'static LabelRecorder> = std::sync::OnceLock::new();
+
+/// Metrics carry topic and group names, never a URL or a password: a bus publishes,
+/// handles, retries and loses its Redis while every metric it registers is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_labels_never_show_the_password() {
+    let recorder: &'static LabelRecorder =
+        LABELS.get_or_init(|| Box::leak(Box::new(LabelRecorder::default())));
+    metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
+
+    let mut server = server_with_password().await;
+    let url = format!("redis://:{ENCODED}@127.0.0.1:{}/0", server.port());
+    let backend = RedisBackend::builder(url.as_str())
+        .connect_timeout(Duration::from_millis(300))
+        .await
+        .expect("connect");
+    let bus = Bus::builder(backend)
+        .app("metrics")
+        .block_timeout(Duration::from_millis(100))
+        .retry(rivulet::RetryPolicy::default().backoff(Duration::from_millis(10)))
+        .retry_mover_interval(Duration::from_millis(50))
+        .build()
+        .expect("bus");
+    let handled = Arc::new(Mutex::new(0u32));
+    let count = Arc::clone(&handled);
+    let _sub = bus
+        .subscribe("metrics.topic", "h", move |d: Delivery<u32>| {
+            let count = Arc::clone(&count);
+            async move {
+                if d.attempt() == 1 {
+                    return Err(HandlerError::retryable("first attempt fails"));
+                }
+                *count.lock().expect("lock") += 1;
+                Ok(())
+            }
+        })
+        .await
+        .expect("subscribe");
+    let _live = bus.live().subscribe("metrics.*").await.expect("live");
+    for i in 0..5u32 {
+        bus.publish("metrics.topic", &i).await.expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while *handled.lock().expect("lock") < 5 {
+        assert!(Instant::now() < deadline, "not handled after a retry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().expect("kill redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !recorder
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|k| k.starts_with("rivulet_live_reconnects_total"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the live subscription never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = recorder.0.lock().expect("lock").join("\n");
+    assert!(all.contains("topic=metrics.topic"), "{all}");
+    assert!(
+        !all.contains("redis://") && !all.contains("127.0.0.1"),
+        "{all}"
+    );
+    assert_hidden("metric labels", &all);
+    bus.shutdown().await;
+}
