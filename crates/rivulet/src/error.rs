@@ -248,7 +248,8 @@ impl Error {
 
     /// Whether the same call may succeed if tried again later: connection trouble,
     /// timeouts, backpressure, and Redis refusals that pass by themselves (`OOM`,
-    /// `BUSY`, `LOADING`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`, redirections).
+    /// `BUSY`, `LOADING`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`, `READONLY` — a
+    /// failover in progress — and redirections).
     /// Invalid input and configuration are never transient, nor is a
     /// [`PartialBatch`](Error::PartialBatch): the same call again would publish its
     /// written messages twice (its per-message errors say which may be retried).
@@ -273,6 +274,7 @@ impl Error {
                                 | redis::ServerErrorKind::Moved
                                 | redis::ServerErrorKind::Ask
                                 | redis::ServerErrorKind::MasterDown
+                                | redis::ServerErrorKind::ReadOnly
                         )
                     )
                     || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
@@ -408,6 +410,11 @@ mod tests {
                 "master down",
                 detail.to_owned(),
             )),
+            "READONLY" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                "read only",
+                detail.to_owned(),
+            )),
             "LOADING" => redis::RedisError::from((
                 redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
                 "loading",
@@ -432,6 +439,7 @@ mod tests {
             "LOADING Redis is loading the dataset in memory",
             "TRYAGAIN Multiple keys request during rehashing of slot",
             "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "READONLY You can't write against a read only replica.",
         ] {
             let e = server_error(line);
             assert!(e.is_transient(), "{line}: {e:?}");

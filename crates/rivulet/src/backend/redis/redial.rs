@@ -22,6 +22,9 @@ pub(crate) enum Dial {
     Sentinel(Arc<SentinelTarget>),
     /// Over TLS with a server-name override.
     Named(Arc<NamedTls>),
+    /// Tests: each connection to the next of these clients (the last one repeats).
+    #[cfg(test)]
+    Sequence(Arc<std::sync::Mutex<Vec<redis::Client>>>),
 }
 
 impl Dial {
@@ -29,6 +32,23 @@ impl Dial {
         match self {
             Dial::Sentinel(s) => s.connect_master(config).await,
             Dial::Named(n) => n.connect(config).await,
+            #[cfg(test)]
+            Dial::Sequence(clients) => {
+                let client = {
+                    let mut clients = super::lock(clients);
+                    if clients.len() > 1 {
+                        clients.remove(0)
+                    } else {
+                        clients
+                            .first()
+                            .cloned()
+                            .ok_or_else(|| RedisError::from((redis::ErrorKind::Client, "empty")))?
+                    }
+                };
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
         }
     }
 
@@ -36,6 +56,8 @@ impl Dial {
         match self {
             Dial::Sentinel(s) => s.db(),
             Dial::Named(n) => n.db(),
+            #[cfg(test)]
+            Dial::Sequence(_) => 0,
         }
     }
 }
@@ -170,5 +192,77 @@ impl ConnectionLike for Redial {
 
     fn get_db(&self) -> i64 {
         self.inner.target.db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rivulet_testkit::RedisServer;
+
+    /// A connection that lands on a replica (as the old master's does after a
+    /// failover) gets `READONLY`; nothing was written, so the command is sent once more
+    /// on a new connection, which reaches the master.
+    #[tokio::test]
+    async fn a_readonly_reply_moves_the_connection_and_retries_once() {
+        let (master, replica) = tokio::task::spawn_blocking(|| {
+            let master = RedisServer::start().expect("master");
+            let replica = RedisServer::start().expect("replica");
+            redis::cmd("REPLICAOF")
+                .arg("127.0.0.1")
+                .arg(master.port())
+                .exec(&mut replica.connection().expect("replica connection"))
+                .expect("REPLICAOF");
+            (master, replica)
+        })
+        .await
+        .expect("spawn_blocking");
+        let clients = vec![
+            replica.client().expect("client"),
+            master.client().expect("client"),
+        ];
+        let dial = Dial::Sequence(Arc::new(std::sync::Mutex::new(clients)));
+        let mut conn = Redial::open(dial, AsyncConnectionConfig::new())
+            .await
+            .expect("open");
+        // A single command…
+        let id: String = redis::cmd("XADD")
+            .arg("s")
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .query_async(&mut conn)
+            .await
+            .expect("XADD reaches the master");
+        assert!(id.contains('-'), "{id}");
+        let len: i64 = redis::cmd("XLEN")
+            .arg("s")
+            .query(&mut master.connection().expect("master connection"))
+            .expect("XLEN");
+        assert_eq!(len, 1, "written once, on the master");
+
+        // …and a pipeline whose write got READONLY among its replies.
+        let dial = Dial::Sequence(Arc::new(std::sync::Mutex::new(vec![
+            replica.client().expect("client"),
+            master.client().expect("client"),
+        ])));
+        let mut conn = Redial::open(dial, AsyncConnectionConfig::new())
+            .await
+            .expect("open");
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN")
+            .arg("s")
+            .cmd("XADD")
+            .arg("s")
+            .arg("*")
+            .arg("f")
+            .arg("v");
+        let values: Vec<Value> = pipe.query_async(&mut conn).await.expect("pipeline");
+        assert!(!values.iter().any(value_read_only), "{values:?}");
+        let len: i64 = redis::cmd("XLEN")
+            .arg("s")
+            .query(&mut master.connection().expect("master connection"))
+            .expect("XLEN");
+        assert_eq!(len, 2);
     }
 }
