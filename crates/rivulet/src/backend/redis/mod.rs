@@ -261,7 +261,8 @@ impl RedisBackendBuilder {
         tls::install_crypto_provider();
         let creds = self.credentials.resolve()?;
         let tls = self.tls.as_ref();
-        let single_endpoint = matches!(&self.source, Source::Url(u) if !u.contains("+sentinel://"));
+        let single_endpoint = matches!(&self.source,
+            Source::Url(u) if !matches!(endpoint::check_url(u), Ok(Scheme::Sentinel { .. })));
         if !single_endpoint && tls.is_some_and(|t| t.server_name_override().is_some()) {
             return Err(Error::config(
                 "a TLS server name override works with a single endpoint only: a cluster or a \
