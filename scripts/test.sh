@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test (unit, conformance against the
 # memory backend and against real redis-server processes, the demo, the test kit).
-# Installs redis-server first when it is missing (Debian/Ubuntu).
+# Installs redis-server and redis-sentinel first when they are missing (Debian/Ubuntu;
+# Debian's redis-server is built with TLS, which the TLS tests need).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "==> installing redis-server"
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
+if [ -n "$missing" ]; then
+    echo "==> installing$missing"
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+    # The packages start services on the default ports where an init system runs; the
+    # tests never use those ports.
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
 echo "==> $(redis-server --version)"
 

@@ -81,6 +81,10 @@ pub(crate) struct Outcome {
     pub(crate) dead_lettered: u64,
     pub(crate) lost: u64,
     pub(crate) lost_in_fsync_window: u64,
+    /// Acknowledged with `wait_for_replicas` (a replica had it).
+    pub(crate) acked_waited: u64,
+    /// Of those, lost: counted in `lost` too, never excused by the window.
+    pub(crate) lost_waited: u64,
     pub(crate) unexpected: u64,
     pub(crate) failed_but_seen: u64,
     pub(crate) recovered: u64,
@@ -123,6 +127,9 @@ pub(crate) fn check(history: &History, expect: &Expect) -> Outcome {
         }
     }
     for p in calls.values() {
+        if p.result == PublishResult::Ok && p.waited {
+            out.acked_waited += 1;
+        }
         match p.result {
             PublishResult::Ok => out.published_ok += 1,
             PublishResult::Unknown => out.published_unknown += 1,
@@ -172,7 +179,12 @@ pub(crate) fn check(history: &History, expect: &Expect) -> Outcome {
             if handled.contains_key(id) || dead.contains(id) {
                 continue;
             }
-            if in_window(*t_done) {
+            let waited = calls.get(id).is_some_and(|p| p.waited);
+            if waited {
+                out.lost_waited += 1;
+                out.lost += 1;
+                out.example("lost_waited", id);
+            } else if in_window(*t_done) {
                 out.lost_in_fsync_window += 1;
                 out.example("lost_in_fsync_window", id);
             } else {
@@ -296,6 +308,8 @@ pub(crate) enum FaultKind {
     Proxy,
     ClusterFailover,
     ClusterKillMaster,
+    /// The master of a Sentinel deployment killed, the replica promoted.
+    SentinelKillMaster,
     /// A group's consumers stopped for good and the group destroyed (an application
     /// that removed a handler), then the dead letters replayed.
     GroupRetired,
@@ -317,6 +331,7 @@ impl FaultKind {
                 | FaultKind::Proxy
                 | FaultKind::ClusterFailover
                 | FaultKind::ClusterKillMaster
+                | FaultKind::SentinelKillMaster
                 | FaultKind::GroupDestroyed
                 | FaultKind::RetrySetBroken
                 | FaultKind::MemoryFull
@@ -457,6 +472,7 @@ mod tests {
             t_done: t + 1,
             result,
             error: None,
+            waited: false,
         }
     }
 
@@ -511,6 +527,23 @@ mod tests {
         let o = check(&h, &expect());
         assert_eq!(o.lost, 1);
         assert_eq!(o.examples["lost"], vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn a_lost_message_that_waited_for_a_replica_is_never_excused() {
+        let mut waited = publish("waited", 9_990, PublishResult::Ok);
+        waited.waited = true;
+        let h = History {
+            publishes: vec![waited, publish("plain", 9_990, PublishResult::Ok)],
+            ..History::default()
+        };
+        let mut e = expect();
+        e.durability_events = vec![10_000];
+        e.window_ms = 1_000;
+        let o = check(&h, &e);
+        assert_eq!((o.acked_waited, o.lost_waited, o.lost), (1, 1, 1));
+        assert_eq!(o.lost_in_fsync_window, 1);
+        assert_eq!(o.examples["lost_waited"], vec!["waited".to_owned()]);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub(crate) struct Report {
     pub(crate) reclaim_max_ms: Option<u64>,
     pub(crate) quiesce_ms: Option<u64>,
     pub(crate) lost_in_fsync_window: u64,
+    /// Publishes acknowledged with `wait_for_replicas`, and how many of them were lost.
+    pub(crate) acked_waited: u64,
+    pub(crate) lost_waited: u64,
     pub(crate) failed_but_seen: u64,
     pub(crate) published_ok: u64,
     pub(crate) published_unknown: u64,
@@ -116,6 +119,8 @@ impl Report {
             reclaim_max_ms: m.reclaim_max_ms,
             quiesce_ms: m.quiesce_ms,
             lost_in_fsync_window: o.lost_in_fsync_window,
+            acked_waited: o.acked_waited,
+            lost_waited: o.lost_waited,
             failed_but_seen: o.failed_but_seen,
             published_ok: o.published_ok,
             published_unknown: o.published_unknown,
@@ -180,6 +185,13 @@ impl Report {
         );
         if let Some(n) = self.overlap {
             let _ = write!(s, " overlap={n}");
+        }
+        if self.acked_waited > 0 {
+            let _ = write!(
+                s,
+                " acked_waited={} lost_waited={}",
+                self.acked_waited, self.lost_waited
+            );
         }
         let _ = write!(
             s,

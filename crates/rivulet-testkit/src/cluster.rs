@@ -98,6 +98,15 @@ impl RedisClusterBuilder {
         self
     }
 
+    /// Every node serves TLS only (cluster bus and replication too), with one CA and
+    /// server certificate generated for all of them (see [`RedisServer::tls_ca`]).
+    pub fn tls(mut self) -> Result<Self> {
+        let names: Vec<&str> = crate::tls::DEFAULT_SERVER_NAMES.to_vec();
+        let ca = crate::tls::TestCa::generate(&names)?;
+        self.node = self.node.tls_certificates(ca);
+        Ok(self)
+    }
+
     /// Turns the append-only file of every node on or off (on by default).
     pub fn aof(mut self, enabled: bool) -> Self {
         self.node = self.node.aof(enabled);

@@ -80,6 +80,10 @@ pub enum TestkitError {
         port: u16,
     },
 
+    /// Test certificates could not be generated.
+    #[error("TLS: {0}")]
+    Tls(String),
+
     /// A cluster operation was invalid or the cluster is in an unexpected state.
     #[error("cluster: {0}")]
     Cluster(String),

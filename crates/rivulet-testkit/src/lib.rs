@@ -11,6 +11,9 @@
 //!   stopped, paused and restarted on the same port with the same data.
 //! - [`RedisCluster`]: a Redis Cluster of such servers, optionally with
 //!   replicas, with helpers for failover and node restarts.
+//! - [`RedisSentinel`]: a master, a replica and three sentinels, for failover tests.
+//! - [`TestCa`]: certificates generated at test time, for TLS servers
+//!   ([`RedisServerBuilder::tls`]).
 //! - [`TcpProxy`]: a proxy that can delay, blackhole, reset or refuse
 //!   connections, switchable at runtime.
 //!
@@ -52,10 +55,14 @@ mod cluster;
 mod error;
 mod ports;
 mod proxy;
+mod sentinel;
 mod server;
+mod tls;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Result, TestkitError};
 pub use ports::PortLease;
 pub use proxy::{ProxyMode, TcpProxy};
-pub use server::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder};
+pub use sentinel::{RedisSentinel, RedisSentinelBuilder, SENTINEL_MASTER_NAME};
+pub use server::{REDIS_SENTINEL_ENV, REDIS_SERVER_ENV, RedisServer, RedisServerBuilder};
+pub use tls::{CertAndKey, DEFAULT_SERVER_NAMES, TestCa};

@@ -13,9 +13,13 @@ use tempfile::TempDir;
 
 use crate::error::{Result, TestkitError};
 use crate::ports::PortLease;
+use crate::tls::{self, DEFAULT_SERVER_NAMES, TestCa};
 
 /// Environment variable overriding the `redis-server` binary to run.
 pub const REDIS_SERVER_ENV: &str = "RIVULET_REDIS_SERVER";
+/// Environment variable overriding the `redis-sentinel` binary to run.
+pub const REDIS_SENTINEL_ENV: &str = "RIVULET_REDIS_SENTINEL";
+const SENTINEL_CONFIG_FILE: &str = "sentinel.conf";
 
 /// How many log lines startup errors include.
 const ERROR_LOG_LINES: usize = 40;
@@ -27,6 +31,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const PROBE_IO_TIMEOUT: Duration = Duration::from_secs(2);
 const LOG_FILE: &str = "redis.log";
+const TLS_CA_FILE: &str = "ca.pem";
+const TLS_CERT_FILE: &str = "server.pem";
+const TLS_KEY_FILE: &str = "server.key";
 const STDERR_FILE: &str = "stderr.log";
 
 /// Configuration for a [`RedisServer`]; obtained from [`RedisServer::builder`].
@@ -45,6 +52,36 @@ pub struct RedisServerBuilder {
     extra_args: Vec<(String, String)>,
     startup_timeout: Duration,
     cluster_node_timeout: Option<Duration>,
+    tls: Option<TlsSettings>,
+    acl_users: Vec<AclUser>,
+    /// Sentinel mode: the lines of the sentinel's configuration file.
+    sentinel_config: Option<String>,
+}
+
+/// TLS settings of a test server.
+#[derive(Debug, Clone)]
+struct TlsSettings {
+    server_names: Vec<String>,
+    require_client_cert: bool,
+    /// Certificates shared with other servers (a cluster's nodes); generated if `None`.
+    ca: Option<TestCa>,
+}
+
+/// An ACL user created after startup (and again after each restart).
+#[derive(Clone)]
+struct AclUser {
+    name: String,
+    password: String,
+    rules: Vec<String>,
+}
+
+impl fmt::Debug for AclUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AclUser")
+            .field("name", &self.name)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RedisServerBuilder {
@@ -60,6 +97,9 @@ impl Default for RedisServerBuilder {
             extra_args: Vec::new(),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             cluster_node_timeout: None,
+            tls: None,
+            acl_users: Vec::new(),
+            sentinel_config: None,
         }
     }
 }
@@ -119,6 +159,80 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Serves TLS only (`tls-port`, plain port off), with a CA and certificates generated
+    /// at startup (see [`RedisServer::tls_ca`]). The server certificate is valid for
+    /// `localhost` and `127.0.0.1` unless [`tls_server_names`](Self::tls_server_names)
+    /// says otherwise; client certificates are optional unless
+    /// [`tls_require_client_cert`](Self::tls_require_client_cert).
+    pub fn tls(mut self) -> Self {
+        self.tls.get_or_insert_with(|| TlsSettings {
+            server_names: DEFAULT_SERVER_NAMES
+                .iter()
+                .map(|n| (*n).to_owned())
+                .collect(),
+            require_client_cert: false,
+            ca: None,
+        });
+        self
+    }
+
+    /// Serves TLS with these certificates instead of generating some (servers that talk
+    /// to each other, like a cluster's nodes, need one CA). Implies [`tls`](Self::tls).
+    pub fn tls_certificates(mut self, ca: TestCa) -> Self {
+        self = self.tls();
+        if let Some(t) = &mut self.tls {
+            t.ca = Some(ca);
+        }
+        self
+    }
+
+    /// The names (DNS names or IP addresses) the server certificate is valid for, besides
+    /// `localhost` (always in, for the test kit's own probes). Implies [`tls`](Self::tls).
+    pub fn tls_server_names<S: AsRef<str>>(mut self, names: &[S]) -> Self {
+        self = self.tls();
+        if let Some(t) = &mut self.tls {
+            t.server_names = names.iter().map(|n| n.as_ref().to_owned()).collect();
+        }
+        self
+    }
+
+    /// Requires clients to present a certificate of the test CA (mutual TLS,
+    /// `tls-auth-clients yes`). Implies [`tls`](Self::tls).
+    pub fn tls_require_client_cert(mut self, required: bool) -> Self {
+        self = self.tls();
+        if let Some(t) = &mut self.tls {
+            t.require_client_cert = required;
+        }
+        self
+    }
+
+    /// Creates an ACL user once the server is up (and after each restart):
+    /// `ACL SETUSER <name> reset on ><password> <rules…>`, e.g. rules
+    /// `["~app/*", "&app/*", "+@read"]`. The default user stays unrestricted, for the
+    /// test kit's own probes; connect as the user with [`RedisServer::url_for_user`].
+    pub fn acl_user<S: AsRef<str>>(
+        mut self,
+        name: impl Into<String>,
+        password: impl Into<String>,
+        rules: &[S],
+    ) -> Self {
+        self.acl_users.push(AclUser {
+            name: name.into(),
+            password: password.into(),
+            rules: rules.iter().map(|r| r.as_ref().to_owned()).collect(),
+        });
+        self
+    }
+
+    /// Runs a sentinel (`redis-sentinel`, or `RIVULET_REDIS_SENTINEL`) with these
+    /// configuration lines instead of a server.
+    pub(crate) fn sentinel(mut self, config: String) -> Self {
+        self.binary = std::env::var_os(REDIS_SENTINEL_ENV)
+            .map_or_else(|| PathBuf::from("redis-sentinel"), PathBuf::from);
+        self.sentinel_config = Some(config);
+        self
+    }
+
     /// Makes this a Redis Cluster node with the given node timeout.
     pub(crate) fn cluster_node(mut self, node_timeout: Duration) -> Self {
         self.cluster_node_timeout = Some(node_timeout);
@@ -144,10 +258,61 @@ impl RedisServerBuilder {
         }
     }
 
+    /// The TLS options: TLS on `port`, replication over TLS.
+    fn tls_args(&self, port: u16, dir: &Path) -> Vec<String> {
+        let Some(t) = &self.tls else {
+            return Vec::new();
+        };
+        let auth = if t.require_client_cert {
+            "yes"
+        } else {
+            "optional"
+        };
+        let file = |name: &str| dir.join(name).display().to_string();
+        vec![
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            file(TLS_CERT_FILE),
+            "--tls-key-file".to_owned(),
+            file(TLS_KEY_FILE),
+            "--tls-ca-cert-file".to_owned(),
+            file(TLS_CA_FILE),
+            "--tls-auth-clients".to_owned(),
+            auth.to_owned(),
+            "--tls-replication".to_owned(),
+            "yes".to_owned(),
+        ]
+    }
+
     fn args(&self, port: u16, dir: &Path) -> Vec<String> {
+        if self.sentinel_config.is_some() {
+            let plain_port = if self.tls.is_some() { 0 } else { port };
+            let mut args: Vec<String> = [
+                dir.join(SENTINEL_CONFIG_FILE).display().to_string(),
+                "--sentinel".to_owned(),
+                "--port".to_owned(),
+                plain_port.to_string(),
+                "--bind".to_owned(),
+                "127.0.0.1".to_owned(),
+                "--dir".to_owned(),
+                dir.display().to_string(),
+                "--logfile".to_owned(),
+                dir.join(LOG_FILE).display().to_string(),
+                "--daemonize".to_owned(),
+                "no".to_owned(),
+            ]
+            .into();
+            if let Some(password) = &self.password {
+                args.extend(["--requirepass".to_owned(), password.clone()]);
+            }
+            args.extend(self.tls_args(port, dir));
+            return args;
+        }
         let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+        let plain_port = if self.tls.is_some() { 0 } else { port };
         let mut args: Vec<String> = [
-            ("--port", port.to_string()),
+            ("--port", plain_port.to_string()),
             ("--bind", "127.0.0.1".to_owned()),
             ("--dir", dir.display().to_string()),
             ("--logfile", dir.join(LOG_FILE).display().to_string()),
@@ -167,6 +332,10 @@ impl RedisServerBuilder {
             // `masterauth` lets replicas of a password-protected master sync.
             args.extend(["--requirepass".to_owned(), password.clone()]);
             args.extend(["--masterauth".to_owned(), password.clone()]);
+        }
+        args.extend(self.tls_args(port, dir));
+        if self.tls.is_some() {
+            args.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
         }
         if let Some(timeout) = self.cluster_node_timeout {
             args.extend(
@@ -218,6 +387,7 @@ pub struct RedisServer {
     dir: TempDir,
     child: Mutex<Child>,
     pid: u32,
+    tls: Option<TestCa>,
 }
 
 impl fmt::Debug for RedisServer {
@@ -247,6 +417,31 @@ impl RedisServer {
             .prefix("rivulet-redis-")
             .tempdir()
             .map_err(|e| TestkitError::io("creating a data directory", e))?;
+        let tls = match &config.tls {
+            Some(TlsSettings { ca: Some(ca), .. }) => {
+                tls::install_crypto_provider();
+                ca.write_server_files(dir.path())?;
+                Some(ca.clone())
+            }
+            Some(t) => {
+                tls::install_crypto_provider();
+                // `localhost` is always in, for the test kit's own probes.
+                let mut names: Vec<&str> = t.server_names.iter().map(String::as_str).collect();
+                if !names.contains(&"localhost") {
+                    names.push("localhost");
+                }
+                let ca = TestCa::generate(&names)?;
+                ca.write_server_files(dir.path())?;
+                Some(ca)
+            }
+            None => None,
+        };
+        if let Some(lines) = &config.sentinel_config {
+            // Sentinels rewrite their file, so it lives in the data directory.
+            let path = dir.path().join(SENTINEL_CONFIG_FILE);
+            std::fs::write(&path, lines)
+                .map_err(|e| TestkitError::io(format!("writing {}", path.display()), e))?;
+        }
         let child = spawn(&config, lease.port(), dir.path())?;
         let server = Self {
             pid: child.id(),
@@ -254,8 +449,10 @@ impl RedisServer {
             config,
             lease,
             dir,
+            tls,
         };
         server.wait_ready()?;
+        server.create_acl_users()?;
         Ok(server)
     }
 
@@ -266,12 +463,44 @@ impl RedisServer {
 
     /// A `redis://` URL for the server, e.g. `redis://127.0.0.1:23456/`.
     ///
-    /// If the server was built with a password, it is part of the URL.
+    /// If the server was built with a password, it is part of the URL (percent-encoded).
     pub fn url(&self) -> String {
+        let scheme = self.scheme();
         match &self.config.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port()),
-            None => format!("redis://127.0.0.1:{}/", self.port()),
+            Some(password) => format!(
+                "{scheme}://:{}@127.0.0.1:{}/",
+                percent_encode(password),
+                self.port()
+            ),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port()),
         }
+    }
+
+    /// `redis` or, for a [TLS](RedisServerBuilder::tls) server, `rediss`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// A URL that logs in as the [ACL user](RedisServerBuilder::acl_user) `name`
+    /// (user name and password percent-encoded).
+    pub fn url_for_user(&self, name: &str) -> Option<String> {
+        let user = self.config.acl_users.iter().find(|u| u.name == name)?;
+        Some(format!(
+            "{}://{}:{}@127.0.0.1:{}/",
+            self.scheme(),
+            percent_encode(&user.name),
+            percent_encode(&user.password),
+            self.port()
+        ))
+    }
+
+    /// The CA and certificates of a [TLS](RedisServerBuilder::tls) server.
+    pub fn tls_ca(&self) -> Option<&TestCa> {
+        self.tls.as_ref()
     }
 
     /// The pid of the current `redis-server` process (it changes on restart).
@@ -296,8 +525,16 @@ impl RedisServer {
 
     /// A client for this server.
     pub fn client(&self) -> Result<redis::Client> {
-        redis::Client::open(self.url())
-            .map_err(|e| TestkitError::redis(format!("opening a client for {}", self.url()), e))
+        let context = || format!("opening a client for {}", self.url());
+        match &self.tls {
+            // By name, which the certificate always covers.
+            Some(ca) => redis::Client::build_with_tls(
+                self.url().replacen("127.0.0.1", "localhost", 1),
+                ca.client_certificates(),
+            )
+            .map_err(|e| TestkitError::redis(context(), e)),
+            None => redis::Client::open(self.url()).map_err(|e| TestkitError::redis(context(), e)),
+        }
     }
 
     /// A fresh synchronous connection with short (2 s) read and write
@@ -383,7 +620,30 @@ impl RedisServer {
         let child = spawn(&self.config, self.port(), self.dir.path())?;
         self.pid = child.id();
         *self.child.get_mut().unwrap_or_else(PoisonError::into_inner) = child;
-        self.wait_ready()
+        self.wait_ready()?;
+        self.create_acl_users()
+    }
+
+    fn create_acl_users(&self) -> Result<()> {
+        if self.config.acl_users.is_empty() {
+            return Ok(());
+        }
+        let mut con = self.connection()?;
+        for user in &self.config.acl_users {
+            let mut cmd = redis::cmd("ACL");
+            cmd.arg("SETUSER")
+                .arg(&user.name)
+                .arg("reset")
+                .arg("on")
+                .arg(format!(">{}", user.password));
+            for rule in &user.rules {
+                cmd.arg(rule);
+            }
+            cmd.exec(&mut con).map_err(|e| {
+                TestkitError::redis(format!("creating ACL user {:?}", user.name), e)
+            })?;
+        }
+        Ok(())
     }
 
     /// Freezes the process with `SIGSTOP`: connections stay open but nothing
@@ -513,6 +773,19 @@ fn spawn(config: &RedisServerBuilder, port: u16, dir: &Path) -> Result<Child> {
             binary: config.binary.clone(),
             source,
         })
+}
+
+/// `s` with everything but unreserved URL characters percent-encoded, for a userinfo.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The last `lines` lines of a file, reading at most its last 64 KiB.

@@ -62,6 +62,16 @@ pub enum Error {
     #[error("connection error: {0}")]
     Connection(String),
 
+    /// A TLS connection could not be set up; [`TlsFailure`] says why. Not transient:
+    /// the same certificates and names fail the same way.
+    #[error("TLS handshake with {url} failed: {failure}")]
+    Tls {
+        /// The server's URL, password redacted.
+        url: String,
+        /// What failed.
+        failure: TlsFailure,
+    },
+
     /// The backend did not answer in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -167,6 +177,44 @@ pub enum Error {
 #[cfg(feature = "redis")]
 const TRANSIENT_CODES: &[&str] = &["OOM", "BUSY"];
 
+/// Why a TLS connection failed (see [`Error::Tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server's certificate is not signed by a trusted CA (set the CA with
+    /// `TlsOptions::ca_pem`).
+    CertificateNotTrusted(String),
+    /// The server's certificate is not valid for the host name connected to.
+    HostNameMismatch(String),
+    /// The server answered in plain text: it does not speak TLS on that port.
+    ServerNotTls,
+    /// The server asked for a client certificate and none (or a refused one) was sent.
+    ClientCertificateRefused(String),
+    /// The certificate, key or CA given could not be used.
+    BadLocalCertificate(String),
+    /// Any other TLS failure.
+    Other(String),
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsFailure::CertificateNotTrusted(d) => write!(f, "certificate not trusted ({d})"),
+            TlsFailure::HostNameMismatch(d) => write!(f, "host name mismatch ({d})"),
+            TlsFailure::ServerNotTls => f.write_str(
+                "server does not speak TLS (it answered in plain text; use redis:// or the TLS port)",
+            ),
+            TlsFailure::ClientCertificateRefused(d) => {
+                write!(f, "client certificate required or refused ({d})")
+            }
+            TlsFailure::BadLocalCertificate(d) => {
+                write!(f, "the local certificate, key or CA cannot be used ({d})")
+            }
+            TlsFailure::Other(d) => f.write_str(d),
+        }
+    }
+}
+
 /// A coarse classification of [`Error`], for matching without destructuring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -183,6 +231,8 @@ pub enum ErrorKind {
     Config,
     /// See [`Error::Connection`].
     Connection,
+    /// See [`Error::Tls`].
+    Tls,
     /// See [`Error::Timeout`].
     Timeout,
     /// See [`Error::Backpressure`].
@@ -219,6 +269,7 @@ impl Error {
             Error::Codec(_) => ErrorKind::Codec,
             Error::Config(_) => ErrorKind::Config,
             Error::Connection(_) => ErrorKind::Connection,
+            Error::Tls { .. } => ErrorKind::Tls,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Backpressure { .. } => ErrorKind::Backpressure,
             Error::Indeterminate(_) => ErrorKind::Indeterminate,
@@ -237,7 +288,8 @@ impl Error {
 
     /// Whether the same call may succeed if tried again later: connection trouble,
     /// timeouts, backpressure, and Redis refusals that pass by themselves (`OOM`,
-    /// `BUSY`, `LOADING`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`, redirections).
+    /// `BUSY`, `LOADING`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`, `READONLY` — a
+    /// failover in progress — and redirections).
     /// Invalid input and configuration are never transient, nor is a
     /// [`PartialBatch`](Error::PartialBatch): the same call again would publish its
     /// written messages twice (its per-message errors say which may be retried).
@@ -262,6 +314,7 @@ impl Error {
                                 | redis::ServerErrorKind::Moved
                                 | redis::ServerErrorKind::Ask
                                 | redis::ServerErrorKind::MasterDown
+                                | redis::ServerErrorKind::ReadOnly
                         )
                     )
                     || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
@@ -397,6 +450,11 @@ mod tests {
                 "master down",
                 detail.to_owned(),
             )),
+            "READONLY" => redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                "read only",
+                detail.to_owned(),
+            )),
             "LOADING" => redis::RedisError::from((
                 redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
                 "loading",
@@ -421,6 +479,7 @@ mod tests {
             "LOADING Redis is loading the dataset in memory",
             "TRYAGAIN Multiple keys request during rehashing of slot",
             "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "READONLY You can't write against a read only replica.",
         ] {
             let e = server_error(line);
             assert!(e.is_transient(), "{line}: {e:?}");

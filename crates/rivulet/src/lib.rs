@@ -23,14 +23,14 @@ pub mod topic;
 
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
-pub use backend::redis::{RedisBackend, RedisBackendBuilder, RedisIdempotencyStore};
+pub use backend::redis::{RedisBackend, RedisBackendBuilder, RedisIdempotencyStore, TlsOptions};
 pub use backend::{AnyBackend, LiveMessage};
 pub use bus::{
     Bus, BusBuilder, DeadLetters, Dispatch, Publish, PublishBatch, Subscribe, Subscription,
     SubscriptionStats,
 };
 pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterReason};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, TlsFailure};
 pub use handler::{Delivery, FailureKind, HandlerError, ResultExt};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};
 pub use jobs::{

@@ -59,7 +59,7 @@ async fn a_steady_load_keeps_the_queue_footprint_flat() {
     let worker = q
         .worker(|job: Job<u32>| async move {
             job.log("working").await.map_err(HandlerError::retryable)?;
-            if job.data() % 7 == 0 {
+            if job.data().is_multiple_of(7) {
                 return Err(HandlerError::permanent("poison"));
             }
             Ok(job.data() * 2)

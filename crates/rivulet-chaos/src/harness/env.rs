@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use rivulet_testkit::{ProxyMode, RedisCluster, RedisServer, TcpProxy, key_slot};
+use rivulet_testkit::{
+    ProxyMode, RedisCluster, RedisSentinel, RedisServer, SENTINEL_MASTER_NAME, TcpProxy, key_slot,
+};
 
 use crate::probe::Target;
 
@@ -12,10 +14,17 @@ use crate::probe::Target;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Topology {
     /// One server with AOF and this `appendfsync` policy; probes go through the fault
-    /// proxy when `proxy` is set.
-    Single { fsync: &'static str, proxy: bool },
+    /// proxy when `proxy` is set, and log in as an ACL user limited to rivulet's keys
+    /// and commands (`RedisBackend::acl_rules`) when `acl` is set.
+    Single {
+        fsync: &'static str,
+        proxy: bool,
+        acl: bool,
+    },
     /// Three masters, three replicas (AOF `everysec`).
     Cluster,
+    /// A master, a replica and three sentinels; probes connect through the sentinels.
+    Sentinel,
 }
 
 /// A running Redis of some topology.
@@ -24,13 +33,29 @@ pub(crate) enum Env {
     Single {
         server: Box<RedisServer>,
         proxy: Option<TcpProxy>,
+        /// The probes' URL when they log in as the ACL user.
+        acl_url: Option<String>,
     },
     Cluster {
         cluster: Box<RedisCluster>,
         /// Nodes killed and not yet restarted.
         down: Vec<usize>,
     },
+    Sentinel {
+        deployment: Box<RedisSentinel>,
+    },
 }
+
+fn sentinel_target(deployment: &RedisSentinel) -> Target {
+    Target::Sentinel {
+        master: SENTINEL_MASTER_NAME.to_owned(),
+        sentinels: deployment.sentinel_addrs(),
+    }
+}
+
+/// The ACL user of `acl` runs.
+const ACL_USER: &str = "rivulet-probe";
+const ACL_PASSWORD: &str = "probe/pass?w#rd";
 
 /// Settings every server of a run gets: no eviction (a queue must never lose data to
 /// `maxmemory`), AOF on.
@@ -44,10 +69,20 @@ fn server_builder(fsync: &str) -> rivulet_testkit::RedisServerBuilder {
 impl Env {
     pub(crate) fn start(topology: Topology) -> Result<Env, String> {
         match topology {
-            Topology::Single { fsync, proxy } => {
-                let server = server_builder(fsync)
-                    .start()
-                    .map_err(|e| format!("redis-server: {e}"))?;
+            Topology::Single { fsync, proxy, acl } => {
+                let mut builder = server_builder(fsync);
+                if acl {
+                    let mut rules = rivulet::RedisBackend::acl_rules("rivulet");
+                    // The probes' live channels are not part of the check.
+                    rules.push("allchannels".to_owned());
+                    builder = builder.acl_user(ACL_USER, ACL_PASSWORD, &rules);
+                }
+                let server = builder.start().map_err(|e| format!("redis-server: {e}"))?;
+                let acl_url = if acl {
+                    server.url_for_user(ACL_USER)
+                } else {
+                    None
+                };
                 let proxy = if proxy {
                     Some(TcpProxy::for_port(server.port()).map_err(|e| format!("proxy: {e}"))?)
                 } else {
@@ -56,6 +91,13 @@ impl Env {
                 Ok(Env::Single {
                     server: Box::new(server),
                     proxy,
+                    acl_url,
+                })
+            }
+            Topology::Sentinel => {
+                let deployment = RedisSentinel::start().map_err(|e| format!("sentinel: {e}"))?;
+                Ok(Env::Sentinel {
+                    deployment: Box::new(deployment),
                 })
             }
             Topology::Cluster => {
@@ -83,11 +125,46 @@ impl Env {
             Env::Single {
                 proxy: Some(proxy), ..
             } => Target::Single { url: proxy.url() },
+            Env::Single {
+                acl_url: Some(url), ..
+            } => Target::Single { url: url.clone() },
             Env::Single { server, .. } => Target::Single { url: server.url() },
             Env::Cluster { cluster, .. } => Target::Cluster {
                 urls: cluster.urls(),
             },
+            Env::Sentinel { deployment } => sentinel_target(deployment),
         }
+    }
+
+    /// SIGKILLs the master of a Sentinel deployment; returns its pid.
+    pub(crate) fn sentinel_kill_master(&mut self) -> Result<u32, String> {
+        let Env::Sentinel { deployment } = self else {
+            return Err("not a Sentinel deployment".into());
+        };
+        let pid = deployment.servers()[0].pid();
+        deployment
+            .kill_master()
+            .map_err(|e| format!("kill master: {e}"))?;
+        Ok(pid)
+    }
+
+    /// Waits for the sentinels to promote the replica, then restarts the old master
+    /// (the sentinels make it a replica of the new one). Returns a description.
+    pub(crate) fn sentinel_after_failover(&mut self) -> Result<String, String> {
+        let Env::Sentinel { deployment } = self else {
+            return Err("not a Sentinel deployment".into());
+        };
+        let started = std::time::Instant::now();
+        let port = deployment
+            .wait_for_failover(Duration::from_secs(60))
+            .map_err(|e| format!("failover: {e}"))?;
+        let took = started.elapsed();
+        deployment
+            .restart_first_master()
+            .map_err(|e| format!("restart old master: {e}"))?;
+        Ok(format!(
+            "port {port} promoted after {took:?}, old master restarted"
+        ))
     }
 
     /// Where the harness itself connects: never through the proxy.
@@ -97,6 +174,7 @@ impl Env {
             Env::Cluster { cluster, .. } => Target::Cluster {
                 urls: cluster.urls(),
             },
+            Env::Sentinel { deployment } => sentinel_target(deployment),
         }
     }
 
@@ -108,7 +186,7 @@ impl Env {
                 server.kill().map_err(|e| format!("kill redis: {e}"))?;
                 Ok(pid)
             }
-            Env::Cluster { .. } => Err("kill_redis needs a single server".into()),
+            _ => Err("kill_redis needs a single server".into()),
         }
     }
 
@@ -118,7 +196,7 @@ impl Env {
             Env::Single { server, .. } => {
                 server.restart().map_err(|e| format!("restart redis: {e}"))
             }
-            Env::Cluster { .. } => Err("restart_redis needs a single server".into()),
+            _ => Err("restart_redis needs a single server".into()),
         }
     }
 
@@ -218,7 +296,7 @@ impl Env {
     /// Heals everything: proxy back to pass, killed nodes restarted.
     pub(crate) fn heal(&mut self) -> Result<(), String> {
         match self {
-            Env::Single { server, proxy } => {
+            Env::Single { server, proxy, .. } => {
                 if !server.is_running() {
                     server
                         .restart()
@@ -231,13 +309,21 @@ impl Env {
                 Ok(())
             }
             Env::Cluster { .. } => self.cluster_restart_down(),
+            Env::Sentinel { deployment } => {
+                if !deployment.servers()[0].is_running() {
+                    deployment
+                        .restart_first_master()
+                        .map_err(|e| format!("restart old master: {e}"))?;
+                }
+                Ok(())
+            }
         }
     }
 
     /// A short description for the run's log.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Env::Single { server, proxy } => format!(
+            Env::Single { server, proxy, .. } => format!(
                 "redis-server pid {} port {} dir {}{}",
                 server.pid(),
                 server.port(),
@@ -248,6 +334,7 @@ impl Env {
                     .unwrap_or_default()
             ),
             Env::Cluster { cluster, .. } => format!("redis cluster {:?}", cluster.urls()),
+            Env::Sentinel { deployment } => format!("sentinel deployment {}", deployment.url()),
         }
     }
 }

@@ -69,7 +69,36 @@ pub(crate) fn connect(target: &Target) -> Result<Box<dyn ConnectionLike + Send>,
                 .map_err(|e| format!("cluster connect: {e}"))?;
             Ok(Box::new(con))
         }
+        Target::Sentinel { master, sentinels } => {
+            let url = sentinel_master_url(master, sentinels, timeout)?;
+            connect(&Target::Single { url })
+        }
     }
+}
+
+/// The URL of the master the first answering sentinel names.
+fn sentinel_master_url(
+    master: &str,
+    sentinels: &[String],
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut last = String::from("no sentinel");
+    for s in sentinels {
+        let asked = redis::Client::open(format!("redis://{s}/"))
+            .and_then(|c| c.get_connection_with_timeout(timeout))
+            .and_then(|mut con| {
+                con.set_read_timeout(Some(timeout))?;
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(master)
+                    .query::<(String, u16)>(&mut con)
+            });
+        match asked {
+            Ok((host, port)) => return Ok(format!("redis://{host}:{port}/")),
+            Err(e) => last = format!("sentinel {s}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -398,6 +427,9 @@ async fn harness_bus(target: &Target) -> Result<rivulet::Bus, String> {
     let builder = match target {
         Target::Single { url } => rivulet::RedisBackend::builder(url.clone()),
         Target::Cluster { urls } => rivulet::backend::redis::RedisBackendBuilder::cluster(urls),
+        Target::Sentinel { master, sentinels } => {
+            rivulet::backend::redis::RedisBackendBuilder::sentinel(master.clone(), sentinels)
+        }
     };
     let backend = builder.build().await.map_err(|e| format!("connect: {e}"))?;
     rivulet::Bus::builder(backend)

@@ -16,6 +16,7 @@ use self::env::Env;
 use self::inspect::Outstanding;
 use self::procs::{Consumers, PublisherProc, SharedConsumers};
 use crate::checker::{self, BoundInputs, Expect, FaultKind, FaultRecord, History, Planted};
+use crate::probe::PublishResult;
 use crate::probe::consumer::ConsumerConfig;
 use crate::probe::consumer::SubMode;
 use crate::probe::publisher::PublisherConfig;
@@ -232,6 +233,30 @@ impl Run {
                 publishes.len(),
             ));
         }
+        // After a failover, publishing must resume (both kinds, when some wait for a
+        // replica): a library that never finds the new master would leave every later
+        // call `unknown`, which the queue model alone does not count as a loss.
+        if let Some(end) = self
+            .faults
+            .iter()
+            .filter(|f| f.kind == FaultKind::SentinelKillMaster)
+            .map(|f| f.t_end)
+            .max()
+        {
+            let after = |waited: bool| {
+                publishes.iter().any(|p| {
+                    p.t_invoke > end && p.result == PublishResult::Ok && p.waited == waited
+                })
+            };
+            if !after(false) {
+                self.problems
+                    .push("no publish acknowledged after the failover".to_owned());
+            }
+            if self.plan.publish.wait_replicas_every > 0 && !after(true) {
+                self.problems
+                    .push("no publish acknowledged by a replica after the failover".to_owned());
+            }
+        }
         let mut events: Vec<ConsumerEvent> = Vec::new();
         for log in procs::lock(&consumers).logs() {
             events.extend(
@@ -245,7 +270,14 @@ impl Run {
         let durability_events = self
             .faults
             .iter()
-            .filter(|f| matches!(f.kind, FaultKind::RedisKill | FaultKind::ClusterKillMaster))
+            .filter(|f| {
+                matches!(
+                    f.kind,
+                    FaultKind::RedisKill
+                        | FaultKind::ClusterKillMaster
+                        | FaultKind::SentinelKillMaster
+                )
+            })
             .map(|f| f.t)
             .collect();
         let expect = Expect {
@@ -329,6 +361,7 @@ impl Run {
             oversize: self.plan.publish.oversize.clone(),
             retention: self.plan.publish.retention,
             copies: self.plan.publish.copies,
+            wait_replicas_every: self.plan.publish.wait_replicas_every,
             seed: self.seed,
             log: self.dir.join("publisher.jsonl"),
         };
@@ -673,6 +706,21 @@ impl Run {
                     None,
                     format!("CLUSTER FAILOVER: {detail}"),
                 );
+            }
+            Fault::SentinelKillMaster => {
+                let e = env.clone();
+                let pid = blocking(move || lock_env(&e).sentinel_kill_master()).await??;
+                let t_killed = now_ms();
+                let e = env.clone();
+                let detail = blocking(move || lock_env(&e).sentinel_after_failover()).await??;
+                self.faults.push(FaultRecord {
+                    t: t_killed,
+                    t_end: now_ms(),
+                    kind: FaultKind::SentinelKillMaster,
+                    pid: Some(pid),
+                    detail: format!("SIGKILL master pid {pid}; {detail}"),
+                });
+                self.say("fault SentinelKillMaster");
             }
             Fault::ClusterKillMaster { down_ms } => {
                 let (e, key) = (env.clone(), inspect::stream_key(&self.topic));

@@ -32,6 +32,11 @@ pub(crate) enum Target {
         /// Node URLs.
         urls: Vec<String>,
     },
+    /// A Sentinel deployment: the master's name and the sentinels' `host:port`.
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
 }
 
 /// Connection settings shared by both probes.
@@ -52,6 +57,9 @@ impl Connect {
         let builder = match &self.target {
             Target::Single { url } => rivulet::RedisBackend::builder(url.clone()),
             Target::Cluster { urls } => rivulet::backend::redis::RedisBackendBuilder::cluster(urls),
+            Target::Sentinel { master, sentinels } => {
+                rivulet::backend::redis::RedisBackendBuilder::sentinel(master.clone(), sentinels)
+            }
         };
         builder
             .connect_timeout(Duration::from_millis(1000))
@@ -97,6 +105,9 @@ pub(crate) struct PublishRecord {
     pub(crate) result: PublishResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// Published with `wait_for_replicas(1, …)`: acknowledged only once a replica had it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) waited: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -41,6 +41,9 @@ pub(crate) struct PublisherConfig {
     /// How many times each message is published (0 means 1).
     #[serde(default)]
     pub(crate) copies: u32,
+    /// Every n-th message is published with `wait_for_replicas(1, 1 s)` (0: none).
+    #[serde(default)]
+    pub(crate) wait_replicas_every: u64,
     pub(crate) seed: u64,
     pub(crate) log: PathBuf,
 }
@@ -175,15 +178,19 @@ async fn publish_one(
         pad: "x".repeat(pad_len),
     };
     let t_invoke = now_ms();
+    let waited = cfg.wait_replicas_every > 0 && n.is_multiple_of(cfg.wait_replicas_every);
     let call = async {
-        if n.is_multiple_of(2) && copy == 0 {
-            bus.publish(&cfg.topic, &msg).id(id.clone()).await
+        let publish = if n.is_multiple_of(2) && copy == 0 {
+            bus.publish(&cfg.topic, &msg).id(id.clone())
         } else if n.is_multiple_of(2) {
-            bus.publish(&cfg.topic, &msg)
-                .id(format!("{id}~{copy}"))
-                .await
+            bus.publish(&cfg.topic, &msg).id(format!("{id}~{copy}"))
         } else {
-            bus.publish(&cfg.topic, &msg).await
+            bus.publish(&cfg.topic, &msg)
+        };
+        if waited {
+            publish.wait_for_replicas(1, Duration::from_secs(1)).await
+        } else {
+            publish.await
         }
     };
     let (result, error) = match tokio::time::timeout(call_limit, call).await {
@@ -201,6 +208,7 @@ async fn publish_one(
         t_done: now_ms(),
         result,
         error,
+        waited,
     }
 }
 

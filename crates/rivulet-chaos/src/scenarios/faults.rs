@@ -11,6 +11,18 @@ pub(super) fn baseline(p: Profile, _rng: &mut StdRng) -> Plan {
     plan
 }
 
+/// The baseline with every probe logged in as an ACL user limited to rivulet's keys and
+/// commands: the run passing proves rivulet needs nothing else.
+pub(super) fn baseline_acl(p: Profile, rng: &mut StdRng) -> Plan {
+    let mut plan = baseline(p, rng);
+    plan.topology = Topology::Single {
+        fsync: "everysec",
+        proxy: false,
+        acl: true,
+    };
+    plan
+}
+
 pub(super) fn consumer_kill(p: Profile, rng: &mut StdRng) -> Plan {
     let mut plan = base(p);
     plan.groups[0].behaviour.sleep_ms = [5, 40];
@@ -60,6 +72,7 @@ pub(super) fn redis_restart_always(p: Profile, rng: &mut StdRng) -> Plan {
     plan.topology = Topology::Single {
         fsync: "always",
         proxy: false,
+        acl: false,
     };
     plan.window_ms = 0;
     plan.faults.clear();
@@ -94,6 +107,7 @@ pub(super) fn proxy_faults(p: Profile, rng: &mut StdRng) -> Plan {
     plan.topology = Topology::Single {
         fsync: "everysec",
         proxy: true,
+        acl: false,
     };
     plan.publish.count = p.pick(1500, 15_000);
     plan.publish.response_timeout_ms = 1500;
@@ -435,5 +449,26 @@ pub(super) fn cluster_failover(p: Profile, _rng: &mut StdRng) -> Plan {
             fault: Fault::ClusterKillMaster { down_ms: 8000 },
         },
     ];
+    plan
+}
+
+/// A Sentinel deployment whose master is SIGKILLed mid-run: every connection of every
+/// probe must find the promoted replica by itself. A third of the messages are
+/// published with `wait_for_replicas(1)`: none of those may be lost; others acknowledged
+/// just before the kill may be (the replication window), and are counted apart.
+pub(super) fn sentinel_failover(p: Profile, _rng: &mut StdRng) -> Plan {
+    let mut plan = base(p);
+    plan.topology = Topology::Sentinel;
+    plan.publish.count = p.pick(1500, 9000);
+    plan.publish.wait_replicas_every = 3;
+    plan.timing.retry.max_attempts = 10;
+    // Asynchronous replication: what the master acknowledged in the last moments before
+    // the kill may not have reached the replica.
+    plan.window_ms = 1000;
+    let end = publish_ms(&plan);
+    plan.faults = vec![Scheduled {
+        at_ms: end * 2 / 5,
+        fault: Fault::SentinelKillMaster,
+    }];
     plan
 }

@@ -102,6 +102,8 @@ pub(crate) struct PublishPlan {
     pub(crate) retention: Option<Retention>,
     /// Each message is published this many times, under different message ids.
     pub(crate) copies: u32,
+    /// Every n-th message waits for a replica (`wait_for_replicas`); 0: none.
+    pub(crate) wait_replicas_every: u64,
 }
 
 /// One injected fault. Consumer faults name a slot; if that slot has no live process
@@ -154,6 +156,9 @@ pub(crate) enum Fault {
     ClusterKillMaster {
         down_ms: u64,
     },
+    /// The master of a Sentinel deployment SIGKILLed; once the sentinels promoted the
+    /// replica, it is restarted (and becomes a replica of the new master).
+    SentinelKillMaster,
 }
 
 /// A fault and when it starts, in ms after publishing began. Faults run one after the
@@ -241,13 +246,27 @@ pub(crate) fn find(name: &str) -> Option<&'static Scenario> {
     CATALOG.iter().find(|s| s.name == name)
 }
 
-static CATALOG: [Scenario; 26] = [
+static CATALOG: [Scenario; 28] = [
     Scenario {
         name: "baseline",
         about: "no fault; two groups (batch and sliding dispatch) each see every message once",
         soak_only: false,
         selftest: false,
         build: baseline,
+    },
+    Scenario {
+        name: "sentinel-failover",
+        about: "the master of a Sentinel deployment SIGKILLed mid-run; a third of the messages wait for a replica (none may be lost)",
+        soak_only: false,
+        selftest: false,
+        build: sentinel_failover,
+    },
+    Scenario {
+        name: "baseline-acl",
+        about: "the baseline with every probe logged in as an ACL user limited to rivulet's keys and commands",
+        soak_only: false,
+        selftest: false,
+        build: baseline_acl,
     },
     Scenario {
         name: "consumer-kill",
@@ -458,6 +477,7 @@ fn base(p: Profile) -> Plan {
         topology: Topology::Single {
             fsync: "everysec",
             proxy: false,
+            acl: false,
         },
         groups: vec![group("g", p.pick(3, 4), 4, behaviour())],
         timing: Timing {
@@ -482,6 +502,7 @@ fn base(p: Profile) -> Plan {
             response_timeout_ms: 2000,
             retention: None,
             copies: 1,
+            wait_replicas_every: 0,
         },
         planted: Vec::new(),
         poison: BTreeSet::new(),

@@ -192,7 +192,8 @@ impl Report {
         Report {
             scenarios,
             redis,
-            url: url.to_owned(),
+            // Printed in the table and the JSON: never with the password.
+            url: crate::demo::backend::redact(url),
             messages,
             jobs,
             rounds,
@@ -291,5 +292,22 @@ impl Report {
             "rounds": self.rounds,
         })
         .to_string()
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn the_report_never_shows_the_password() {
+        let url = "redis://app:qz1/kx7?wv3#pm5@jd8:rt4@redis.example:6380/0";
+        let report = Report::new(vec![Scenario::new("publish")], "7.0".into(), url, 10, 10, 1);
+        assert!(report.table().contains("redis.example:6380"));
+        for shown in [report.table(), report.json(), format!("{report:?}")] {
+            for fragment in ["qz1", "kx7", "wv3", "pm5", "jd8", "rt4"] {
+                assert!(!shown.contains(fragment), "{fragment} in {shown}");
+            }
+        }
     }
 }

@@ -112,6 +112,20 @@ pub(crate) fn redact(url: &str) -> String {
         }
     }
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    // In `secret://x@host` the text before `://` is a password, not a scheme.
+    let known = [
+        "redis",
+        "rediss",
+        "redis+unix",
+        "unix",
+        "redis+sentinel",
+        "rediss+sentinel",
+    ];
+    let (scheme, rest) = if known.contains(&scheme.to_ascii_lowercase().as_str()) {
+        (scheme, rest)
+    } else {
+        ("", url)
+    };
     let scheme = if scheme.is_empty() {
         String::new()
     } else {
@@ -121,9 +135,10 @@ pub(crate) fn redact(url: &str) -> String {
     // shows.
     match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
+            // Without a scheme, nothing says the text before `:` is a user name.
             let user = match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{user}:***"),
-                None => "***".to_owned(),
+                Some((user, _password)) if !scheme.is_empty() => format!("{user}:***"),
+                _ => "***".to_owned(),
             };
             format!("{scheme}{user}@{}", mask_query(host))
         }
@@ -148,6 +163,12 @@ mod tests {
         assert_eq!(redact("not a url"), "not a url");
         assert_eq!(redact("redis://h?password=x"), "redis://h?***");
         assert_eq!(redact("redis://:pa?s/s@h:1"), "redis://:***@h:1");
-        assert_eq!(redact(":secret@h:1"), ":***@h:1");
+        assert_eq!(redact(":secret@h:1"), "***@h:1");
+        assert_eq!(redact("qz1://kx7@h:1"), "***@h:1");
+        // Every character that ends a URL part early (issue 14).
+        assert_eq!(
+            redact("redis://u:qz1/kx7?wv3#pm5@jd8:rt4@h:1/0"),
+            "redis://u:***@h:1/0"
+        );
     }
 }

@@ -20,7 +20,7 @@
 //! published; and, from the queue's own counts, every job added ended completed, failed
 //! (the poison ones) or cancelled (the held ones). The exit code fails when either fails.
 
-mod backend;
+pub(crate) mod backend;
 mod jobs;
 mod plan;
 mod report;

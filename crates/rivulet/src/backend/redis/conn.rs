@@ -1,6 +1,7 @@
 //! Connections: the shared one (publish, acks, scripts, housekeeping) and dedicated ones
 //! (blocking reads, pub/sub), for a single server or a cluster; URL redaction.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{
@@ -10,13 +11,22 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Script, Value};
 
+use super::redial::{Dial, Redial};
 use super::reply;
+use super::sentinel::SentinelTarget;
+use super::tls::NamedTls;
 use crate::error::{Error, Result};
 
 /// Where the backend connects.
+// One per backend, cloned only when a bus detaches: the size of a TLS client is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(crate) enum Target {
     Single(Client),
+    /// A Sentinel deployment: every connection asks the sentinels for the master.
+    Sentinel(Arc<SentinelTarget>),
+    /// A single server over TLS with a server-name override.
+    Named(Arc<NamedTls>),
     Cluster {
         client: Box<ClusterClient>,
         /// One client per node given, for pub/sub (a pattern subscription on any one
@@ -52,6 +62,9 @@ pub(crate) enum Conn {
     Multiplexed(MultiplexedConnection),
     /// A cluster connection (shared or dedicated); reconnects by itself.
     Cluster(ClusterConnection),
+    /// The shared connection to a Sentinel deployment's master; finds the master
+    /// again after a failover.
+    Redial(Redial),
 }
 
 impl ConnectionLike for Conn {
@@ -60,6 +73,7 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.req_packed_command(cmd),
             Conn::Multiplexed(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Redial(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -73,6 +87,7 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Redial(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -81,12 +96,47 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.get_db(),
             Conn::Multiplexed(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Redial(c) => c.get_db(),
         }
     }
 }
 
-fn connection_error(redacted: &str, e: &redis::RedisError) -> Error {
-    Error::Connection(format!("cannot connect to {redacted}: {e}"))
+/// The error for a connection that could not be opened: a [`Error::Tls`] when TLS
+/// failed, else a connection error. Neither shows a password (`redacted` has none, and
+/// the `redis` crate's errors do not carry URLs).
+pub(crate) fn connection_error(redacted: &str, e: &redis::RedisError) -> Error {
+    match super::tls::failure(e) {
+        Some(failure) => Error::Tls {
+            url: redacted.to_owned(),
+            failure,
+        },
+        None if e.kind() == redis::ErrorKind::AuthenticationFailed => Error::Connection(format!(
+            "cannot connect to {redacted}: authentication failed (wrong user name or password)"
+        )),
+        None => Error::Connection(format!("cannot connect to {redacted}: {e}")),
+    }
+}
+
+/// A failure to open the first connection, with a diagnosis: a TLS URL whose
+/// handshake failed without a TLS error is checked for a plain-text server.
+pub(crate) async fn diagnose(target: &Target, e: Error, t: Timeouts, redacted: &str) -> Error {
+    let (host, port) = match target {
+        Target::Single(client) => match client.get_connection_info().addr() {
+            redis::ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
+            _ => return e,
+        },
+        Target::Named(named) => named.addr(),
+        _ => return e,
+    };
+    if matches!(e, Error::Connection(_))
+        && super::tls::speaks_plain_text(host, port, t.connect).await
+    {
+        return Error::Tls {
+            url: redacted.to_owned(),
+            failure: crate::error::TlsFailure::ServerNotTls,
+        };
+    }
+    e
 }
 
 /// Opens the shared connection.
@@ -101,6 +151,24 @@ pub(crate) async fn open_shared(target: &Target, t: Timeouts, redacted: &str) ->
             ConnectionManager::new_with_config(client.clone(), config)
                 .await
                 .map(Conn::Manager)
+                .map_err(|e| connection_error(redacted, &e))
+        }
+        Target::Sentinel(sentinel) => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(t.connect))
+                .set_response_timeout(Some(t.response));
+            Redial::open(Dial::Sentinel(Arc::clone(sentinel)), config)
+                .await
+                .map(Conn::Redial)
+                .map_err(|e| connection_error(redacted, &e))
+        }
+        Target::Named(named) => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(t.connect))
+                .set_response_timeout(Some(t.response));
+            Redial::open(Dial::Named(Arc::clone(named)), config)
+                .await
+                .map(Conn::Redial)
                 .map_err(|e| connection_error(redacted, &e))
         }
         Target::Cluster { client, .. } => {
@@ -129,6 +197,26 @@ pub(crate) async fn open_dedicated(
 ) -> Result<Conn> {
     let client = match target {
         Target::Single(client) => client.clone(),
+        Target::Sentinel(sentinel) => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(t.connect))
+                .set_response_timeout(None);
+            return sentinel
+                .connect_master(&config)
+                .await
+                .map(Conn::Multiplexed)
+                .map_err(|e| connection_error(redacted, &e));
+        }
+        Target::Named(named) => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(t.connect))
+                .set_response_timeout(None);
+            return named
+                .connect(&config)
+                .await
+                .map(Conn::Multiplexed)
+                .map_err(|e| connection_error(redacted, &e));
+        }
         Target::Cluster { client, nodes } => match node_serving(shared, nodes, key).await {
             Some(node) => node,
             None => {
@@ -269,6 +357,13 @@ pub(crate) fn redact_url(url: &str) -> String {
         Some(i) if is_scheme(&url[..i]) => url.split_at(i + 3),
         _ => ("", url),
     };
+    // Only a scheme rivulet knows is kept: in `secret://x@host` the text before `://` is
+    // a password, not a scheme.
+    let (scheme, rest) = if KNOWN_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+        (scheme, rest)
+    } else {
+        ("", url)
+    };
     let unix = scheme.contains("unix");
     let mut out = String::with_capacity(url.len());
     out.push_str(scheme);
@@ -296,6 +391,19 @@ pub(crate) fn redact_url(url: &str) -> String {
     out
 }
 
+/// The schemes [`redact_url`] keeps as they are.
+const KNOWN_SCHEMES: &[&str] = &[
+    "redis://",
+    "rediss://",
+    "redis+unix://",
+    "unix://",
+    "valkey://",
+    "valkeys://",
+    "valkey+unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+];
+
 /// Whether `s` is a URL scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`), so a
 /// `://` inside a password is not taken for the end of one.
 fn is_scheme(s: &str) -> bool {
@@ -306,13 +414,7 @@ fn is_scheme(s: &str) -> bool {
 
 /// Parses a URL into a client, with a redacted configuration error on failure.
 pub(crate) fn client_for(url: &str) -> Result<Client> {
-    Client::open(url).map_err(|e| {
-        Error::config(format!(
-            "invalid Redis URL {}: {}",
-            redact_url(url),
-            e.detail().unwrap_or("cannot be parsed")
-        ))
-    })
+    super::endpoint::client_for(url, None, &super::endpoint::Resolved::default())
 }
 
 #[cfg(test)]
@@ -416,6 +518,11 @@ mod tests {
         );
         // A `://` inside the password does not start a scheme.
         assert_eq!(redact_url("u:a://b@host"), "***@host");
+        assert_eq!(redact_url("qz1://kx7@host"), "***@host");
+        assert_eq!(
+            redact_url("redis+sentinel://u:p@a:1,b:2/m"),
+            "redis+sentinel://u:***@a:1,b:2/m"
+        );
     }
 
     #[test]

@@ -38,11 +38,13 @@ pub struct RedisIdempotencyStore {
     prefix: String,
 }
 
+// One per store: the size of a TLS client is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Source {
     /// Connects lazily, on first use, from a client.
     Client {
-        client: redis::Client,
+        target: Target,
         redacted: String,
         conn: Arc<OnceCell<Conn>>,
     },
@@ -70,7 +72,7 @@ impl RedisIdempotencyStore {
         let redacted = format!("redis://{}", client.get_connection_info().addr());
         RedisIdempotencyStore {
             source: Source::Client {
-                client,
+                target: Target::Single(client),
                 redacted,
                 conn: Arc::new(OnceCell::new()),
             },
@@ -81,11 +83,33 @@ impl RedisIdempotencyStore {
     /// A store on the server at `url`. Fails with [`Error::Config`] for a bad URL; the
     /// connection opens on first use.
     pub fn open(url: &str) -> Result<Self> {
+        super::tls::install_crypto_provider();
         let mut store = Self::new(conn::client_for(url)?);
         if let Source::Client { redacted, .. } = &mut store.source {
             *redacted = conn::redact_url(url);
         }
         Ok(store)
+    }
+
+    /// Like [`open`](Self::open), for a `rediss://` URL with TLS options (a custom CA, a
+    /// client certificate).
+    pub fn open_with_tls(url: &str, tls: &super::TlsOptions) -> Result<Self> {
+        super::tls::install_crypto_provider();
+        let timeouts = Timeouts::default();
+        let target = super::endpoint::target_for(
+            url,
+            Some(tls),
+            &super::endpoint::Resolved::default(),
+            timeouts.connect,
+        )?;
+        Ok(RedisIdempotencyStore {
+            source: Source::Client {
+                target,
+                redacted: conn::redact_url(url),
+                conn: Arc::new(OnceCell::new()),
+            },
+            prefix: DEFAULT_IDEMPOTENCY_PREFIX.to_owned(),
+        })
     }
 
     /// A store sharing a [`RedisBackend`]'s connection (single server or cluster).
@@ -107,14 +131,13 @@ impl RedisIdempotencyStore {
         match &self.source {
             Source::Backend(b) => b.conn(),
             Source::Client {
-                client,
+                target,
                 redacted,
                 conn: cell,
             } => {
                 let c = cell
                     .get_or_try_init(|| async {
-                        let target = Target::Single(client.clone());
-                        conn::open_shared(&target, Timeouts::default(), redacted).await
+                        conn::open_shared(target, Timeouts::default(), redacted).await
                     })
                     .await?;
                 Ok(c.clone())

@@ -1,48 +1,29 @@
-//! Live channels over Redis Pub/Sub (B-LIVE-1): a dedicated connection per
-//! subscription, `PSUBSCRIBE`d to its patterns, forwarding into a bounded channel.
-//! Lossy by design: a full channel drops messages (counted), and messages published
-//! while the connection is down are never seen. After a connection loss it reconnects
-//! with bounded backoff and subscribes again; it stops when the receiver is dropped or
-//! the bus that opened it shuts down.
-//!
-//! On a cluster the subscription connects to one of the nodes given (the next one when
-//! that node is down): Redis Cluster propagates every `PUBLISH` to all nodes.
-
-use std::time::Duration;
+//! Live channels over Redis Pub/Sub (B-LIVE-1): each subscription is a
+//! [`pubsub`](super::pubsub) subscription `PSUBSCRIBE`d to its patterns, lossy by design
+//! (a full channel drops messages, counted in `rivulet_live_dropped_total`), that
+//! reconnects by itself and stops when the receiver is dropped or the bus that opened it
+//! shuts down.
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
-use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::RedisBackend;
-use super::conn::Target;
+use super::pubsub::{Interest, Purpose};
 use crate::backend::{LiveChannels, LiveMessage};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Capacity of a subscription's channel.
 const CAPACITY: usize = 1024;
-/// How often an idle subscription checks its connection.
-const PING_EVERY: Duration = Duration::from_secs(15);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-async fn open(
-    client: &redis::Client,
-    patterns: &[String],
-    timeout: Duration,
-) -> Result<(PubSubSink, PubSubStream)> {
-    let connect = async {
-        let (mut sink, stream) = client.get_async_pubsub().await?.split();
-        sink.psubscribe(patterns).await?;
-        Ok::<_, redis::RedisError>((sink, stream))
-    };
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(Error::Timeout(timeout)),
-    }
+fn live_message(msg: &redis::Msg) -> Option<LiveMessage> {
+    let pattern: Option<String> = msg.get_pattern().ok().flatten();
+    Some(LiveMessage {
+        channel: msg.get_channel_name().to_owned(),
+        pattern: pattern.unwrap_or_default(),
+        payload: Bytes::copy_from_slice(msg.get_payload_bytes()),
+    })
 }
 
 #[async_trait]
@@ -62,129 +43,13 @@ impl LiveChannels for RedisBackend {
         patterns: &[String],
         stop: CancellationToken,
     ) -> Result<mpsc::Receiver<LiveMessage>> {
-        self.conn()?;
-        let clients = match &self.inner.target {
-            Target::Single(c) => vec![c.clone()],
-            Target::Cluster { nodes, .. } => nodes.clone(),
-        };
-        let timeout = self.inner.timeouts.connect + self.inner.timeouts.response;
-        let mut first = Err(Error::config("a cluster needs at least one node URL"));
-        let mut next = 0;
-        for (i, client) in clients.iter().enumerate() {
-            first = open(client, patterns, timeout).await;
-            if first.is_ok() {
-                next = i;
-                break;
-            }
-        }
-        let first = first?;
-        let (tx, rx) = mpsc::channel(CAPACITY);
-        let task = Subscription {
-            clients,
-            next,
-            patterns: patterns.to_vec(),
-            timeout,
-            tx,
-            closed: stop,
-        };
-        tokio::spawn(task.run(first));
-        Ok(rx)
-    }
-}
-
-struct Subscription {
-    /// Where to connect: one server, or each node of a cluster in turn.
-    clients: Vec<redis::Client>,
-    /// Index of the client to connect to next.
-    next: usize,
-    patterns: Vec<String>,
-    timeout: Duration,
-    tx: mpsc::Sender<LiveMessage>,
-    closed: CancellationToken,
-}
-
-enum End {
-    /// The receiver is gone or the backend closed: stop.
-    Stop,
-    /// The connection was lost: reconnect.
-    Lost,
-}
-
-impl Subscription {
-    async fn run(mut self, first: (PubSubSink, PubSubStream)) {
-        let mut conn = Some(first);
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            let (sink, stream) = match conn.take() {
-                Some(c) => c,
-                None => {
-                    tokio::select! {
-                        _ = self.tx.closed() => return,
-                        _ = self.closed.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    let Some(client) = self.clients.get(self.next % self.clients.len().max(1))
-                    else {
-                        return;
-                    };
-                    match open(client, &self.patterns, self.timeout).await {
-                        Ok(c) => {
-                            tracing::info!("live subscription reconnected");
-                            backoff = BACKOFF_MIN;
-                            c
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "live subscription cannot reconnect yet");
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
-                            self.next = self.next.wrapping_add(1);
-                            continue;
-                        }
-                    }
-                }
-            };
-            match self.forward(sink, stream).await {
-                End::Stop => return,
-                End::Lost => {
-                    tracing::warn!("live subscription lost its connection; resubscribing");
-                    metrics::counter!("rivulet_live_reconnects_total").increment(1);
-                }
-            }
-        }
-    }
-
-    async fn forward(&self, mut sink: PubSubSink, mut stream: PubSubStream) -> End {
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                _ = self.tx.closed() => return End::Stop,
-                _ = self.closed.cancelled() => return End::Stop,
-                _ = ping.tick() => {
-                    let alive = tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
-                    if !matches!(alive, Ok(Ok(_))) {
-                        return End::Lost;
-                    }
-                }
-                msg = stream.next() => {
-                    let Some(msg) = msg else {
-                        return End::Lost;
-                    };
-                    let pattern: Option<String> = msg.get_pattern().ok().flatten();
-                    let live = LiveMessage {
-                        channel: msg.get_channel_name().to_owned(),
-                        pattern: pattern.unwrap_or_default(),
-                        payload: bytes::Bytes::copy_from_slice(msg.get_payload_bytes()),
-                    };
-                    match self.tx.try_send(live) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            metrics::counter!("rivulet_live_dropped_total").increment(1);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return End::Stop,
-                    }
-                }
-            }
-        }
+        self.subscribe_forwarding(
+            Interest::Patterns(patterns.to_vec()),
+            Purpose::Live,
+            CAPACITY,
+            live_message,
+            stop,
+        )
+        .await
     }
 }

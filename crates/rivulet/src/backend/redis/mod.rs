@@ -15,8 +15,10 @@
 //! that reconnects by itself, plus one dedicated connection per reader and per live
 //! subscription, closed when they are dropped.
 
+mod acl;
 mod conn;
 mod dead_letters;
+mod endpoint;
 mod groups;
 mod idempotency;
 mod inspect;
@@ -24,11 +26,15 @@ mod jobs;
 mod keys;
 mod live;
 mod publish;
+mod pubsub;
 mod reader;
 mod recovery;
+mod redial;
 pub(crate) mod reply;
 mod scripts;
+mod sentinel;
 mod settle;
+mod tls;
 mod trim;
 pub(crate) mod wire;
 
@@ -47,8 +53,11 @@ use crate::error::{Error, Result};
 use crate::name::{QueueName, TopicName};
 
 use self::conn::{Conn, Target, Timeouts};
+use self::endpoint::{Credentials, PasswordSource, Scheme};
 pub use self::idempotency::RedisIdempotencyStore;
 use self::keys::{DEFAULT_PREFIX, LogKeys, TopicKeys};
+use self::sentinel::SentinelTarget;
+pub use self::tls::TlsOptions;
 
 /// The Redis Streams backend. Cheap to clone: clones share the connections.
 ///
@@ -91,8 +100,12 @@ impl fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("url", &self.inner.redacted)
             .field(
-                "cluster",
-                &matches!(self.inner.target, Target::Cluster { .. }),
+                "topology",
+                &match self.inner.target {
+                    Target::Single(_) | Target::Named(_) => "single",
+                    Target::Sentinel(_) => "sentinel",
+                    Target::Cluster { .. } => "cluster",
+                },
             )
             .field("prefix", &self.inner.prefix)
             .finish()
@@ -103,13 +116,22 @@ enum Source {
     Url(String),
     Client(redis::Client),
     Cluster(Vec<String>),
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
 }
 
 /// Options for a [`RedisBackend`]; finish with [`build`](RedisBackendBuilder::build).
+///
+/// `Debug` shows URLs with their passwords masked and says where a password comes
+/// from, never what it is.
 pub struct RedisBackendBuilder {
     source: Source,
     prefix: String,
     timeouts: Timeouts,
+    tls: Option<TlsOptions>,
+    credentials: Credentials,
 }
 
 impl fmt::Debug for RedisBackendBuilder {
@@ -122,11 +144,14 @@ impl fmt::Debug for RedisBackendBuilder {
                 .map(|u| conn::redact_url(u))
                 .collect::<Vec<_>>()
                 .join(","),
+            Source::Sentinel { master, sentinels } => sentinel_label(master, sentinels),
         };
         f.debug_struct("RedisBackendBuilder")
             .field("source", &source)
             .field("prefix", &self.prefix)
             .field("timeouts", &self.timeouts)
+            .field("tls", &self.tls)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -137,6 +162,8 @@ impl RedisBackendBuilder {
             source,
             prefix: DEFAULT_PREFIX.to_owned(),
             timeouts: Timeouts::default(),
+            tls: None,
+            credentials: Credentials::default(),
         }
     }
 
@@ -157,6 +184,58 @@ impl RedisBackendBuilder {
         Self::with_source(Source::Cluster(
             urls.iter().map(|u| u.as_ref().to_owned()).collect(),
         ))
+    }
+
+    /// Options for a Sentinel deployment: the master's name and the sentinels, each
+    /// `host:port` or a URL (`redis://[user:password@]host:port`, `rediss://` for TLS to
+    /// that sentinel) carrying the sentinels' own credentials. The master's credentials
+    /// are [`username`](Self::username) and [`password`](Self::password) (or
+    /// [`password_from_env`](Self::password_from_env) / [`password_file`](Self::password_file));
+    /// [`tls`](Self::tls) turns TLS on for the master (and for `host:port` sentinels).
+    ///
+    /// Every connection asks the sentinels for the master when it opens, so after a
+    /// failover the shared connection, readers and live subscriptions move to the new
+    /// master by themselves. The URL form `redis+sentinel://[user:password@]host:port[,host:port…]/<master>[/<db>]`
+    /// (`rediss+sentinel://` for TLS everywhere) works with [`new`](Self::new) too.
+    pub fn sentinel<S: AsRef<str>>(master_name: impl Into<String>, sentinels: &[S]) -> Self {
+        Self::with_source(Source::Sentinel {
+            master: master_name.into(),
+            sentinels: sentinels.iter().map(|s| s.as_ref().to_owned()).collect(),
+        })
+    }
+
+    /// TLS settings (CA, client certificate for mutual TLS) for every connection. Needs
+    /// a `rediss://` URL (a `redis://` one is a configuration error); a `rediss://` URL
+    /// without options trusts the public root CAs.
+    pub fn tls(mut self, options: TlsOptions) -> Self {
+        self.tls = Some(options);
+        self
+    }
+
+    /// The user name to log in with (an ACL user), instead of the URL's.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.credentials.username = Some(username.into());
+        self
+    }
+
+    /// The password, instead of the URL's (no percent-encoding needed).
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.credentials.password = Some(PasswordSource::Value(password.into()));
+        self
+    }
+
+    /// Reads the password from the environment variable `var` when the backend is
+    /// built (a missing or empty variable is a configuration error naming it).
+    pub fn password_from_env(mut self, var: impl Into<String>) -> Self {
+        self.credentials.password = Some(PasswordSource::Env(var.into()));
+        self
+    }
+
+    /// Reads the password from a file when the backend is built (one trailing line
+    /// break is dropped), e.g. a mounted Kubernetes or Docker secret.
+    pub fn password_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.credentials.password = Some(PasswordSource::File(path.into()));
+        self
     }
 
     /// The prefix of every key (default `rivulet`). Keys of a topic are tagged
@@ -183,15 +262,67 @@ impl RedisBackendBuilder {
     /// [`Error::Connection`] when the server cannot be reached.
     pub async fn build(self) -> Result<RedisBackend> {
         keys::check_prefix(&self.prefix)?;
+        tls::install_crypto_provider();
+        let creds = self.credentials.resolve()?;
+        let tls = self.tls.as_ref();
+        let single_endpoint = matches!(&self.source,
+            Source::Url(u) if !matches!(endpoint::check_url(u), Ok(Scheme::Sentinel { .. })));
+        if !single_endpoint && tls.is_some_and(|t| t.server_name_override().is_some()) {
+            return Err(Error::config(
+                "a TLS server name override works with a single endpoint only: a cluster or a \
+                 Sentinel deployment names its nodes itself",
+            ));
+        }
         let (target, redacted) = match self.source {
-            Source::Url(url) => (
-                Target::Single(conn::client_for(&url)?),
-                conn::redact_url(&url),
-            ),
+            Source::Url(url) => match endpoint::check_url(&url)? {
+                Scheme::Sentinel { tls: all_tls } => {
+                    let parsed = endpoint::parse_sentinel_url(&url)?;
+                    let creds = parsed.credentials.merged(&creds);
+                    let sentinels = parsed
+                        .sentinels
+                        .iter()
+                        .map(|addr| sentinel_client(addr, all_tls || tls.is_some(), tls))
+                        .collect::<Result<Vec<_>>>()?;
+                    let target = SentinelTarget::new(
+                        parsed.master,
+                        sentinels,
+                        master_tls(all_tls || tls.is_some(), tls)?,
+                        creds,
+                        parsed.db,
+                        self.timeouts.connect,
+                    )?;
+                    (Target::Sentinel(Arc::new(target)), conn::redact_url(&url))
+                }
+                _ => (
+                    endpoint::target_for(&url, tls, &creds, self.timeouts.connect)?,
+                    conn::redact_url(&url),
+                ),
+            },
             Source::Client(client) => {
+                if tls.is_some() {
+                    return Err(Error::config(
+                        "TLS options cannot be applied to a caller-built client: build it with redis::Client::build_with_tls",
+                    ));
+                }
                 let info = client.get_connection_info();
                 let redacted = format!("redis://{}", info.addr());
                 (Target::Single(client), redacted)
+            }
+            Source::Sentinel { master, sentinels } => {
+                let redacted = sentinel_label(&master, &sentinels);
+                let clients = sentinels
+                    .iter()
+                    .map(|s| sentinel_client(s, tls.is_some(), tls))
+                    .collect::<Result<Vec<_>>>()?;
+                let target = SentinelTarget::new(
+                    master,
+                    clients,
+                    master_tls(tls.is_some(), tls)?,
+                    creds,
+                    0,
+                    self.timeouts.connect,
+                )?;
+                (Target::Sentinel(Arc::new(target)), redacted)
             }
             Source::Cluster(urls) => {
                 if urls.is_empty() {
@@ -199,22 +330,27 @@ impl RedisBackendBuilder {
                 }
                 let nodes = urls
                     .iter()
-                    .map(|u| conn::client_for(u))
+                    .map(|u| endpoint::client_for(u, tls, &creds))
                     .collect::<Result<Vec<_>>>()?;
                 let redacted = urls
                     .iter()
                     .map(|u| conn::redact_url(u))
                     .collect::<Vec<_>>()
                     .join(",");
-                let client =
-                    redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
-                        .build()
-                        .map_err(|e| {
-                            Error::config(format!(
-                                "invalid cluster configuration for {redacted}: {}",
-                                e.category()
-                            ))
-                        })?;
+                let mut builder =
+                    redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str));
+                builder = creds.apply_cluster(builder);
+                if let Some(options) = tls {
+                    builder = builder
+                        .tls(redis::TlsMode::Secure)
+                        .certs(options.certificates()?);
+                }
+                let client = builder.build().map_err(|e| {
+                    Error::config(format!(
+                        "invalid cluster configuration for {redacted}: {}",
+                        e.category()
+                    ))
+                })?;
                 let target = Target::Cluster {
                     client: Box::new(client),
                     nodes,
@@ -222,7 +358,10 @@ impl RedisBackendBuilder {
                 (target, redacted)
             }
         };
-        let shared = conn::open_shared(&target, self.timeouts, &redacted).await?;
+        let shared = match conn::open_shared(&target, self.timeouts, &redacted).await {
+            Ok(shared) => shared,
+            Err(e) => return Err(conn::diagnose(&target, e, self.timeouts, &redacted).await),
+        };
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 target,
@@ -235,6 +374,42 @@ impl RedisBackendBuilder {
             }),
         })
     }
+}
+
+/// The label of a Sentinel deployment in `Debug`, logs and errors (passwords masked).
+fn sentinel_label(master: &str, sentinels: &[String]) -> String {
+    let addrs = sentinels
+        .iter()
+        .map(|s| conn::redact_url(s))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!("sentinel[{addrs}]/{master}")
+}
+
+/// A client for one sentinel: a URL, or `host:port` (TLS when `tls`).
+fn sentinel_client(addr: &str, tls: bool, options: Option<&TlsOptions>) -> Result<redis::Client> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("{}://{addr}", if tls { "rediss" } else { "redis" })
+    };
+    let is_tls = endpoint::check_url(&url)? == Scheme::Tls;
+    endpoint::client_for(
+        &url,
+        options.filter(|_| is_tls),
+        &endpoint::Resolved::default(),
+    )
+}
+
+/// TLS to the master: `None` without TLS, else the certificates (if any).
+fn master_tls(
+    tls: bool,
+    options: Option<&TlsOptions>,
+) -> Result<Option<Option<redis::TlsCertificates>>> {
+    if !tls {
+        return Ok(None);
+    }
+    Ok(Some(options.map(TlsOptions::certificates).transpose()?))
 }
 
 impl std::future::IntoFuture for RedisBackendBuilder {
