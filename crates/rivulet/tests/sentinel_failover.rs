@@ -423,3 +423,85 @@ async fn sentinels_and_master_with_tls_and_passwords() {
     bus.shutdown().await;
     drop(deployment);
 }
+
+/// Jobs across a failover: jobs added before the kill (and replicated: the test checks
+/// with `WAIT`) all run after it, jobs added after it too, each once; the worker started
+/// before the kill — its blocking wait, its fetches, its lease renewal — moves to the new
+/// master by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_and_its_worker_continue_after_the_master_is_killed() {
+    let mut deployment = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .expect("spawn_blocking")
+        .expect("start a Sentinel deployment");
+    let backend = rivulet::RedisBackend::builder(deployment.url())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(2))
+        .await
+        .expect("connect through the sentinels");
+    let q = rivulet::Queue::new(backend, "failover-jobs").expect("queue");
+    let runs: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let r = Arc::clone(&runs);
+    let worker = q
+        .worker(move |job: rivulet::Job<u32>| {
+            let r = Arc::clone(&r);
+            async move {
+                lock(&r).push(*job.data());
+                Ok(())
+            }
+        })
+        .concurrency(8)
+        .block_timeout(Duration::from_millis(200))
+        .stall_check_every(Duration::from_millis(200))
+        .await
+        .expect("worker");
+    // Held back until after the failover, so every job crosses it.
+    q.pause().await.expect("pause");
+    q.add_bulk((0..100u32).map(|i| q.add("work", &i).job_id(&format!("before-{i}"))))
+        .await
+        .expect("add before the kill");
+    let mut master = deployment.servers()[0].connection().expect("master");
+    let replicas: u64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5_000)
+        .query(&mut master)
+        .expect("WAIT");
+    assert_eq!(replicas, 1, "the replica has the jobs before the kill");
+    deployment.kill_master().expect("kill the master");
+    let deployment = tokio::task::spawn_blocking(move || {
+        let port = deployment.wait_for_failover(DEADLINE);
+        (deployment, port)
+    });
+    let (_deployment, new_master) = deployment.await.expect("spawn_blocking");
+    new_master.expect("the sentinels promote the replica");
+    // Calls may fail until every connection has found the new master: retry them.
+    let deadline = Instant::now() + DEADLINE;
+    while let Err(e) = q.resume().await {
+        assert!(Instant::now() < deadline, "resume after the failover: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..50u32 {
+        let id = format!("after-{i}");
+        while let Err(e) = q.add("work", &(1000 + i)).job_id(&id).await {
+            assert!(Instant::now() < deadline, "add after the failover: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    loop {
+        if let Ok(c) = q.counts().await
+            && c.completed == 150
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every job ran after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ran = lock(&runs).clone();
+    ran.sort_unstable();
+    let want: Vec<u32> = (0..100).chain(1000..1050).collect();
+    assert_eq!(ran, want, "each job ran once");
+    worker.shutdown().await;
+}
