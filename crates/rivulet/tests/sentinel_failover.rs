@@ -59,10 +59,15 @@ async fn publishing_and_consuming_continue_after_the_master_is_killed() {
             .response_timeout(Duration::from_secs(2))
             .await
             .expect("connect through the sentinels");
+    // A delivery whose reply died with the master is pending on this consumer in the
+    // promoted replica: reclaim hands it back after `min_idle`, kept short here so that
+    // recovery happens within the test's deadline.
     let bus = Bus::builder(backend)
         .app("failover")
         .block_timeout(Duration::from_millis(200))
         .retry_mover_interval(Duration::from_millis(100))
+        .min_idle(Duration::from_secs(2))
+        .reclaim_interval(Duration::from_millis(500))
         .build()
         .expect("bus");
 

@@ -401,6 +401,9 @@ impl Run {
         );
         stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_due: Option<u64> = None;
+        // When this host's clock runs ahead of the store's, a due job may not be due yet
+        // when the timer fires: each miss doubles the wait for the same due time.
+        let mut due_miss = DueMiss::default();
         let mut backoff = Duration::from_millis(50);
         let mut fetch_now = true;
         while !self.stop.is_cancelled() {
@@ -435,6 +438,7 @@ impl Run {
                         backoff = Duration::from_millis(50);
                         self.count_settled(&fetch.settle, &fetched.settled);
                         next_due = fetched.next_due_ms;
+                        due_miss.fetched(next_due);
                         let full = fetched.jobs.len() == free;
                         for leased in fetched.jobs {
                             self.spawn_job(leased, done_tx.clone());
@@ -474,17 +478,23 @@ impl Run {
                     (w, r)
                 }));
             }
-            let due = self.until_due(next_due);
+            let due = self.until_due(next_due).map(|d| d.max(due_miss.wait()));
             tokio::select! {
                 _ = self.stop.cancelled() => {}
                 _ = tokio::time::sleep(due.unwrap_or(timeout)), if free > 0 && due.is_some() => {
+                    due_miss.fired(next_due);
                     fetch_now = true;
                 }
                 Some(d) = done_rx.recv() => {
                     pending.push(self.settle_of(d));
                     fetch_now = true;
                 }
-                r = async { wait.as_mut().expect("guarded").await }, if wait.is_some() => {
+                r = async {
+                    match wait.as_mut() {
+                        Some(w) => w.await,
+                        None => std::future::pending().await,
+                    }
+                }, if wait.is_some() => {
                     wait = None;
                     fetch_now = true;
                     match r {
@@ -718,6 +728,37 @@ impl Run {
     }
 }
 
+/// Backoff for a due-time timer that fired before the store's clock reached the time.
+#[derive(Debug, Default)]
+struct DueMiss {
+    /// The due time the timer last fired for.
+    fired_for: Option<u64>,
+    /// Misses in a row for that due time.
+    misses: u32,
+}
+
+impl DueMiss {
+    fn fired(&mut self, due: Option<u64>) {
+        self.fired_for = due;
+    }
+
+    /// After a fetch: the same due time still ahead means the timer was early.
+    fn fetched(&mut self, next_due: Option<u64>) {
+        match self.fired_for.take() {
+            Some(d) if Some(d) == next_due => self.misses = self.misses.saturating_add(1),
+            _ => self.misses = 0,
+        }
+    }
+
+    /// The least wait before the timer fires again: 0, then 2, 4, … ms, at most 1 s.
+    fn wait(&self) -> Duration {
+        if self.misses == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(1u64 << self.misses.min(10)).min(Duration::from_secs(1))
+    }
+}
+
 /// A duration somewhere in `[d/2, d]`, so workers started together spread their checks.
 fn jittered(d: Duration) -> Duration {
     let f: f64 = 0.5 + rand::random::<f64>() * 0.5;
@@ -768,5 +809,35 @@ async fn run_one(
         Decision::GiveUp { reason, error } => Settlement::Fail {
             error: format!("{}: {error}", reason.as_str()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_due_timer_backs_off_and_a_new_due_time_resets_it() {
+        let mut m = DueMiss::default();
+        assert_eq!(m.wait(), Duration::ZERO);
+        // Fired for 100, and the fetch still names 100: early.
+        m.fired(Some(100));
+        m.fetched(Some(100));
+        assert_eq!(m.wait(), Duration::from_millis(2));
+        m.fired(Some(100));
+        m.fetched(Some(100));
+        assert_eq!(m.wait(), Duration::from_millis(4));
+        for _ in 0..20 {
+            m.fired(Some(100));
+            m.fetched(Some(100));
+        }
+        assert_eq!(m.wait(), Duration::from_secs(1), "capped");
+        // The job was promoted: the next due time differs.
+        m.fired(Some(100));
+        m.fetched(Some(200));
+        assert_eq!(m.wait(), Duration::ZERO);
+        // A fetch the timer did not cause changes nothing.
+        m.fetched(Some(200));
+        assert_eq!(m.wait(), Duration::ZERO);
     }
 }
