@@ -41,7 +41,7 @@ impl Activation {
 /// Every write it makes ([`progress`](Job::progress), [`log`](Job::log)) names the
 /// activation's fencing token: once the lease is lost (it expired and another worker may
 /// hold the job now, or the job was cancelled), they fail with
-/// [`Error::LeaseLost`](crate::Error::LeaseLost) and change nothing, and so does the
+/// [`Error::LeaseLost`] and change nothing, and so does the
 /// worker's completion of this run.
 pub struct Job<T> {
     data: T,
