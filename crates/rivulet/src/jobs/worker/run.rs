@@ -28,13 +28,6 @@ use crate::retry::RetryPolicy;
 /// less than half its concurrency.
 const COALESCE: Duration = Duration::from_millis(2);
 
-/// A finished run waiting for its settlement.
-struct Done {
-    id: crate::name::JobId,
-    token: u64,
-    how: Settlement,
-}
-
 pub(super) struct Run {
     pub(super) shared: Arc<Shared>,
     pub(super) handler: Erased,
@@ -61,7 +54,7 @@ impl Run {
         mut hints: mpsc::Receiver<crate::name::JobId>,
         done_for_good: CancellationToken,
     ) {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Settle>();
         let mut pending: Vec<Settle> = Vec::new();
         let mut idle_waiter = Some(waiter);
         let mut wait: Option<Wait> = None;
@@ -79,7 +72,7 @@ impl Run {
         let mut fetch_now = true;
         while !self.stop.is_cancelled() {
             while let Ok(d) = done_rx.try_recv() {
-                pending.push(self.settle_of(d));
+                pending.push(d);
             }
             // Runs waiting only for their settlement no longer take a place.
             let mut free = self.free(pending.len());
@@ -89,7 +82,7 @@ impl Run {
                 let until = tokio::time::Instant::now() + COALESCE;
                 while free < self.concurrency.div_ceil(2) {
                     tokio::select! {
-                        Some(d) = done_rx.recv() => pending.push(self.settle_of(d)),
+                        Some(d) = done_rx.recv() => pending.push(d),
                         _ = tokio::time::sleep_until(until) => break,
                     }
                     free = self.free(pending.len());
@@ -157,7 +150,7 @@ impl Run {
                     fetch_now = true;
                 }
                 Some(d) = done_rx.recv() => {
-                    pending.push(self.settle_of(d));
+                    pending.push(d);
                     fetch_now = true;
                 }
                 r = async {
@@ -279,6 +272,8 @@ impl Run {
     }
 
     fn count_settled(&self, batch: &[Settle], settled: &[Settled]) {
+        // Per outcome, for one metrics update per batch rather than per job.
+        let mut by_outcome: Vec<(&'static str, u64)> = Vec::new();
         for (s, r) in batch.iter().zip(settled) {
             self.leases.release(&s.id, s.token);
             let counter = match r {
@@ -297,20 +292,18 @@ impl Run {
                 Settled::LeaseLost => "lease_lost",
                 Settled::Applied(st) => st.as_str(),
             };
+            match by_outcome.iter_mut().find(|(o, _)| *o == outcome) {
+                Some((_, n)) => *n += 1,
+                None => by_outcome.push((outcome, 1)),
+            }
+        }
+        for (outcome, n) in by_outcome {
             metrics::counter!("rivulet_jobs_settled_total", "queue" => self.shared.name.to_string(), "state" => outcome)
-                .increment(1);
+                .increment(n);
         }
     }
 
-    fn settle_of(&self, d: Done) -> Settle {
-        Settle {
-            id: d.id,
-            token: d.token,
-            how: d.how,
-        }
-    }
-
-    fn spawn_job(&self, leased: Leased, done: mpsc::UnboundedSender<Done>) {
+    fn spawn_job(&self, leased: Leased, done: mpsc::UnboundedSender<Settle>) {
         let act = Arc::new(Activation {
             shared: self.shared.clone(),
             id: leased.id.clone(),
@@ -330,7 +323,7 @@ impl Run {
         let timeout = leased.timeout_ms.map(Duration::from_millis);
         tokio::spawn(async move {
             let how = run_one(handler, leased.data, act.clone(), timeout, &policy).await;
-            let _ = done.send(Done {
+            let _ = done.send(Settle {
                 id: act.id.clone(),
                 token: act.token,
                 how,
@@ -351,14 +344,14 @@ impl Run {
     /// outcomes, then gives the rest back.
     async fn drain(
         &self,
-        mut done_rx: mpsc::UnboundedReceiver<Done>,
+        mut done_rx: mpsc::UnboundedReceiver<Settle>,
         mut pending: Vec<Settle>,
         failures: &mut FailureLog,
     ) {
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         loop {
             while let Ok(d) = done_rx.try_recv() {
-                pending.push(self.settle_of(d));
+                pending.push(d);
             }
             if !pending.is_empty() {
                 self.settle_now(&mut pending, failures).await;
@@ -371,7 +364,7 @@ impl Run {
                 break;
             }
             tokio::select! {
-                Some(d) = done_rx.recv() => pending.push(self.settle_of(d)),
+                Some(d) = done_rx.recv() => pending.push(d),
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
