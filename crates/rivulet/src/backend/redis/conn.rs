@@ -406,7 +406,7 @@ const KNOWN_SCHEMES: &[&str] = &[
 
 /// Whether `s` is a URL scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`), so a
 /// `://` inside a password is not taken for the end of one.
-fn is_scheme(s: &str) -> bool {
+pub(super) fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))

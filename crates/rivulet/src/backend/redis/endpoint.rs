@@ -47,13 +47,13 @@ pub(crate) fn check_url(url: &str) -> Result<Scheme> {
         "rediss+sentinel" => Scheme::Sentinel { tls: true },
         // Show the text before `://` only when it can only be a scheme: with an `@`
         // after it, it may be a password (`secret://x@host` has no scheme).
-        s if is_scheme_like(s) && !url.contains('@') => {
+        s if super::conn::is_scheme(s) && !url.contains('@') => {
             return Err(bad(
                 url,
                 format_args!("unknown scheme `{s}` (expected {SCHEMES})"),
             ));
         }
-        s if is_scheme_like(s) => {
+        s if super::conn::is_scheme(s) => {
             return Err(bad(
                 url,
                 format_args!("unknown scheme (expected {SCHEMES})"),
@@ -86,11 +86,6 @@ pub(crate) fn check_url(url: &str) -> Result<Scheme> {
         _ => check_host_port(url, authority, false)?,
     }
     Ok(scheme)
-}
-
-fn is_scheme_like(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 fn check_host_port(url: &str, authority: &str, port_required: bool) -> Result<()> {

@@ -63,15 +63,8 @@ impl RedisBackend {
     pub(super) async fn jobs_counts(&self, queue: &QueueName) -> Result<JobCounts> {
         let keys = self.queue_keys(queue);
         let mut pipe = redis::pipe();
-        for state in [
-            JobState::Waiting,
-            JobState::Delayed,
-            JobState::Active,
-            JobState::Completed,
-            JobState::Failed,
-            JobState::Cancelled,
-            JobState::WaitingChildren,
-        ] {
+        // In `JobState::ALL` order, as the tuple below reads them.
+        for state in JobState::ALL {
             pipe.cmd("ZCARD").arg(keys.state_set(state.as_str()));
         }
         pipe.cmd("HGET").arg(keys.meta()).arg("parked");
