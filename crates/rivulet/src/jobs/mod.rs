@@ -10,10 +10,12 @@ pub mod job;
 mod lease;
 pub mod queue;
 pub mod record;
+pub mod schedule;
 mod worker;
 
 pub use events::JobEvents;
 pub use job::Job;
 pub use queue::{AddJob, CancelOutcome, Enqueued, JobPage, MAX_PRIORITY, Queue, QueueBuilder};
+pub use schedule::{Schedule, ScheduleError};
 pub use record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};
 pub use worker::{Worker, WorkerBuilder, WorkerStats};
