@@ -6,6 +6,7 @@
 //! them, and provides the waiter and the event reader.
 
 mod queue;
+mod schedulers;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::queue::MemQueue;
+pub(crate) use self::schedulers::MemSchedulers;
 use self::queue::{Key, now_ms, wake};
 use super::MemoryBackend;
 use crate::backend::jobs::{
