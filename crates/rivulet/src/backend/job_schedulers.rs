@@ -131,3 +131,93 @@ pub(crate) trait JobSchedulers: Send + Sync {
         settings: &QueueSettings,
     ) -> Result<Vec<Fired>>;
 }
+
+/// Checks of the compare-and-set that every store must pass, run by each store's tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod checks {
+    use super::*;
+    use crate::backend::jobs::JobQueues;
+    use crate::jobs::record::Keep;
+    use crate::jobs::scheduler::run::plan;
+
+    fn settings() -> QueueSettings {
+        QueueSettings {
+            keep_completed: Keep::completed_default(),
+            keep_failed: Keep::failed_default(),
+            events_cap: 1_000,
+            log_cap: 100,
+        }
+    }
+
+    fn record(every_ms: u64, next_ms: u64, data: &str) -> StoredScheduler {
+        StoredScheduler {
+            id: "s".into(),
+            kind: "every".into(),
+            value: every_ms.to_string(),
+            tz: String::new(),
+            job_name: JobName::new("tick").unwrap(),
+            job_data: Bytes::from(data.to_owned()),
+            job_opts: r#"{"priority":0,"lifo":false,"max_attempts":1,"backoff_base_ms":0,"backoff_multiplier":1.0,"backoff_max_ms":0,"timeout_ms":null,"remove_on_complete":false,"remove_on_fail":false}"#.into(),
+            version: 0,
+            next_ms: Some(next_ms),
+            last_ms: None,
+            last_job: None,
+        }
+    }
+
+    /// A fire planned from a read that is no longer current (the scheduler was replaced,
+    /// updated, fired by someone else, or removed) writes nothing; a current one adds its
+    /// job once.
+    pub(crate) async fn only_a_current_read_fires<B: JobSchedulers + JobQueues>(b: &B) {
+        let q = QueueName::new("sched-cas").unwrap();
+        let s = settings();
+        let waiting = || async { b.counts(&q).await.unwrap().waiting };
+        let now = b.store_time_ms(&q).await.unwrap();
+        let due_at = now - now % 100 - 1_000;
+        let up = b.upsert_scheduler(&q, &record(100, due_at, "1")).await.unwrap();
+        assert_eq!((up.outcome, up.version), (UpsertOutcome::Created, 1));
+        let read = b.due_schedulers(&q, 10).await.unwrap();
+        assert_eq!(read.due.len(), 1);
+        let old = plan(&read.due[0], read.due[0].next_ms.unwrap() + 500).unwrap();
+
+        // Replaced after the read: the old plan is refused.
+        let far = now + 3_600_000;
+        let up = b.upsert_scheduler(&q, &record(200, far, "1")).await.unwrap();
+        assert_eq!((up.outcome, up.version), (UpsertOutcome::Replaced, 2));
+        assert_eq!(b.fire_schedulers(&q, &[old], &s).await.unwrap(), [Fired::Stale]);
+        assert_eq!(waiting().await, 0);
+        assert!(b.due_schedulers(&q, 10).await.unwrap().due.is_empty());
+
+        // Due again; the template changes after the read: refused too.
+        b.upsert_scheduler(&q, &record(300, due_at, "1")).await.unwrap();
+        let read = b.due_schedulers(&q, 10).await.unwrap();
+        let old = plan(&read.due[0], read.now_ms).unwrap();
+        let up = b.upsert_scheduler(&q, &record(300, due_at, "2")).await.unwrap();
+        assert_eq!((up.outcome, up.next_ms), (UpsertOutcome::Updated, Some(due_at)));
+        assert_eq!(b.fire_schedulers(&q, &[old], &s).await.unwrap(), [Fired::Stale]);
+        assert_eq!(waiting().await, 0);
+
+        // Two runners with the same current read: the first adds the job, the second
+        // is refused.
+        let read = b.due_schedulers(&q, 10).await.unwrap();
+        let p = plan(&read.due[0], read.now_ms).unwrap();
+        let tick = p.tick_ms;
+        let r = b.fire_schedulers(&q, &[p.clone(), p], &s).await.unwrap();
+        assert!(matches!(&r[0], Fired::Fired(Added::New(id, _)) if id.as_str() == format!("sched:s:{tick}")), "{r:?}");
+        assert_eq!(r[1], Fired::Stale);
+        assert_eq!(waiting().await, 1);
+        let list = b.schedulers(&q).await.unwrap();
+        assert_eq!(list[0].last_ms, Some(tick));
+        assert!(list[0].next_ms.unwrap() > tick);
+
+        // Removed after a read: refused.
+        b.upsert_scheduler(&q, &record(400, due_at, "3")).await.unwrap();
+        let read = b.due_schedulers(&q, 10).await.unwrap();
+        let p = plan(&read.due[0], read.now_ms).unwrap();
+        assert!(b.remove_scheduler(&q, "s").await.unwrap());
+        assert_eq!(b.fire_schedulers(&q, &[p], &s).await.unwrap(), [Fired::Stale]);
+        assert_eq!(waiting().await, 1);
+        assert!(b.schedulers(&q).await.unwrap().is_empty());
+    }
+}

@@ -47,7 +47,7 @@
 //! old schedule never fires again: a runner holding the old version is refused); the
 //! same schedule with another template keeps its next fire time.
 
-mod run;
+pub(crate) mod run;
 
 use std::fmt;
 use std::time::Duration;

@@ -269,7 +269,7 @@ impl Run {
 
 /// The fire of a due scheduler at `now_ms`: the latest tick at or before now (so a runner
 /// back after several ticks fires once, not a burst), and the first tick after now.
-fn plan(s: &StoredScheduler, now_ms: u64) -> Result<Fire> {
+pub(crate) fn plan(s: &StoredScheduler, now_ms: u64) -> Result<Fire> {
     let expected = s
         .next_ms
         .ok_or_else(|| Error::Protocol("a due scheduler has no next fire time".into()))?;

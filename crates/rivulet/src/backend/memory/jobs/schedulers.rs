@@ -187,3 +187,14 @@ impl JobSchedulers for MemoryBackend {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::memory::MemoryBackend;
+
+    #[tokio::test]
+    async fn only_a_current_read_fires() {
+        crate::backend::job_schedulers::checks::only_a_current_read_fires(&MemoryBackend::new())
+            .await;
+    }
+}

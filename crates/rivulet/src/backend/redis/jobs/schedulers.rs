@@ -288,8 +288,16 @@ impl JobSchedulers for RedisBackend {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_a_current_read_fires() {
+        let server = rivulet_testkit::RedisServer::start().unwrap();
+        let b = RedisBackend::connect(&server.url()).await.unwrap();
+        crate::backend::job_schedulers::checks::only_a_current_read_fires(&b).await;
+    }
 
     #[test]
     fn scheduler_keys_share_the_queue_tag() {
