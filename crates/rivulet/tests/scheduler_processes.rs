@@ -50,7 +50,10 @@ fn child_runner() {
             }
         }
         let s = runner.stats();
-        println!("stats fired={} lost={} passes={}", s.fired, s.lost, s.passes);
+        println!(
+            "stats fired={} lost={} passes={}",
+            s.fired, s.lost, s.passes
+        );
         runner.shutdown().await;
     });
 }
@@ -63,7 +66,13 @@ struct RunnerProcess {
 impl RunnerProcess {
     fn spawn(url: &str, queue: &str) -> RunnerProcess {
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "child_runner", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "child_runner",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(CHILD_ENV, "1")
             .env("RIVULET_URL", url)
             .env("RIVULET_QUEUE", queue)
@@ -130,9 +139,11 @@ async fn three_processes_fire_each_tick_of_a_scheduler_once() {
         .expect("spawn_blocking")
         .expect("start redis-server");
     let url = server.url();
-    let q = Queue::new(RedisBackend::connect(&url).await.expect("connect"), "beats")
-        .expect("queue");
-    let children: Vec<RunnerProcess> = (0..3).map(|_| RunnerProcess::spawn(&url, "beats")).collect();
+    let q =
+        Queue::new(RedisBackend::connect(&url).await.expect("connect"), "beats").expect("queue");
+    let children: Vec<RunnerProcess> = (0..3)
+        .map(|_| RunnerProcess::spawn(&url, "beats"))
+        .collect();
     for c in &children {
         c.wait_said("running").await;
     }
@@ -148,7 +159,10 @@ async fn three_processes_fire_each_tick_of_a_scheduler_once() {
     let started = Instant::now();
     let deadline = started + WAIT;
     while q.counts().await.expect("counts").waiting < TICKS as u64 {
-        assert!(Instant::now() < deadline, "fewer than {TICKS} ticks in {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {TICKS} ticks in {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(q.remove_scheduler("beat").await.expect("remove"));

@@ -175,7 +175,10 @@ pub(crate) mod checks {
         let waiting = || async { b.counts(&q).await.unwrap().waiting };
         let now = b.store_time_ms(&q).await.unwrap();
         let due_at = now - now % 100 - 1_000;
-        let up = b.upsert_scheduler(&q, &record(100, due_at, "1")).await.unwrap();
+        let up = b
+            .upsert_scheduler(&q, &record(100, due_at, "1"))
+            .await
+            .unwrap();
         assert_eq!((up.outcome, up.version), (UpsertOutcome::Created, 1));
         let read = b.due_schedulers(&q, 10).await.unwrap();
         assert_eq!(read.due.len(), 1);
@@ -183,19 +186,36 @@ pub(crate) mod checks {
 
         // Replaced after the read: the old plan is refused.
         let far = now + 3_600_000;
-        let up = b.upsert_scheduler(&q, &record(200, far, "1")).await.unwrap();
+        let up = b
+            .upsert_scheduler(&q, &record(200, far, "1"))
+            .await
+            .unwrap();
         assert_eq!((up.outcome, up.version), (UpsertOutcome::Replaced, 2));
-        assert_eq!(b.fire_schedulers(&q, &[old], &s).await.unwrap(), [Fired::Stale]);
+        assert_eq!(
+            b.fire_schedulers(&q, &[old], &s).await.unwrap(),
+            [Fired::Stale]
+        );
         assert_eq!(waiting().await, 0);
         assert!(b.due_schedulers(&q, 10).await.unwrap().due.is_empty());
 
         // Due again; the template changes after the read: refused too.
-        b.upsert_scheduler(&q, &record(300, due_at, "1")).await.unwrap();
+        b.upsert_scheduler(&q, &record(300, due_at, "1"))
+            .await
+            .unwrap();
         let read = b.due_schedulers(&q, 10).await.unwrap();
         let old = plan(&read.due[0], read.now_ms).unwrap();
-        let up = b.upsert_scheduler(&q, &record(300, due_at, "2")).await.unwrap();
-        assert_eq!((up.outcome, up.next_ms), (UpsertOutcome::Updated, Some(due_at)));
-        assert_eq!(b.fire_schedulers(&q, &[old], &s).await.unwrap(), [Fired::Stale]);
+        let up = b
+            .upsert_scheduler(&q, &record(300, due_at, "2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (up.outcome, up.next_ms),
+            (UpsertOutcome::Updated, Some(due_at))
+        );
+        assert_eq!(
+            b.fire_schedulers(&q, &[old], &s).await.unwrap(),
+            [Fired::Stale]
+        );
         assert_eq!(waiting().await, 0);
 
         // Two runners with the same current read: the first adds the job, the second
@@ -204,7 +224,10 @@ pub(crate) mod checks {
         let p = plan(&read.due[0], read.now_ms).unwrap();
         let tick = p.tick_ms;
         let r = b.fire_schedulers(&q, &[p.clone(), p], &s).await.unwrap();
-        assert!(matches!(&r[0], Fired::Fired(Added::New(id, _)) if id.as_str() == format!("sched:s:{tick}")), "{r:?}");
+        assert!(
+            matches!(&r[0], Fired::Fired(Added::New(id, _)) if id.as_str() == format!("sched:s:{tick}")),
+            "{r:?}"
+        );
         assert_eq!(r[1], Fired::Stale);
         assert_eq!(waiting().await, 1);
         let list = b.schedulers(&q).await.unwrap();
@@ -212,11 +235,16 @@ pub(crate) mod checks {
         assert!(list[0].next_ms.unwrap() > tick);
 
         // Removed after a read: refused.
-        b.upsert_scheduler(&q, &record(400, due_at, "3")).await.unwrap();
+        b.upsert_scheduler(&q, &record(400, due_at, "3"))
+            .await
+            .unwrap();
         let read = b.due_schedulers(&q, 10).await.unwrap();
         let p = plan(&read.due[0], read.now_ms).unwrap();
         assert!(b.remove_scheduler(&q, "s").await.unwrap());
-        assert_eq!(b.fire_schedulers(&q, &[p], &s).await.unwrap(), [Fired::Stale]);
+        assert_eq!(
+            b.fire_schedulers(&q, &[p], &s).await.unwrap(),
+            [Fired::Stale]
+        );
         assert_eq!(waiting().await, 1);
         assert!(b.schedulers(&q).await.unwrap().is_empty());
     }

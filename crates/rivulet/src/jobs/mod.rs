@@ -18,10 +18,10 @@ mod worker;
 pub use events::JobEvents;
 pub use job::Job;
 pub use queue::{AddJob, CancelOutcome, Enqueued, JobPage, MAX_PRIORITY, Queue, QueueBuilder};
+pub use record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};
 pub use schedule::{Schedule, ScheduleError};
 pub use scheduler::{
     SchedulerBuilder, SchedulerChange, SchedulerInfo, SchedulerRunner, SchedulerRunnerBuilder,
     SchedulerRunnerStats, SchedulerUpsert,
 };
-pub use record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};
 pub use worker::{Worker, WorkerBuilder, WorkerStats};

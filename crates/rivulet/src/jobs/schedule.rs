@@ -264,9 +264,13 @@ mod tests {
         let t0 = utc(2025, 1, 1, 10, 2, 30);
         assert_eq!(c.next_after(t0), Some(utc(2025, 1, 1, 10, 5, 0)));
         assert_eq!(c.latest_at_or_before(t0), Some(utc(2025, 1, 1, 10, 0, 0)));
-        let c = Schedule::cron("0 */5  * * * *", None).compile().expect("six");
+        let c = Schedule::cron("0 */5  * * * *", None)
+            .compile()
+            .expect("six");
         assert_eq!(c.next_after(t0), Some(utc(2025, 1, 1, 10, 5, 0)));
-        let c = Schedule::cron("*/10 * * * * *", None).compile().expect("six");
+        let c = Schedule::cron("*/10 * * * * *", None)
+            .compile()
+            .expect("six");
         assert_eq!(c.next_after(t0 + 500), Some(utc(2025, 1, 1, 10, 2, 40)));
         assert_eq!(
             c.latest_at_or_before(t0 + 999),
@@ -379,7 +383,10 @@ mod tests {
             .compile()
             .expect("compiles");
         let t = ticks(&c, utc(2025, 3, 30, 0, 30, 0), 2);
-        assert_eq!(t, vec![utc(2025, 3, 30, 1, 0, 0), utc(2025, 3, 30, 2, 0, 0)]);
+        assert_eq!(
+            t,
+            vec![utc(2025, 3, 30, 1, 0, 0), utc(2025, 3, 30, 2, 0, 0)]
+        );
     }
 
     #[test]
@@ -397,7 +404,9 @@ mod tests {
             Err(ScheduleError::Cron { .. })
         ));
         assert_eq!(
-            Schedule::cron("* * * * *", Some("Mars/Olympus")).compile().err(),
+            Schedule::cron("* * * * *", Some("Mars/Olympus"))
+                .compile()
+                .err(),
             Some(ScheduleError::UnknownTimeZone("Mars/Olympus".into()))
         );
         assert_eq!(
@@ -414,7 +423,9 @@ mod tests {
                 .err(),
             Some(ScheduleError::IntervalTooLong)
         );
-        let feb30 = Schedule::cron("0 0 30 2 *", None).compile().expect("parses");
+        let feb30 = Schedule::cron("0 0 30 2 *", None)
+            .compile()
+            .expect("parses");
         assert_eq!(feb30.next_after(utc(2025, 1, 1, 0, 0, 0)), None);
     }
 

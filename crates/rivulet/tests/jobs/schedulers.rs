@@ -15,6 +15,7 @@ use rivulet::{
 };
 
 /// Generates one `#[tokio::test]` per behaviour, each with a fresh fixture from `$make`.
+#[allow(unused_macros)] // not every conformance file runs this suite (TLS runs the jobs suite only)
 macro_rules! schedulers_suite {
     ($make:expr) => {
         schedulers_suite!(@tests $make;
@@ -122,11 +123,18 @@ pub async fn schedulers_upsert_replace_list_and_remove(f: &dyn Fixture) {
             tz: "Europe/Berlin".into()
         }
     );
-    assert_eq!(berlin.job_name.as_str(), "berlin", "the name defaults to the id");
+    assert_eq!(
+        berlin.job_name.as_str(),
+        "berlin",
+        "the name defaults to the id"
+    );
     assert_eq!(berlin.job_data.as_ref(), b"null");
     assert_eq!((berlin.last_run_ms, berlin.last_job.as_ref()), (None, None));
     let hourly_info = &list[1];
-    assert_eq!(hourly_info.schedule, Schedule::Every(Duration::from_secs(3600)));
+    assert_eq!(
+        hourly_info.schedule,
+        Schedule::Every(Duration::from_secs(3600))
+    );
     assert_eq!(hourly_info.job_name.as_str(), "report");
     assert_eq!(hourly_info.next_run_ms, Some(next));
     assert_eq!(hourly_info.version, 2);
@@ -143,7 +151,10 @@ pub async fn schedulers_upsert_replace_list_and_remove(f: &dyn Fixture) {
         .upsert()
         .await
         .expect("upsert");
-    assert_eq!((replaced.change, replaced.version), (SchedulerChange::Replaced, 3));
+    assert_eq!(
+        (replaced.change, replaced.version),
+        (SchedulerChange::Replaced, 3)
+    );
     let list = q.schedulers().await.expect("list");
     assert_eq!(list.len(), 2, "replaced by id, not added");
     assert_eq!(
@@ -157,7 +168,10 @@ pub async fn schedulers_upsert_replace_list_and_remove(f: &dyn Fixture) {
     assert!(q.remove_scheduler("hourly").await.expect("remove"));
     assert!(!q.remove_scheduler("hourly").await.expect("remove again"));
     let list = q.schedulers().await.expect("list");
-    assert_eq!(list.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["berlin"]);
+    assert_eq!(
+        list.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["berlin"]
+    );
     assert_eq!(q.counts().await.expect("counts").unfinished(), 0);
 }
 
@@ -208,12 +222,18 @@ pub async fn an_interval_scheduler_adds_one_job_per_tick_from_several_runners(f:
     let ticks: BTreeSet<u64> = ids.iter().map(|id| tick_of("tick", id)).collect();
     assert_eq!(ticks.len(), ids.len(), "two jobs for one tick: {ids:?}");
     assert!(ticks.iter().all(|t| t % 100 == 0), "{ticks:?}");
-    assert!(*ticks.first().expect("a tick") >= first, "fired before its first tick");
+    assert!(
+        *ticks.first().expect("a tick") >= first,
+        "fired before its first tick"
+    );
     let span = (ticks.last().expect("a tick") - ticks.first().expect("a tick")) / 100 + 1;
     // A tick is skipped only when no runner looked at the queue in its 100 ms (the
     // documented catch-up): allow a few on a loaded machine, not a pattern.
     let gaps = span - ticks.len() as u64;
-    assert!(gaps * 10 <= span, "{gaps} of {span} ticks skipped: {ticks:?}");
+    assert!(
+        gaps * 10 <= span,
+        "{gaps} of {span} ticks skipped: {ticks:?}"
+    );
     assert_eq!(
         q.counts().await.expect("counts").completed,
         ids.len() as u64,
@@ -232,7 +252,11 @@ pub async fn an_interval_scheduler_adds_one_job_per_tick_from_several_runners(f:
         })
         .collect();
     assert_eq!(fired.len(), ids.len(), "one scheduler-fired event per job");
-    assert!(fired.iter().all(|(id, t)| id == "tick" && ticks.contains(t)));
+    assert!(
+        fired
+            .iter()
+            .all(|(id, t)| id == "tick" && ticks.contains(t))
+    );
     assert!(
         stats.passes > 0,
         "the standalone runner ran ({stats:?}); who fired is up to the race"
@@ -339,7 +363,10 @@ pub async fn a_replaced_schedule_never_fires_the_old_one(f: &dyn Fixture) {
         }
     }
     assert!(new.len() >= 3, "{new:?}");
-    assert!(new.iter().all(|t| t % 150 == 0 && *t >= new_first), "{new:?}");
+    assert!(
+        new.iter().all(|t| t % 150 == 0 && *t >= new_first),
+        "{new:?}"
+    );
     let last_old = old.iter().max().copied().expect("old ticks");
     assert!(
         last_old < new_first,
@@ -392,7 +419,13 @@ pub async fn bad_scheduler_input_gets_typed_errors_and_writes_nothing(f: &dyn Fi
         "no schedule"
     );
     assert_eq!(
-        kind(q.scheduler("a").cron("* * * * *").every(every).upsert().await),
+        kind(
+            q.scheduler("a")
+                .cron("* * * * *")
+                .every(every)
+                .upsert()
+                .await
+        ),
         ErrorKind::InvalidSchedule,
         "both"
     );
@@ -419,11 +452,23 @@ pub async fn bad_scheduler_input_gets_typed_errors_and_writes_nothing(f: &dyn Fi
         ErrorKind::InvalidName
     );
     assert_eq!(
-        kind(q.scheduler("a").every(every).job("bad name", &1).upsert().await),
+        kind(
+            q.scheduler("a")
+                .every(every)
+                .job("bad name", &1)
+                .upsert()
+                .await
+        ),
         ErrorKind::InvalidName
     );
     assert_eq!(
-        kind(q.scheduler("a").every(every).priority(u32::MAX).upsert().await),
+        kind(
+            q.scheduler("a")
+                .every(every)
+                .priority(u32::MAX)
+                .upsert()
+                .await
+        ),
         ErrorKind::Config
     );
     assert_eq!(
@@ -431,7 +476,10 @@ pub async fn bad_scheduler_input_gets_typed_errors_and_writes_nothing(f: &dyn Fi
         ErrorKind::Config
     );
     assert_eq!(
-        q.remove_scheduler("bad id").await.expect_err("refused").kind(),
+        q.remove_scheduler("bad id")
+            .await
+            .expect_err("refused")
+            .kind(),
         ErrorKind::InvalidName
     );
     assert_eq!(
@@ -442,7 +490,10 @@ pub async fn bad_scheduler_input_gets_typed_errors_and_writes_nothing(f: &dyn Fi
             .kind(),
         ErrorKind::Config
     );
-    assert!(q.schedulers().await.expect("list").is_empty(), "nothing was written");
+    assert!(
+        q.schedulers().await.expect("list").is_empty(),
+        "nothing was written"
+    );
     // A 160-byte id is fine.
     q.scheduler(&"x".repeat(160))
         .every(every)

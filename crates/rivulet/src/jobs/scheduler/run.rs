@@ -52,7 +52,10 @@ impl SchedulerRunnerBuilder {
 
     async fn start(self) -> Result<SchedulerRunner> {
         check_recheck(self.recheck)?;
-        Ok(SchedulerRunner::spawn(self.queue.shared.clone(), self.recheck))
+        Ok(SchedulerRunner::spawn(
+            self.queue.shared.clone(),
+            self.recheck,
+        ))
     }
 }
 
@@ -327,7 +330,10 @@ mod tests {
         // Due at 1 000, looked at only at 5 250: ticks 1 000 … 5 200 were missed.
         let f = plan(&every(100, 1_000), 5_250).expect("plan");
         assert_eq!((f.tick_ms, f.next_ms), (5_200, Some(5_300)));
-        assert_eq!(f.expected_next_ms, 1_000, "the compare-and-set names what was read");
+        assert_eq!(
+            f.expected_next_ms, 1_000,
+            "the compare-and-set names what was read"
+        );
     }
 
     #[test]

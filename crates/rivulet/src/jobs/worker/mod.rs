@@ -251,9 +251,9 @@ impl WorkerBuilder {
             stop: stop.clone(),
         };
         let task = tokio::spawn(run.main(waiter, hints, done_for_good));
-        let schedulers = self.schedulers.then(|| {
-            SchedulerRunner::spawn(self.queue.shared.clone(), scheduler::DEFAULT_RECHECK)
-        });
+        let schedulers = self
+            .schedulers
+            .then(|| SchedulerRunner::spawn(self.queue.shared.clone(), scheduler::DEFAULT_RECHECK));
         Ok(Worker {
             name,
             schedulers,

@@ -21,8 +21,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::queue::MemQueue;
-pub(crate) use self::schedulers::MemSchedulers;
 use self::queue::{Key, now_ms, wake};
+pub(crate) use self::schedulers::MemSchedulers;
 use super::MemoryBackend;
 use crate::backend::jobs::{
     Added, Cancelled, EventReader, Fetch, Fetched, JobPage, JobQueues, JobWaiter, NewJob,

@@ -89,7 +89,11 @@ impl JobSchedulers for MemoryBackend {
                     },
                     StoredScheduler {
                         version: old.version + 1,
-                        next_ms: if replaced { record.next_ms } else { old.next_ms },
+                        next_ms: if replaced {
+                            record.next_ms
+                        } else {
+                            old.next_ms
+                        },
                         last_ms: old.last_ms,
                         last_job: old.last_job.clone(),
                         ..record.clone()
