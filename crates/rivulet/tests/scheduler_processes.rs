@@ -215,9 +215,10 @@ async fn three_processes_fire_each_tick_of_a_scheduler_once() {
     );
     println!(
         "{} ticks in {elapsed:?} from 3 processes: fired per process {:?}, lost races {total_lost}, \
-         skipped ticks {gaps}",
+         passes per process {:?}, skipped ticks {gaps}",
         sorted.len(),
-        per_process.iter().map(|s| s.0).collect::<Vec<_>>()
+        per_process.iter().map(|s| s.0).collect::<Vec<_>>(),
+        per_process.iter().map(|s| s.2).collect::<Vec<_>>()
     );
     // A tick is skipped only when no process looked in its 150 ms (documented catch-up);
     // three idle runners on one machine should not.

@@ -12,7 +12,7 @@
 //!   and next fire time the runner read, and then, in the same step, adds the tick's job
 //!   (with an id derived from the scheduler id and the tick, so an add of an existing id
 //!   writes nothing), records the tick as the last run, stores the next fire time (or
-//!   takes the scheduler out of the index when there is none) and appends a
+//!   keeps the scheduler where no read finds it due when there is none) and appends a
 //!   `scheduler-fired` event. A fire that lost the race writes nothing.
 //! * Times are the store's clock (Redis `TIME`), so hosts with skewed clocks agree.
 

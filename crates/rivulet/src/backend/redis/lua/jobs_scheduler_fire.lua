@@ -30,7 +30,8 @@ do
   end
   local job = ARGV[8]
   if SCHED_NEXT == '' then
-    redis.call('ZREM', SCHED_INDEX, SCHED_ID)
+    -- No tick left: kept in the index (so it is listed) where no read finds it due.
+    redis.call('ZADD', SCHED_INDEX, '+inf', SCHED_ID)
     redis.call('HDEL', SCHED_KEY, 'next')
   else
     redis.call('ZADD', SCHED_INDEX, SCHED_NEXT, SCHED_ID)

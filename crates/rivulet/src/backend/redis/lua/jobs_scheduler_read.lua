@@ -19,7 +19,10 @@ else
   ids = redis.call('ZRANGE', index, from, from + n - 1)
 end
 local after = redis.call('ZRANGEBYSCORE', index, '(' .. now_s, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-local out = { now_s, after[2] or '' }
+local nxt = after[2] or ''
+-- A scheduler with no tick left is scored +inf.
+if nxt == 'inf' then nxt = '' end
+local out = { now_s, nxt }
 for _, id in ipairs(ids) do
   local rec = redis.call('HGETALL', tag .. '/scheduler/' .. id)
   if #rec > 0 then out[#out + 1] = rec end
