@@ -247,5 +247,18 @@ pub(crate) mod checks {
         );
         assert_eq!(waiting().await, 1);
         assert!(b.schedulers(&q).await.unwrap().is_empty());
+
+        // A fire with no tick after it: listed, never due again.
+        b.upsert_scheduler(&q, &record(500, due_at, "4")).await.unwrap();
+        let read = b.due_schedulers(&q, 10).await.unwrap();
+        let mut p = plan(&read.due[0], read.now_ms).unwrap();
+        p.next_ms = None;
+        let r = b.fire_schedulers(&q, &[p], &s).await.unwrap();
+        assert!(matches!(&r[0], Fired::Fired(Added::New(..))), "{r:?}");
+        let list = b.schedulers(&q).await.unwrap();
+        assert_eq!((list.len(), list[0].next_ms), (1, None));
+        let read = b.due_schedulers(&q, 10).await.unwrap();
+        assert!(read.due.is_empty());
+        assert_eq!(read.next_ms, None);
     }
 }
