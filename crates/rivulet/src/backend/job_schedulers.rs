@@ -249,7 +249,9 @@ pub(crate) mod checks {
         assert!(b.schedulers(&q).await.unwrap().is_empty());
 
         // A fire with no tick after it: listed, never due again.
-        b.upsert_scheduler(&q, &record(500, due_at, "4")).await.unwrap();
+        b.upsert_scheduler(&q, &record(500, due_at, "4"))
+            .await
+            .unwrap();
         let read = b.due_schedulers(&q, 10).await.unwrap();
         let mut p = plan(&read.due[0], read.now_ms).unwrap();
         p.next_ms = None;

@@ -166,7 +166,7 @@ pub struct SchedulerInfo {
     /// Its next fire time (ms since the Unix epoch); `None` when its cron expression has
     /// no tick left.
     pub next_run_ms: Option<u64>,
-    /// The last tick it fired, and the id of the job that tick added.
+    /// The last tick it fired (ms since the Unix epoch).
     pub last_run_ms: Option<u64>,
     /// The job the last tick added (`sched:<id>:<tick ms>`).
     pub last_job: Option<JobId>,
