@@ -23,6 +23,7 @@ macro_rules! schedulers_suite {
             an_interval_scheduler_adds_one_job_per_tick_from_several_runners,
             no_burst_after_downtime,
             a_replaced_schedule_never_fires_the_old_one,
+            a_cron_scheduler_adds_its_template_as_jobs,
             bad_scheduler_input_gets_typed_errors_and_writes_nothing,
         );
     };
@@ -265,12 +266,13 @@ pub async fn an_interval_scheduler_adds_one_job_per_tick_from_several_runners(f:
 
 pub async fn no_burst_after_downtime(f: &dyn Fixture) {
     let q = queue(f, &queue_name("sched-downtime")).await;
-    // Workers that do not fire schedulers leave the scheduler alone.
+    // A worker that does not fire schedulers (paused queue: it runs nothing either)
+    // leaves the scheduler alone.
+    q.pause().await.expect("pause");
     let idle = fast(q.worker(|_job: Job<serde_json::Value>| async { Ok(()) }))
         .schedulers(false)
         .await
         .expect("worker");
-    idle.shutdown().await;
     let up = q
         .scheduler("beat")
         .every(Duration::from_millis(100))
@@ -281,6 +283,7 @@ pub async fn no_burst_after_downtime(f: &dyn Fixture) {
     // Nobody fires for about 8 ticks.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(q.counts().await.expect("counts").waiting, 0);
+    idle.shutdown().await;
     let r = runner(&q).await;
     wait_until_async("a tick after the downtime", WAIT, || async {
         q.counts().await.expect("counts").waiting >= 1
@@ -508,4 +511,46 @@ pub async fn bad_scheduler_input_gets_typed_errors_and_writes_nothing(f: &dyn Fi
         .upsert()
         .await
         .expect("a 160-byte id");
+}
+
+pub async fn a_cron_scheduler_adds_its_template_as_jobs(f: &dyn Fixture) {
+    let q = queue(f, &queue_name("sched-cron")).await;
+    let r = runner(&q).await;
+    q.scheduler("every-second")
+        .cron("* * * * * *")
+        .tz("Asia/Kolkata")
+        .job("report", &serde_json::json!({"kind": "summary"}))
+        .priority(5)
+        .attempts(2)
+        .timeout(Duration::from_secs(9))
+        .upsert()
+        .await
+        .expect("upsert");
+    wait_until_async("two ticks", WAIT, || async {
+        q.counts().await.expect("counts").waiting >= 2
+    })
+    .await;
+    r.shutdown().await;
+    let page = q.jobs(JobState::Waiting, None, 100).await.expect("jobs");
+    let ticks: BTreeSet<u64> = page
+        .jobs
+        .iter()
+        .map(|j| tick_of("every-second", j.id.as_str()))
+        .collect();
+    assert_eq!(ticks.len(), page.jobs.len());
+    assert!(
+        ticks.iter().all(|t| t % 1000 == 0),
+        "whole seconds: {ticks:?}"
+    );
+    for j in &page.jobs {
+        assert_eq!(j.name.as_str(), "report");
+        assert_eq!(
+            j.data::<serde_json::Value>().expect("data"),
+            serde_json::json!({"kind": "summary"})
+        );
+        assert_eq!((j.priority, j.max_attempts), (5, 2));
+    }
+    let info = &q.schedulers().await.expect("list")[0];
+    assert_eq!(info.last_run_ms, ticks.last().copied());
+    assert!(info.next_run_ms > info.last_run_ms);
 }
