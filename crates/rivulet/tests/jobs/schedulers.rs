@@ -79,6 +79,14 @@ pub async fn schedulers_upsert_replace_list_and_remove(f: &dyn Fixture) {
             .job("report", &serde_json::json!({"v": 1}))
     };
     let made = hourly().upsert().await.expect("upsert");
+    assert!(
+        Queue::list(f.backend().await)
+            .await
+            .expect("queues")
+            .iter()
+            .any(|n| n == q.name()),
+        "a queue with a scheduler is in the queue registry"
+    );
     assert_eq!(made.change, SchedulerChange::Created);
     assert_eq!(made.version, 1);
     let next = made.next_run_ms.expect("a next run");

@@ -372,7 +372,7 @@ impl JobQueues for MemoryBackend {
         let mut names: Vec<QueueName> = state
             .queues
             .iter()
-            .filter(|(_, q)| !q.jobs.is_empty() || q.event_seq > 0)
+            .filter(|(_, q)| !q.jobs.is_empty() || q.event_seq > 0 || !q.schedulers.is_empty())
             .map(|(n, _)| n.clone())
             .collect();
         names.sort();

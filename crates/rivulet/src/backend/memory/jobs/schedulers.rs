@@ -26,6 +26,12 @@ pub(crate) struct MemSchedulers {
 }
 
 impl MemSchedulers {
+    /// Whether the queue has no scheduler (the queue registry lists queues that have
+    /// one, as Redis's upsert registers them).
+    pub(super) fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     fn unindex(&mut self, id: &str) {
         if let Some(next) = self.records.get(id).and_then(|r| r.next_ms) {
             self.index.remove(&(next, id.to_owned()));
