@@ -155,6 +155,11 @@ pub enum Error {
         job: String,
     },
 
+    /// A job scheduler's schedule is invalid (a cron expression that does not parse or
+    /// never fires, an unknown time zone, a zero interval, …). Nothing was written.
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(#[from] crate::jobs::ScheduleError),
+
     /// A feature that this backend or build does not provide.
     #[error("not available: {0}")]
     NotAvailable(String),
@@ -251,6 +256,8 @@ pub enum ErrorKind {
     JobNotFound,
     /// See [`Error::JobActive`].
     JobActive,
+    /// See [`Error::InvalidSchedule`].
+    InvalidSchedule,
     /// See [`Error::NotAvailable`].
     NotAvailable,
     /// See [`Error::Redis`].
@@ -279,6 +286,7 @@ impl Error {
             Error::LeaseLost { .. } => ErrorKind::LeaseLost,
             Error::JobNotFound { .. } => ErrorKind::JobNotFound,
             Error::JobActive { .. } => ErrorKind::JobActive,
+            Error::InvalidSchedule(_) => ErrorKind::InvalidSchedule,
             Error::NotAvailable(_) => ErrorKind::NotAvailable,
             #[cfg(feature = "redis")]
             Error::Redis(_) => ErrorKind::Redis,

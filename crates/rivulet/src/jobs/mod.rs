@@ -3,17 +3,25 @@
 //!
 //! One concept per file: [`queue`] (adding and looking), [`job`] (what a handler gets),
 //! `worker` (leasing, running, settling, draining), `lease` (renewal on a thread of its
-//! own), `events` (following a queue's event stream), [`record`] (what is stored).
+//! own), `events` (following a queue's event stream), [`record`] (what is stored),
+//! [`schedule`] (cron and interval ticks) and [`scheduler`] (job schedulers, J-4).
 
 mod events;
 pub mod job;
 mod lease;
 pub mod queue;
 pub mod record;
+pub mod schedule;
+pub mod scheduler;
 mod worker;
 
 pub use events::JobEvents;
 pub use job::Job;
 pub use queue::{AddJob, CancelOutcome, Enqueued, JobPage, MAX_PRIORITY, Queue, QueueBuilder};
 pub use record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};
+pub use schedule::{Schedule, ScheduleError};
+pub use scheduler::{
+    SchedulerBuilder, SchedulerChange, SchedulerInfo, SchedulerRunner, SchedulerRunnerBuilder,
+    SchedulerRunnerStats, SchedulerUpsert,
+};
 pub use worker::{Worker, WorkerBuilder, WorkerStats};

@@ -507,7 +507,7 @@ impl AddJob<'_> {
         self
     }
 
-    fn into_new_job(self) -> Result<NewJob> {
+    pub(crate) fn into_new_job(self) -> Result<NewJob> {
         let shared = &self.queue.shared;
         let name = JobName::new(self.name)?;
         let data = self.data?;

@@ -265,11 +265,14 @@ pub enum JobEventKind {
     Removed,
     /// Given back by a stopping worker, waiting again.
     Released,
+    /// A job scheduler fired a tick (J-4): `job` is the job it added, `detail` is
+    /// `<scheduler id>@<tick ms>` (see [`JobEvent::scheduler_tick`]).
+    SchedulerFired,
 }
 
 impl JobEventKind {
     /// Every kind.
-    pub const ALL: [JobEventKind; 11] = [
+    pub const ALL: [JobEventKind; 12] = [
         JobEventKind::Added,
         JobEventKind::Delayed,
         JobEventKind::Active,
@@ -281,6 +284,7 @@ impl JobEventKind {
         JobEventKind::Cancelled,
         JobEventKind::Removed,
         JobEventKind::Released,
+        JobEventKind::SchedulerFired,
     ];
 
     /// The wire name of the kind.
@@ -297,6 +301,7 @@ impl JobEventKind {
             JobEventKind::Cancelled => "cancelled",
             JobEventKind::Removed => "removed",
             JobEventKind::Released => "released",
+            JobEventKind::SchedulerFired => "scheduler-fired",
         }
     }
 }
@@ -334,6 +339,18 @@ pub struct JobEvent {
     pub attempt: u32,
     /// A short fact: the error (cut to 200 bytes), the delay, the progress, …
     pub detail: Option<String>,
+}
+
+impl JobEvent {
+    /// For a [`SchedulerFired`](JobEventKind::SchedulerFired) event: the scheduler's id
+    /// and the tick it fired (ms since the Unix epoch).
+    pub fn scheduler_tick(&self) -> Option<(&str, u64)> {
+        if self.kind != JobEventKind::SchedulerFired {
+            return None;
+        }
+        let (id, tick) = self.detail.as_deref()?.rsplit_once('@')?;
+        Some((id, tick.parse().ok()?))
+    }
 }
 
 /// The longest `detail` of an event, in bytes.

@@ -11,6 +11,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[macro_use]
+pub mod schedulers;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

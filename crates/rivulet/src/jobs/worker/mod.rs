@@ -24,6 +24,7 @@ use self::run::Run;
 use super::job::{Activation, Job};
 use super::lease::{Leases, Renewer};
 use super::queue::Queue;
+use super::scheduler::{self, SchedulerRunner};
 use crate::error::{Error, Result};
 use crate::handler::HandlerError;
 use crate::outcome::Failure;
@@ -44,6 +45,8 @@ pub struct WorkerBuilder {
     pub(crate) drain_timeout: Duration,
     pub(crate) block_timeout: Duration,
     pub(crate) name: Option<String>,
+    /// Whether the worker runs a scheduler runner for its queue (J-4; default on).
+    pub(crate) schedulers: bool,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -116,6 +119,7 @@ impl Queue {
             drain_timeout: Duration::from_secs(5),
             block_timeout: Duration::from_secs(5),
             name: None,
+            schedulers: true,
         }
     }
 }
@@ -172,6 +176,14 @@ impl WorkerBuilder {
     /// `<host>:<pid>:<random>`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Whether this worker also fires its queue's due schedulers (default `true`; see
+    /// [`scheduler`](crate::jobs::scheduler)). Any number of workers may: each tick adds
+    /// one job.
+    pub fn schedulers(mut self, on: bool) -> Self {
+        self.schedulers = on;
         self
     }
 
@@ -239,8 +251,12 @@ impl WorkerBuilder {
             stop: stop.clone(),
         };
         let task = tokio::spawn(run.main(waiter, hints, done_for_good));
+        let schedulers = self
+            .schedulers
+            .then(|| SchedulerRunner::spawn(self.queue.shared.clone(), scheduler::DEFAULT_RECHECK));
         Ok(Worker {
             name,
+            schedulers,
             stop,
             task: Some(task),
             stats,
@@ -302,6 +318,7 @@ pub struct WorkerStats {
 #[derive(Debug)]
 pub struct Worker {
     name: String,
+    schedulers: Option<SchedulerRunner>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
     stats: Arc<Counters>,
@@ -338,6 +355,9 @@ impl Worker {
     /// leases to expire; not counted as attempts or stalls).
     pub async fn shutdown(mut self) {
         self.stop.cancel();
+        if let Some(r) = self.schedulers.take() {
+            r.shutdown().await;
+        }
         if let Some(task) = self.task.take()
             && let Err(e) = task.await
             && e.is_panic()

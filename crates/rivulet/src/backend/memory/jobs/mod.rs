@@ -6,6 +6,7 @@
 //! them, and provides the waiter and the event reader.
 
 mod queue;
+mod schedulers;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::queue::MemQueue;
 use self::queue::{Key, now_ms, wake};
+pub(crate) use self::schedulers::MemSchedulers;
 use super::MemoryBackend;
 use crate::backend::jobs::{
     Added, Cancelled, EventReader, Fetch, Fetched, JobPage, JobQueues, JobWaiter, NewJob,
@@ -370,7 +372,7 @@ impl JobQueues for MemoryBackend {
         let mut names: Vec<QueueName> = state
             .queues
             .iter()
-            .filter(|(_, q)| !q.jobs.is_empty() || q.event_seq > 0)
+            .filter(|(_, q)| !q.jobs.is_empty() || q.event_seq > 0 || !q.schedulers.is_empty())
             .map(|(n, _)| n.clone())
             .collect();
         names.sort();

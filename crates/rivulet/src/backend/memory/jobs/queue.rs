@@ -78,6 +78,8 @@ pub(crate) struct MemQueue {
     pub(super) cancel_hints: Vec<mpsc::Sender<JobId>>,
     pub(super) work: Arc<Notify>,
     pub(super) new_events: Arc<Notify>,
+    /// The queue's job schedulers (J-4), in `schedulers.rs`.
+    pub(super) schedulers: super::MemSchedulers,
 }
 
 impl MemQueue {

@@ -41,7 +41,7 @@ fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, jobs: &[NewJob]) -> redis
 }
 
 /// The 16 arguments of one job.
-fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
+pub(super) fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
     let (dedup, ttl) = match &job.dedup {
         Some(d) => (d.key.as_str(), opt(d.ttl_ms)),
         None => ("", String::new()),
@@ -64,7 +64,7 @@ fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
         .arg(flag(job.remove_on_fail));
 }
 
-fn decode_added(v: &Value) -> Result<Added> {
+pub(super) fn decode_added(v: &Value) -> Result<Added> {
     let items = array_of(v, "job add")?;
     let id =
         JobId::new(text(items.get(1), "job add")?).map_err(|_| reply::unexpected("job add", v))?;

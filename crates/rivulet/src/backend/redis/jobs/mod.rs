@@ -48,6 +48,7 @@ mod fetch;
 mod hints;
 pub(crate) mod keys;
 mod read;
+mod schedulers;
 mod wait;
 
 use async_trait::async_trait;
