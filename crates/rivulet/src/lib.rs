@@ -34,6 +34,7 @@ pub use error::{Error, ErrorKind, Result, TlsFailure};
 pub use handler::{Delivery, FailureKind, HandlerError, ResultExt};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};
 pub use jobs::{
+    AddFlow, ChildRef, Children, FlowChild, FlowEnqueued, OnChildFailure,
     AddJob, CancelOutcome, Enqueued, Job, JobCounts, JobEvent, JobEventKind, JobEvents, JobInfo,
     JobPage, JobState, Keep, Queue, QueueBuilder, Worker, WorkerBuilder, WorkerStats,
 };

@@ -28,6 +28,7 @@ use crate::message::{EntryId, Envelope, Published};
 use crate::name::{ConsumerName, GroupName, TopicName};
 use crate::topic::{StartFrom, TopicOptions, TrimReport};
 
+pub(crate) mod flows;
 pub(crate) mod jobs;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -488,6 +489,7 @@ pub(crate) trait Backend:
     + LiveChannels
     + Inspection
     + jobs::JobQueues
+    + flows::JobFlows
     + Send
     + Sync
     + fmt::Debug

@@ -3,9 +3,10 @@
 //!
 //! One concept per file: [`queue`] (adding and looking), [`job`] (what a handler gets),
 //! `worker` (leasing, running, settling, draining), `lease` (renewal on a thread of its
-//! own), `events` (following a queue's event stream), [`record`] (what is stored).
+//! own), [`flow`] (parents waiting for children), `events` (following a queue's event stream), [`record`] (what is stored).
 
 mod events;
+pub mod flow;
 pub mod job;
 mod lease;
 pub mod queue;
@@ -13,6 +14,7 @@ pub mod record;
 mod worker;
 
 pub use events::JobEvents;
+pub use flow::{AddFlow, ChildRef, Children, FlowChild, FlowEnqueued, OnChildFailure};
 pub use job::Job;
 pub use queue::{AddJob, CancelOutcome, Enqueued, JobPage, MAX_PRIORITY, Queue, QueueBuilder};
 pub use record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};

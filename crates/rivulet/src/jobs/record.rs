@@ -26,8 +26,9 @@ use crate::name::{JobId, JobName};
 ///      completed      failed      cancelled   (terminal; kept under retention)
 /// ```
 ///
-/// `WaitingChildren` is the state of a flow's parent until its children finish; it is
-/// reserved for flows and no job enters it yet.
+/// `WaitingChildren` is the state of a flow's parent until its children finish (J-9);
+/// it becomes waiting then, or fails when a child fails (see
+/// [`OnChildFailure`](crate::OnChildFailure)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum JobState {
@@ -43,7 +44,7 @@ pub enum JobState {
     Failed,
     /// Cancelled before or while it ran.
     Cancelled,
-    /// A flow's parent waiting for its children (reserved for flows).
+    /// A flow's parent waiting for its children.
     WaitingChildren,
 }
 
@@ -265,11 +266,15 @@ pub enum JobEventKind {
     Removed,
     /// Given back by a stopping worker, waiting again.
     Released,
+    /// A flow's parent was added and waits for its children (detail: how many).
+    WaitingChildren,
+    /// A flow's parent has no pending child left and is waiting now (J-9).
+    ChildrenCompleted,
 }
 
 impl JobEventKind {
     /// Every kind.
-    pub const ALL: [JobEventKind; 11] = [
+    pub const ALL: [JobEventKind; 13] = [
         JobEventKind::Added,
         JobEventKind::Delayed,
         JobEventKind::Active,
@@ -281,6 +286,8 @@ impl JobEventKind {
         JobEventKind::Cancelled,
         JobEventKind::Removed,
         JobEventKind::Released,
+        JobEventKind::WaitingChildren,
+        JobEventKind::ChildrenCompleted,
     ];
 
     /// The wire name of the kind.
@@ -297,6 +304,8 @@ impl JobEventKind {
             JobEventKind::Cancelled => "cancelled",
             JobEventKind::Removed => "removed",
             JobEventKind::Released => "released",
+            JobEventKind::WaitingChildren => "waiting-children",
+            JobEventKind::ChildrenCompleted => "children-completed",
         }
     }
 }

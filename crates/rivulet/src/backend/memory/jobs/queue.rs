@@ -78,6 +78,7 @@ pub(crate) struct MemQueue {
     pub(super) cancel_hints: Vec<mpsc::Sender<JobId>>,
     pub(super) work: Arc<Notify>,
     pub(super) new_events: Arc<Notify>,
+    pub(super) flows: super::flows::Flows,
 }
 
 impl MemQueue {
@@ -368,6 +369,7 @@ impl MemQueue {
             ),
         };
         self.event(s, kind, id, attempt, detail);
+        self.flow_finished(id, Some(state));
         if remove {
             self.remove(id, s);
         }
@@ -403,6 +405,10 @@ impl MemQueue {
     }
 
     pub(super) fn remove(&mut self, id: &JobId, s: &QueueSettings) {
+        if self.jobs.get(id).is_some_and(|j| !j.info.state.is_terminal()) {
+            self.flow_finished(id, None);
+        }
+        self.flow_deleted(id);
         self.release_dedup(id, false);
         self.unlink(id);
         if self.jobs.remove(id).is_some() {

@@ -41,7 +41,7 @@ fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, jobs: &[NewJob]) -> redis
 }
 
 /// The 16 arguments of one job.
-fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
+pub(super) fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
     let (dedup, ttl) = match &job.dedup {
         Some(d) => (d.key.as_str(), opt(d.ttl_ms)),
         None => ("", String::new()),
@@ -78,7 +78,7 @@ fn decode_added(v: &Value) -> Result<Added> {
 impl RedisBackend {
     /// Adds `queue` to the registry, once per queue for this backend handle (the set is
     /// not in the queue's slot, so it is a command of its own).
-    async fn register_queue(&self, conn: &mut Conn, queue: &QueueName) -> Result<()> {
+    pub(super) async fn register_queue(&self, conn: &mut Conn, queue: &QueueName) -> Result<()> {
         if crate::backend::redis::lock(&self.inner.queues_registered).contains(queue) {
             return Ok(());
         }

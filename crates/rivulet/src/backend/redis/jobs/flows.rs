@@ -1,0 +1,298 @@
+//! Flows on Redis (J-9; the semantics are in `backend/flows.rs`, the keys in
+//! `lua/jobs_flow_lib.lua` and `docs/wire-format.md`, "Flows").
+//!
+//! * **Adding** goes depth by depth, parents first: one `jobs_flow_add.lua` per queue
+//!   of a depth (queues of one depth concurrently), the next depth once the previous is
+//!   acknowledged. So a child never exists before its parent waits for it, and an add
+//!   interrupted part-way leaves parents waiting for children that are missing, which
+//!   the same add, retried with the same root id, adds (the existing jobs are left as
+//!   they are).
+//! * **Finishing**: the script that finishes a child applies its note to the parent at
+//!   once when the parent's keys may be touched from it (one Redis, or the parent in the
+//!   child's own queue); on a cluster with the parent in another queue it writes the
+//!   note to the child's queue's outbox instead, in the same script. The mover
+//!   ([`RedisBackend::move_flow_notes`]) reads notes (`jobs_flow_take.lua`), applies them
+//!   in each parent's slot (`jobs_flow_apply.lua`, a no-op for a note already applied)
+//!   and deletes them (`jobs_flow_ack.lua`, only the notes it read). A process killed
+//!   between the two last steps leaves notes that the next mover applies again, to no
+//!   effect, and deletes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::try_join_all;
+use redis::Value;
+
+use super::add::job_args;
+use super::decode::{array_of, text};
+use super::header;
+use super::invocation;
+use crate::backend::flows::{FlowAdded, FlowNode, JobFlows, member, on_fail_word, parse_member};
+use crate::backend::jobs::Added;
+use crate::backend::redis::RedisBackend;
+use crate::backend::redis::conn::{Target, check_value, evalsha, pipeline_with_scripts};
+use crate::backend::redis::reply;
+use crate::backend::redis::scripts::SCRIPTS;
+use crate::error::{Error, Result};
+use crate::jobs::flow::{ChildRef, Children};
+use crate::name::{JobId, QueueName};
+
+/// The most nodes of one queue and depth in one `jobs_flow_add.lua`.
+const FLOW_ADD_BATCH: usize = 100;
+
+/// A note read from an outbox.
+#[derive(Debug)]
+struct Note {
+    child: String,
+    n: String,
+    parent_queue: QueueName,
+    args: [Vec<u8>; 6],
+}
+
+impl RedisBackend {
+    fn is_cluster(&self) -> bool {
+        matches!(self.inner.target, Target::Cluster { .. })
+    }
+
+    /// The `EVALSHA` of `jobs_flow_add.lua` for nodes of one queue.
+    fn flow_add_cmd(&self, nodes: &[&FlowNode]) -> Option<redis::Cmd> {
+        let first = nodes.first()?;
+        let keys = self.queue_keys(&first.queue);
+        let fixed = keys.fixed();
+        let refs: Vec<&str> = fixed.iter().map(String::as_str).collect();
+        let mut cmd = evalsha(&SCRIPTS.jobs.flow_add, &refs);
+        for a in header(&keys, Some(&first.settings)) {
+            cmd.arg(a);
+        }
+        cmd.arg(nodes.len());
+        for node in nodes {
+            job_args(&mut cmd, &node.job);
+            match &node.parent {
+                Some(p) => {
+                    let direct = !self.is_cluster() || p.queue == node.queue;
+                    cmd.arg(self.queue_keys(&p.queue).tag)
+                        .arg(p.queue.as_str())
+                        .arg(p.id.as_str())
+                        .arg(member(&ChildRef {
+                            queue: node.queue.clone(),
+                            id: node.job.id.clone(),
+                        }))
+                        .arg(on_fail_word(p.on_fail))
+                        .arg(if direct { "1" } else { "0" })
+                        .arg(p.events_cap.max(1));
+                }
+                None => {
+                    cmd.arg("").arg("").arg("").arg("").arg("").arg("0").arg("");
+                }
+            }
+            cmd.arg(node.children.len());
+            for c in &node.children {
+                cmd.arg(member(c));
+            }
+        }
+        Some(cmd)
+    }
+
+    async fn flow_add_group(&self, nodes: Vec<&FlowNode>) -> Result<Vec<FlowAdded>> {
+        let mut conn = self.conn()?;
+        if let Some(first) = nodes.first() {
+            self.register_queue(&mut conn, &first.queue).await?;
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for chunk in nodes.chunks(FLOW_ADD_BATCH) {
+            if let Some(cmd) = self.flow_add_cmd(chunk) {
+                pipe.add_command(cmd);
+            }
+        }
+        let values = pipeline_with_scripts(&mut conn, &pipe, &[&SCRIPTS.jobs.flow_add]).await?;
+        let mut out = Vec::with_capacity(nodes.len());
+        for v in values {
+            let v = check_value(v)?;
+            for item in array_of(&v, "flow add")? {
+                let parts = array_of(item, "flow add")?;
+                let id = JobId::new(text(parts.get(1), "flow add")?)
+                    .map_err(|_| reply::unexpected("flow add", item))?;
+                out.push(match text(parts.first(), "flow add")?.as_str() {
+                    "new" => FlowAdded::Added(Added::New(
+                        id,
+                        text(parts.get(2), "flow add")?.parse()?,
+                    )),
+                    "existing" => FlowAdded::Added(Added::Existing(id)),
+                    "conflict" => FlowAdded::Conflict(id),
+                    _ => return Err(reply::unexpected("flow add", item)),
+                });
+            }
+        }
+        if out.len() != nodes.len() {
+            return Err(Error::Protocol(format!(
+                "{} replies to {} flow adds",
+                out.len(),
+                nodes.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn flow_take(&self, queue: &QueueName, limit: usize) -> Result<Vec<Note>> {
+        let keys = self.queue_keys(queue);
+        let mut inv = invocation(&SCRIPTS.jobs.flow_take, &keys, None);
+        inv.arg(limit);
+        let mut conn = self.conn()?;
+        let v: Value = inv.invoke_async(&mut conn).await?;
+        let bytes = |v: Option<&Value>| -> Result<Vec<u8>> {
+            v.and_then(reply::bytes)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| reply::unexpected("flow note", &Value::Nil))
+        };
+        array_of(&v, "flow notes")?
+            .iter()
+            .map(|item| {
+                let p = array_of(item, "flow note")?;
+                let parent_queue = QueueName::new(text(p.get(2), "flow note")?)
+                    .map_err(|e| Error::Protocol(format!("malformed flow note: {e}")))?;
+                Ok(Note {
+                    child: text(p.first(), "flow note")?,
+                    n: text(p.get(1), "flow note")?,
+                    parent_queue,
+                    args: [
+                        bytes(p.get(3))?,
+                        bytes(p.get(4))?,
+                        bytes(p.get(5))?,
+                        bytes(p.get(6))?,
+                        bytes(p.get(7))?,
+                        bytes(p.get(8))?,
+                    ],
+                })
+            })
+            .collect()
+    }
+
+    async fn flow_apply(&self, parent_queue: &QueueName, notes: &[&Note]) -> Result<()> {
+        let keys = self.queue_keys(parent_queue);
+        let mut inv = invocation(&SCRIPTS.jobs.flow_apply, &keys, None);
+        inv.arg(notes.len());
+        for n in notes {
+            for a in &n.args {
+                inv.arg(a.as_slice());
+            }
+        }
+        let mut conn = self.conn()?;
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn flow_ack(&self, queue: &QueueName, notes: &[&Note]) -> Result<()> {
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let keys = self.queue_keys(queue);
+        let mut inv = invocation(&SCRIPTS.jobs.flow_ack, &keys, None);
+        inv.arg(notes.len());
+        for n in notes {
+            inv.arg(&n.child).arg(&n.n);
+        }
+        let mut conn = self.conn()?;
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobFlows for RedisBackend {
+    async fn add_flow(&self, nodes: &[FlowNode]) -> Result<Vec<FlowAdded>> {
+        let mut out: Vec<Option<FlowAdded>> = vec![None; nodes.len()];
+        let depth = nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+        for d in 0..=depth {
+            // Per queue, the nodes of this depth (with their places in `nodes`).
+            let mut groups: BTreeMap<&QueueName, Vec<usize>> = BTreeMap::new();
+            for (i, n) in nodes.iter().enumerate().filter(|(_, n)| n.depth == d) {
+                groups.entry(&n.queue).or_default().push(i);
+            }
+            let answers = try_join_all(groups.values().map(|idx| {
+                self.flow_add_group(idx.iter().filter_map(|&i| nodes.get(i)).collect())
+            }))
+            .await?;
+            for (idx, ans) in groups.values().zip(answers) {
+                for (&i, a) in idx.iter().zip(ans) {
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = Some(a);
+                    }
+                }
+            }
+            // A conflict stops the add before the next depth.
+            if out.iter().flatten().any(|a| matches!(a, FlowAdded::Conflict(_))) {
+                break;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .zip(nodes)
+            .map(|(a, n)| a.unwrap_or_else(|| FlowAdded::Added(Added::Existing(n.job.id.clone()))))
+            .collect())
+    }
+
+    async fn move_flow_notes(&self, queue: &QueueName, limit: usize) -> Result<usize> {
+        let notes = self.flow_take(queue, limit).await?;
+        if notes.is_empty() {
+            return Ok(0);
+        }
+        let mut by_parent: HashMap<&QueueName, Vec<&Note>> = HashMap::new();
+        for n in &notes {
+            by_parent.entry(&n.parent_queue).or_default().push(n);
+        }
+        let results = futures::future::join_all(
+            by_parent
+                .iter()
+                .map(|(q, ns)| async move { (ns, self.flow_apply(q, ns).await) }),
+        )
+        .await;
+        let mut applied: Vec<&Note> = Vec::new();
+        let mut first_error = None;
+        for (ns, r) in results {
+            match r {
+                Ok(()) => applied.extend(ns.iter().copied()),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.flow_ack(queue, &applied).await?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(notes.len()),
+        }
+    }
+
+    async fn children(&self, queue: &QueueName, id: &JobId) -> Result<Children> {
+        let keys = self.queue_keys(queue);
+        let mut conn = self.conn()?;
+        let (results, failures, pending): (Vec<(String, Vec<u8>)>, Vec<(String, String)>, Vec<String>) =
+            redis::pipe()
+                .cmd("HGETALL")
+                .arg(format!("{}/results/{id}", keys.tag))
+                .cmd("HGETALL")
+                .arg(format!("{}/failures/{id}", keys.tag))
+                .cmd("SMEMBERS")
+                .arg(format!("{}/deps/{id}", keys.tag))
+                .query_async(&mut conn)
+                .await?;
+        let child = |m: &str| {
+            parse_member(m).ok_or_else(|| Error::Protocol(format!("malformed flow child {m:?}")))
+        };
+        let mut pending = pending.iter().map(|m| child(m)).collect::<Result<Vec<_>>>()?;
+        pending.sort();
+        Ok(Children {
+            results: results
+                .into_iter()
+                .map(|(m, v)| Ok((child(&m)?, Bytes::from(v))))
+                .collect::<Result<_>>()?,
+            failures: failures
+                .into_iter()
+                .map(|(m, e)| Ok((child(&m)?, e)))
+                .collect::<Result<_>>()?,
+            pending,
+        })
+    }
+}
