@@ -20,6 +20,7 @@ macro_rules! flows_suite {
             flow_nested_three_levels_runs_bottom_up,
             flow_failed_child_policies,
             flow_add_with_a_root_id_is_idempotent,
+            flow_interactions_with_retention_retries_cancel_pause_and_remove,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -309,4 +310,92 @@ pub async fn flow_add_with_a_root_id_is_idempotent(f: &dyn Fixture) {
     assert_eq!(kids.counts().await.expect("counts").completed, 3);
     kw.shutdown().await;
     pw.shutdown().await;
+}
+
+pub async fn flow_interactions_with_retention_retries_cancel_pause_and_remove(f: &dyn Fixture) {
+    let parents = queue(f, &queue_name("flow.int.p")).await;
+    let kids = queue(f, &queue_name("flow.int.c")).await;
+    // Retention deletes the child at once; a child fails once, then succeeds.
+    let kept = parents
+        .flow("p", &0u32)
+        .child(kids.add("gone", &1u32).remove_on_complete())
+        .child(kids.add("flaky", &2u32).attempts(3))
+        .await
+        .expect("add");
+    // Cancelled while its child runs: stays cancelled, the child's end changes nothing.
+    let cancelled = parents
+        .flow("p", &0u32)
+        .child(kids.add("slow", &3u32))
+        .await
+        .expect("add");
+    // Its child is removed before it runs: the parent fails.
+    let orphaned = parents
+        .flow("p", &0u32)
+        .child(kids.add("held", &4u32).delay(std::time::Duration::from_secs(3600)))
+        .await
+        .expect("add");
+    parents.pause().await.expect("pause");
+    let flaky_runs = Arc::new(AtomicU32::new(0));
+    let fr = flaky_runs.clone();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let kw = fast(kids.worker(move |job: Job<u32>| {
+        let (fr, g) = (fr.clone(), g.clone());
+        async move {
+            match job.name().as_str() {
+                "flaky" if fr.fetch_add(1, Ordering::Relaxed) == 0 => {
+                    Err(rivulet::HandlerError::retryable("once"))
+                }
+                "slow" => {
+                    g.notified().await;
+                    Ok(*job.data())
+                }
+                _ => Ok(job.data() * 100),
+            }
+        }
+    }))
+    .concurrency(4)
+    .await
+    .expect("worker");
+    let slow = rivulet::JobId::new(format!("{}.0", cancelled.root.id)).expect("id");
+    wait_state(&kids, &slow, JobState::Active).await;
+    assert_eq!(
+        parents.cancel(&cancelled.root.id).await.expect("cancel"),
+        rivulet::CancelOutcome::Cancelled
+    );
+    gate.notify_one();
+    wait_state(&kids, &slow, JobState::Completed).await;
+    kids.remove(&rivulet::JobId::new(format!("{}.0", orphaned.root.id)).expect("id"))
+        .await
+        .expect("remove");
+    kids.move_flow_notes().await.expect("move");
+    // The paused queue's parent becomes waiting, and waits there.
+    wait_state(&parents, &kept.root.id, JobState::Waiting).await;
+    wait_state(&parents, &orphaned.root.id, JobState::Failed).await;
+    let o = parents.job(&orphaned.root.id).await.expect("job").expect("exists");
+    assert!(o.error.unwrap_or_default().contains("removed"));
+    let got = parents.children(&kept.root.id).await.expect("children");
+    assert_eq!(
+        got.results_as::<u32>().expect("decode").into_values().collect::<Vec<_>>(),
+        vec![100, 200],
+        "the deleted child's result is kept on the parent's side"
+    );
+    assert_eq!(flaky_runs.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        kids.job(&rivulet::JobId::new(format!("{}.0", kept.root.id)).expect("id"))
+            .await
+            .expect("job"),
+        None,
+        "removed on completion"
+    );
+    let pw = doubler(&parents).await;
+    let c = parents.job(&cancelled.root.id).await.expect("job").expect("exists");
+    assert_eq!(c.state, JobState::Cancelled);
+    parents.resume().await.expect("resume");
+    wait_state(&parents, &kept.root.id, JobState::Completed).await;
+    let c = parents.job(&cancelled.root.id).await.expect("job").expect("exists");
+    assert_eq!(c.state, JobState::Cancelled, "a cancelled parent stays cancelled");
+    assert_eq!(parents.counts().await.expect("counts").waiting_children, 0);
+    pw.shutdown().await;
+    kw.shutdown().await;
 }

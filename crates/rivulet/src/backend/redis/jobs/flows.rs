@@ -169,7 +169,9 @@ impl RedisBackend {
             .collect()
     }
 
-    async fn flow_apply(&self, parent_queue: &QueueName, notes: &[&Note]) -> Result<()> {
+    /// Applies notes to parents of `parent_queue`; true when that queue's outbox holds
+    /// notes (of parents that failed here).
+    async fn flow_apply(&self, parent_queue: &QueueName, notes: &[&Note]) -> Result<bool> {
         let keys = self.queue_keys(parent_queue);
         let mut inv = invocation(&SCRIPTS.jobs.flow_apply, &keys, None);
         inv.arg(notes.len());
@@ -179,9 +181,52 @@ impl RedisBackend {
             }
         }
         let mut conn = self.conn()?;
-        let _: i64 = inv.invoke_async(&mut conn).await?;
-        Ok(())
+        let (_, left): (i64, i64) = inv.invoke_async(&mut conn).await?;
+        Ok(left > 0)
     }
+
+    /// One mover step on `queue`: take, apply, delete. Returns how many notes it took
+    /// and the parent queues whose outboxes now hold notes.
+    async fn move_once(&self, queue: &QueueName, limit: usize) -> Result<(usize, Vec<QueueName>)> {
+        let notes = self.flow_take(queue, limit).await?;
+        if notes.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let mut by_parent: HashMap<&QueueName, Vec<&Note>> = HashMap::new();
+        for n in &notes {
+            by_parent.entry(&n.parent_queue).or_default().push(n);
+        }
+        let results = futures::future::join_all(
+            by_parent
+                .iter()
+                .map(|(q, ns)| async move { (ns, self.flow_apply(q, ns).await) }),
+        )
+        .await;
+        let mut applied: Vec<&Note> = Vec::new();
+        let mut more = Vec::new();
+        let mut first_error = None;
+        for (ns, r) in results {
+            match r {
+                Ok(left) => {
+                    applied.extend(ns.iter().copied());
+                    if left {
+                        if let Some(n) = ns.first() {
+                            more.push(n.parent_queue.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.flow_ack(queue, &applied).await?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((notes.len(), more)),
+        }
+    }
+
 
     async fn flow_ack(&self, queue: &QueueName, notes: &[&Note]) -> Result<()> {
         if notes.is_empty() {
@@ -234,35 +279,15 @@ impl JobFlows for RedisBackend {
     }
 
     async fn move_flow_notes(&self, queue: &QueueName, limit: usize) -> Result<usize> {
-        let notes = self.flow_take(queue, limit).await?;
-        if notes.is_empty() {
-            return Ok(0);
+        let (n, mut more) = self.move_once(queue, limit).await?;
+        // Parents that failed left notes for their own parents: move those too (a few
+        // steps up; what is left is moved by those queues' workers).
+        for _ in 0..8 {
+            let Some(q) = more.pop() else { break };
+            let (_, up) = self.move_once(&q, limit).await?;
+            more.extend(up);
         }
-        let mut by_parent: HashMap<&QueueName, Vec<&Note>> = HashMap::new();
-        for n in &notes {
-            by_parent.entry(&n.parent_queue).or_default().push(n);
-        }
-        let results = futures::future::join_all(
-            by_parent
-                .iter()
-                .map(|(q, ns)| async move { (ns, self.flow_apply(q, ns).await) }),
-        )
-        .await;
-        let mut applied: Vec<&Note> = Vec::new();
-        let mut first_error = None;
-        for (ns, r) in results {
-            match r {
-                Ok(()) => applied.extend(ns.iter().copied()),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        self.flow_ack(queue, &applied).await?;
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(notes.len()),
-        }
+        Ok(n)
     }
 
     async fn children(&self, queue: &QueueName, id: &JobId) -> Result<Children> {
@@ -294,5 +319,104 @@ impl JobFlows for RedisBackend {
                 .collect::<Result<_>>()?,
             pending,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::backend::jobs::{Fetch, JobQueues, Settle, Settled, Settlement};
+    use crate::jobs::JobState;
+    use crate::jobs::queue::default_settings;
+    use crate::{JobEventKind, Queue};
+    use rivulet_testkit::{RedisCluster, key_slot};
+
+    /// A note written by a child's completion survives a mover that dies before applying
+    /// it, and one that dies after applying but before deleting it: the next mover
+    /// applies it to no further effect and deletes it. The parent becomes waiting once.
+    #[tokio::test]
+    async fn a_note_whose_mover_died_is_applied_exactly_once_later() {
+        let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+            .await
+            .unwrap()
+            .unwrap();
+        let b = RedisBackend::cluster(&cluster.urls()).await.unwrap();
+        let (up, down) = (QueueName::new("up").unwrap(), QueueName::new("down").unwrap());
+        assert_ne!(
+            key_slot(b.queue_keys(&up).tag.as_bytes()),
+            key_slot(b.queue_keys(&down).tag.as_bytes())
+        );
+        let parents = Queue::new(b.clone(), "up").unwrap();
+        let kids = Queue::new(b.clone(), "down").unwrap();
+        let flow = parents
+            .flow("p", &0u32)
+            .job_id("p")
+            .child(kids.add("c", &1u32).job_id("c"))
+            .await
+            .unwrap();
+        let s = default_settings();
+        let fetched = b
+            .fetch(
+                &down,
+                &Fetch {
+                    worker: "w".into(),
+                    limit: 1,
+                    lease_ms: 30_000,
+                    promote_limit: 0,
+                    settle: Vec::new(),
+                },
+                &s,
+            )
+            .await
+            .unwrap();
+        let leased = &fetched.jobs[0];
+        let settled = b
+            .settle(
+                &down,
+                &[Settle {
+                    id: leased.id.clone(),
+                    token: leased.token,
+                    how: Settlement::Complete {
+                        result: Bytes::from_static(b"7"),
+                    },
+                }],
+                &s,
+            )
+            .await
+            .unwrap();
+        assert_eq!(settled, vec![Settled::Applied(JobState::Completed)]);
+        let state = |b: RedisBackend| {
+            let up = up.clone();
+            async move { b.job(&up, &JobId::new("p").unwrap()).await.unwrap().unwrap().state }
+        };
+        // Written with the completion, not applied yet (a mover that died before).
+        let notes = b.flow_take(&down, 10).await.unwrap();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(state(b.clone()).await, JobState::WaitingChildren);
+        // A mover that applies and dies before deleting the note.
+        b.flow_apply(&up, &[&notes[0]]).await.unwrap();
+        assert_eq!(state(b.clone()).await, JobState::Waiting);
+        assert_eq!(b.flow_take(&down, 10).await.unwrap().len(), 1, "still there");
+        // The next mover: applies again (no effect) and deletes.
+        assert_eq!(b.move_flow_notes(&down, 10).await.unwrap(), 1);
+        assert!(b.flow_take(&down, 10).await.unwrap().is_empty());
+        // A stale copy applied once more changes nothing either.
+        b.flow_apply(&up, &[&notes[0]]).await.unwrap();
+        assert_eq!(state(b.clone()).await, JobState::Waiting);
+        let children = parents.children(&flow.root.id).await.unwrap();
+        assert_eq!(children.results.len(), 1);
+        assert_eq!(children.results.values().next().unwrap().as_ref(), b"7");
+        assert!(children.pending.is_empty());
+        let mut events = parents.events(None).await.unwrap();
+        let once = events
+            .drain_now()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == JobEventKind::ChildrenCompleted)
+            .count();
+        assert_eq!(once, 1, "the parent became waiting once");
+        assert_eq!(parents.counts().await.unwrap().waiting, 1);
     }
 }
