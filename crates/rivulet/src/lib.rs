@@ -34,9 +34,9 @@ pub use error::{Error, ErrorKind, Result, TlsFailure};
 pub use handler::{Delivery, FailureKind, HandlerError, ResultExt};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};
 pub use jobs::{
-    AddFlow, ChildRef, Children, FlowChild, FlowEnqueued, OnChildFailure,
-    AddJob, CancelOutcome, Enqueued, Job, JobCounts, JobEvent, JobEventKind, JobEvents, JobInfo,
-    JobPage, JobState, Keep, Queue, QueueBuilder, Worker, WorkerBuilder, WorkerStats,
+    AddFlow, AddJob, CancelOutcome, ChildRef, Children, Enqueued, FlowChild, FlowEnqueued, Job,
+    JobCounts, JobEvent, JobEventKind, JobEvents, JobInfo, JobPage, JobState, Keep, OnChildFailure,
+    Queue, QueueBuilder, Worker, WorkerBuilder, WorkerStats,
 };
 pub use live::{Live, LiveSubscriber};
 pub use message::{EntryId, Headers, MessageId, Published};

@@ -65,7 +65,13 @@ struct WorkerProcess(Child);
 impl WorkerProcess {
     fn spawn(urls: &str) -> WorkerProcess {
         let child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "child_worker", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "child_worker",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(CHILD_ENV, "1")
             .env("RIVULET_URLS", urls)
             .stdout(Stdio::null())
@@ -138,11 +144,18 @@ async fn a_parent_of_100_children_in_3_queues_completes_once_while_workers_are_k
     let mut kills = 0;
     let mut next_kill = Instant::now() + Duration::from_millis(400);
     loop {
-        let p = parents.job(&added.root.id).await.expect("job").expect("exists");
+        let p = parents
+            .job(&added.root.id)
+            .await
+            .expect("job")
+            .expect("exists");
         if p.state == JobState::Completed {
             break;
         }
-        assert!(Instant::now() < deadline, "the parent never completed: {p:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the parent never completed: {p:?}"
+        );
         if kills < 6 && Instant::now() >= next_kill {
             procs.remove(0).kill();
             procs.push(WorkerProcess::spawn(&joined));
@@ -151,11 +164,25 @@ async fn a_parent_of_100_children_in_3_queues_completes_once_while_workers_are_k
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let done = parents.job(&added.root.id).await.expect("job").expect("exists");
-    assert_eq!(done.result::<u32>().expect("decode"), Some((0..100u32).sum::<u32>() * 10));
-    assert_eq!(seen.load(Ordering::Relaxed), 100, "the parent saw every result");
+    let done = parents
+        .job(&added.root.id)
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(
+        done.result::<u32>().expect("decode"),
+        Some((0..100u32).sum::<u32>() * 10)
+    );
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        100,
+        "the parent saw every result"
+    );
     assert_eq!(runs.load(Ordering::Relaxed), 1, "the parent ran once");
-    assert!(kills >= 3, "only {kills} kills landed before the parent completed");
+    assert!(
+        kills >= 3,
+        "only {kills} kills landed before the parent completed"
+    );
     let mut completed = 0;
     for q in &kids {
         completed += q.counts().await.expect("counts").completed;

@@ -158,7 +158,11 @@ impl<'a> AddJob<'a> {
     }
 
     /// As [`child`](Self::child), with what a failure of this child does.
-    pub fn child_with(self, child: impl Into<FlowChild<'a>>, on_fail: OnChildFailure) -> AddFlow<'a> {
+    pub fn child_with(
+        self,
+        child: impl Into<FlowChild<'a>>,
+        on_fail: OnChildFailure,
+    ) -> AddFlow<'a> {
         AddFlow {
             parent: self,
             children: vec![(child.into(), on_fail)],
@@ -331,7 +335,9 @@ impl<'a> AddFlow<'a> {
                     return Err(Error::config(format!(
                         "job {id} of queue {} exists and is not a child of {}",
                         node.queue,
-                        node.parent.as_ref().map_or(String::new(), |p| format!("{}/{}", p.queue, p.id))
+                        node.parent
+                            .as_ref()
+                            .map_or(String::new(), |p| format!("{}/{}", p.queue, p.id))
                     )));
                 }
             };

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rivulet::{ChildRef, Job, JobEventKind, JobState, OnChildFailure, Queue};
 
-use super::{Fixture, fast, queue, queue_name, wait_state, wait_until_async, WAIT};
+use super::{Fixture, WAIT, fast, queue, queue_name, wait_state, wait_until_async};
 
 /// Generates one `#[tokio::test]` per flow behaviour, each with a fresh fixture.
 #[allow(unused_macros)] // not every conformance file runs the flow suite
@@ -85,7 +85,12 @@ pub async fn flow_parent_waits_for_children_in_other_queues_and_reads_their_resu
     .expect("worker");
     // Only a's children can run: the parent waits for b's.
     let aw = doubler(&a).await;
-    wait_state(&a, &rivulet::JobId::new("a2").expect("id"), JobState::Completed).await;
+    wait_state(
+        &a,
+        &rivulet::JobId::new("a2").expect("id"),
+        JobState::Completed,
+    )
+    .await;
     wait_until_async("a's notes applied", WAIT, || async {
         parents
             .children(&added.root.id)
@@ -95,11 +100,23 @@ pub async fn flow_parent_waits_for_children_in_other_queues_and_reads_their_resu
             == vec![child(&b, "p.2")]
     })
     .await;
-    let p = parents.job(&added.root.id).await.expect("job").expect("exists");
-    assert_eq!(p.state, JobState::WaitingChildren, "one child is still pending");
+    let p = parents
+        .job(&added.root.id)
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(
+        p.state,
+        JobState::WaitingChildren,
+        "one child is still pending"
+    );
     let bw = doubler(&b).await;
     wait_state(&parents, &added.root.id, JobState::Completed).await;
-    let p = parents.job(&added.root.id).await.expect("job").expect("exists");
+    let p = parents
+        .job(&added.root.id)
+        .await
+        .expect("job")
+        .expect("exists");
     assert_eq!(p.result::<u32>().expect("decode"), Some(12));
     let got = seen.lock().expect("lock").clone().expect("the parent ran");
     assert_eq!(
@@ -175,7 +192,11 @@ pub async fn flow_nested_three_levels_runs_bottom_up(f: &dyn Fixture) {
     let order = order.lock().expect("lock").clone();
     assert_eq!(order.len(), 6);
     assert_eq!(order.last(), Some(&"top"));
-    assert_eq!(order.iter().filter(|t| **t == "leaf").count(), 3, "{order:?}");
+    assert_eq!(
+        order.iter().filter(|t| **t == "leaf").count(),
+        3,
+        "{order:?}"
+    );
     for w in [tw, mw, lw] {
         w.shutdown().await;
     }
@@ -227,7 +248,11 @@ pub async fn flow_failed_child_policies(f: &dyn Fixture) {
     wait_state(&parents, &failing.root.id, JobState::Failed).await;
     wait_state(&parents, &ignoring.root.id, JobState::Completed).await;
     wait_state(&parents, &removing.root.id, JobState::Completed).await;
-    let p = parents.job(&failing.root.id).await.expect("job").expect("exists");
+    let p = parents
+        .job(&failing.root.id)
+        .await
+        .expect("job")
+        .expect("exists");
     let err = p.error.unwrap_or_default();
     assert!(
         err.contains(&format!("{}.1", failing.root.id)) && err.contains("boom"),
@@ -239,7 +264,11 @@ pub async fn flow_failed_child_policies(f: &dyn Fixture) {
     assert!(ign.failures.values().all(|e| e.contains("boom")), "{ign:?}");
     let rem = parents.children(&removing.root.id).await.expect("children");
     assert_eq!((rem.results.len(), rem.failures.len()), (1, 0), "{rem:?}");
-    assert_eq!(runs.load(Ordering::Relaxed), 2, "the failed parent never ran");
+    assert_eq!(
+        runs.load(Ordering::Relaxed),
+        2,
+        "the failed parent never ran"
+    );
     let mut events = parents.events(None).await.expect("events");
     let failed: Vec<_> = events
         .drain_now()
@@ -253,7 +282,10 @@ pub async fn flow_failed_child_policies(f: &dyn Fixture) {
     // A cancelled child fails its parent too.
     let cancelled = parents
         .flow("p", &0u32)
-        .child(kids.add("held", &1u32).delay(std::time::Duration::from_secs(3600)))
+        .child(
+            kids.add("held", &1u32)
+                .delay(std::time::Duration::from_secs(3600)),
+        )
         .await
         .expect("add");
     kids.cancel(&rivulet::JobId::new(format!("{}.0", cancelled.root.id)).expect("id"))
@@ -331,7 +363,10 @@ pub async fn flow_interactions_with_retention_retries_cancel_pause_and_remove(f:
     // Its child is removed before it runs: the parent fails.
     let orphaned = parents
         .flow("p", &0u32)
-        .child(kids.add("held", &4u32).delay(std::time::Duration::from_secs(3600)))
+        .child(
+            kids.add("held", &4u32)
+                .delay(std::time::Duration::from_secs(3600)),
+        )
         .await
         .expect("add");
     parents.pause().await.expect("pause");
@@ -372,11 +407,18 @@ pub async fn flow_interactions_with_retention_retries_cancel_pause_and_remove(f:
     // The paused queue's parent becomes waiting, and waits there.
     wait_state(&parents, &kept.root.id, JobState::Waiting).await;
     wait_state(&parents, &orphaned.root.id, JobState::Failed).await;
-    let o = parents.job(&orphaned.root.id).await.expect("job").expect("exists");
+    let o = parents
+        .job(&orphaned.root.id)
+        .await
+        .expect("job")
+        .expect("exists");
     assert!(o.error.unwrap_or_default().contains("removed"));
     let got = parents.children(&kept.root.id).await.expect("children");
     assert_eq!(
-        got.results_as::<u32>().expect("decode").into_values().collect::<Vec<_>>(),
+        got.results_as::<u32>()
+            .expect("decode")
+            .into_values()
+            .collect::<Vec<_>>(),
         vec![100, 200],
         "the deleted child's result is kept on the parent's side"
     );
@@ -389,12 +431,24 @@ pub async fn flow_interactions_with_retention_retries_cancel_pause_and_remove(f:
         "removed on completion"
     );
     let pw = doubler(&parents).await;
-    let c = parents.job(&cancelled.root.id).await.expect("job").expect("exists");
+    let c = parents
+        .job(&cancelled.root.id)
+        .await
+        .expect("job")
+        .expect("exists");
     assert_eq!(c.state, JobState::Cancelled);
     parents.resume().await.expect("resume");
     wait_state(&parents, &kept.root.id, JobState::Completed).await;
-    let c = parents.job(&cancelled.root.id).await.expect("job").expect("exists");
-    assert_eq!(c.state, JobState::Cancelled, "a cancelled parent stays cancelled");
+    let c = parents
+        .job(&cancelled.root.id)
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(
+        c.state,
+        JobState::Cancelled,
+        "a cancelled parent stays cancelled"
+    );
     assert_eq!(parents.counts().await.expect("counts").waiting_children, 0);
     pw.shutdown().await;
     kw.shutdown().await;

@@ -92,7 +92,11 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         progress: job_script!("jobs_progress.lua"),
         log: job_script!("jobs_log.lua"),
         list: job_script!("jobs_list.lua"),
-        flow_add: job_script!("jobs_flow_add_head.lua", "jobs_add.lua", "jobs_flow_add.lua"),
+        flow_add: job_script!(
+            "jobs_flow_add_head.lua",
+            "jobs_add.lua",
+            "jobs_flow_add.lua"
+        ),
         flow_take: job_script!("jobs_flow_take.lua"),
         flow_apply: job_script!("jobs_flow_apply.lua"),
         flow_ack: job_script!("jobs_flow_ack.lua"),

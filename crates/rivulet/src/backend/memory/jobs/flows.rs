@@ -82,7 +82,13 @@ impl MemQueue {
 
     /// Applies one note to parent `id` of this queue (a no-op unless the child was
     /// still pending).
-    fn apply_note(&mut self, id: &JobId, child: ChildRef, outcome: Outcome, on_fail: OnChildFailure) {
+    fn apply_note(
+        &mut self,
+        id: &JobId,
+        child: ChildRef,
+        outcome: Outcome,
+        on_fail: OnChildFailure,
+    ) {
         let now = now_ms();
         let Some(side) = self.flows.parents.get_mut(id) else {
             return;
@@ -156,7 +162,11 @@ impl JobFlows for MemoryBackend {
                 continue;
             };
             if q.jobs.contains_key(&node.job.id) {
-                let linked = q.flows.links.get(&node.job.id).map(|(_, l)| (&l.queue, &l.id));
+                let linked = q
+                    .flows
+                    .links
+                    .get(&node.job.id)
+                    .map(|(_, l)| (&l.queue, &l.id));
                 let wanted = node.parent.as_ref().map(|p| (&p.queue, &p.id));
                 if wanted.is_some() && linked != wanted {
                     let bad = node.job.id.clone();
@@ -203,7 +213,10 @@ impl JobFlows for MemoryBackend {
                         0,
                         Some(node.children.len().to_string()),
                     );
-                    out.push(FlowAdded::Added(Added::New(id.clone(), JobState::WaitingChildren)));
+                    out.push(FlowAdded::Added(Added::New(
+                        id.clone(),
+                        JobState::WaitingChildren,
+                    )));
                     continue;
                 }
             }
@@ -218,7 +231,11 @@ impl JobFlows for MemoryBackend {
 
     async fn children(&self, queue: &QueueName, id: &JobId) -> Result<Children> {
         let state = self.lock();
-        let Some(side) = state.queues.get(queue).and_then(|q| q.flows.parents.get(id)) else {
+        let Some(side) = state
+            .queues
+            .get(queue)
+            .and_then(|q| q.flows.parents.get(id))
+        else {
             return Ok(Children::default());
         };
         Ok(Children {

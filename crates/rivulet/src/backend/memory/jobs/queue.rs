@@ -405,7 +405,11 @@ impl MemQueue {
     }
 
     pub(super) fn remove(&mut self, id: &JobId, s: &QueueSettings) {
-        if self.jobs.get(id).is_some_and(|j| !j.info.state.is_terminal()) {
+        if self
+            .jobs
+            .get(id)
+            .is_some_and(|j| !j.info.state.is_terminal())
+        {
             self.flow_finished(id, None);
         }
         self.flow_deleted(id);

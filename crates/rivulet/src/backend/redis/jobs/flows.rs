@@ -115,10 +115,9 @@ impl RedisBackend {
                 let id = JobId::new(text(parts.get(1), "flow add")?)
                     .map_err(|_| reply::unexpected("flow add", item))?;
                 out.push(match text(parts.first(), "flow add")?.as_str() {
-                    "new" => FlowAdded::Added(Added::New(
-                        id,
-                        text(parts.get(2), "flow add")?.parse()?,
-                    )),
+                    "new" => {
+                        FlowAdded::Added(Added::New(id, text(parts.get(2), "flow add")?.parse()?))
+                    }
                     "existing" => FlowAdded::Added(Added::Existing(id)),
                     "conflict" => FlowAdded::Conflict(id),
                     _ => return Err(reply::unexpected("flow add", item)),
@@ -209,10 +208,8 @@ impl RedisBackend {
             match r {
                 Ok(left) => {
                     applied.extend(ns.iter().copied());
-                    if left {
-                        if let Some(n) = ns.first() {
-                            more.push(n.parent_queue.clone());
-                        }
+                    if left && let Some(n) = ns.first() {
+                        more.push(n.parent_queue.clone());
                     }
                 }
                 Err(e) => {
@@ -226,7 +223,6 @@ impl RedisBackend {
             None => Ok((notes.len(), more)),
         }
     }
-
 
     async fn flow_ack(&self, queue: &QueueName, notes: &[&Note]) -> Result<()> {
         if notes.is_empty() {
@@ -267,7 +263,11 @@ impl JobFlows for RedisBackend {
                 }
             }
             // A conflict stops the add before the next depth.
-            if out.iter().flatten().any(|a| matches!(a, FlowAdded::Conflict(_))) {
+            if out
+                .iter()
+                .flatten()
+                .any(|a| matches!(a, FlowAdded::Conflict(_)))
+            {
                 break;
             }
         }
@@ -293,20 +293,26 @@ impl JobFlows for RedisBackend {
     async fn children(&self, queue: &QueueName, id: &JobId) -> Result<Children> {
         let keys = self.queue_keys(queue);
         let mut conn = self.conn()?;
-        let (results, failures, pending): (Vec<(String, Vec<u8>)>, Vec<(String, String)>, Vec<String>) =
-            redis::pipe()
-                .cmd("HGETALL")
-                .arg(format!("{}/results/{id}", keys.tag))
-                .cmd("HGETALL")
-                .arg(format!("{}/failures/{id}", keys.tag))
-                .cmd("SMEMBERS")
-                .arg(format!("{}/deps/{id}", keys.tag))
-                .query_async(&mut conn)
-                .await?;
+        let (results, failures, pending): (
+            Vec<(String, Vec<u8>)>,
+            Vec<(String, String)>,
+            Vec<String>,
+        ) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(format!("{}/results/{id}", keys.tag))
+            .cmd("HGETALL")
+            .arg(format!("{}/failures/{id}", keys.tag))
+            .cmd("SMEMBERS")
+            .arg(format!("{}/deps/{id}", keys.tag))
+            .query_async(&mut conn)
+            .await?;
         let child = |m: &str| {
             parse_member(m).ok_or_else(|| Error::Protocol(format!("malformed flow child {m:?}")))
         };
-        let mut pending = pending.iter().map(|m| child(m)).collect::<Result<Vec<_>>>()?;
+        let mut pending = pending
+            .iter()
+            .map(|m| child(m))
+            .collect::<Result<Vec<_>>>()?;
         pending.sort();
         Ok(Children {
             results: results
@@ -342,7 +348,10 @@ mod tests {
             .unwrap()
             .unwrap();
         let b = RedisBackend::cluster(&cluster.urls()).await.unwrap();
-        let (up, down) = (QueueName::new("up").unwrap(), QueueName::new("down").unwrap());
+        let (up, down) = (
+            QueueName::new("up").unwrap(),
+            QueueName::new("down").unwrap(),
+        );
         assert_ne!(
             key_slot(b.queue_keys(&up).tag.as_bytes()),
             key_slot(b.queue_keys(&down).tag.as_bytes())
@@ -388,7 +397,13 @@ mod tests {
         assert_eq!(settled, vec![Settled::Applied(JobState::Completed)]);
         let state = |b: RedisBackend| {
             let up = up.clone();
-            async move { b.job(&up, &JobId::new("p").unwrap()).await.unwrap().unwrap().state }
+            async move {
+                b.job(&up, &JobId::new("p").unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .state
+            }
         };
         // Written with the completion, not applied yet (a mover that died before).
         let notes = b.flow_take(&down, 10).await.unwrap();
@@ -397,7 +412,11 @@ mod tests {
         // A mover that applies and dies before deleting the note.
         b.flow_apply(&up, &[&notes[0]]).await.unwrap();
         assert_eq!(state(b.clone()).await, JobState::Waiting);
-        assert_eq!(b.flow_take(&down, 10).await.unwrap().len(), 1, "still there");
+        assert_eq!(
+            b.flow_take(&down, 10).await.unwrap().len(),
+            1,
+            "still there"
+        );
         // The next mover: applies again (no effect) and deletes.
         assert_eq!(b.move_flow_notes(&down, 10).await.unwrap(), 1);
         assert!(b.flow_take(&down, 10).await.unwrap().is_empty());
