@@ -247,7 +247,7 @@ impl<'a> AddFlow<'a> {
                 if job.chosen_id().is_none() {
                     match up {
                         Some((p, _)) => {
-                            let parent: &FlowNode = &nodes[p];
+                            let parent = nodes.get(p).ok_or_else(lost_parent)?;
                             let n = parent.children.len();
                             let id = JobId::new(format!("{}.{n}", parent.job.id)).map_err(|_| {
                                 Error::config(format!(
@@ -268,7 +268,7 @@ impl<'a> AddFlow<'a> {
                 if !children.is_empty() && (new.delay_ms > 0 || new.run_at_ms.is_some()) {
                     return Err(Error::config("a flow's parent cannot be delayed"));
                 }
-                let me = super::flow::ChildRef {
+                let me = ChildRef {
                     queue: queue.shared.name.clone(),
                     id: new.id.clone(),
                 };
@@ -277,7 +277,7 @@ impl<'a> AddFlow<'a> {
                 }
                 let parent = match up {
                     Some((p, on_fail)) => {
-                        let pn = &mut nodes[p];
+                        let pn = nodes.get_mut(p).ok_or_else(lost_parent)?;
                         pn.children.push(me.clone());
                         Some(ParentLink {
                             queue: pn.queue.clone(),
@@ -378,6 +378,10 @@ impl<T> Job<T> {
         let shared = &self.act.shared;
         shared.backend.children(&shared.name, &self.act.id).await
     }
+}
+
+fn lost_parent() -> Error {
+    Error::Protocol("a flow node's parent is missing".into())
 }
 
 /// How many notes one mover step takes.
