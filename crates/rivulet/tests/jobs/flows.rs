@@ -21,6 +21,7 @@ macro_rules! flows_suite {
             flow_failed_child_policies,
             flow_add_with_a_root_id_is_idempotent,
             flow_interactions_with_retention_retries_cancel_pause_and_remove,
+            flow_a_failure_climbs_through_nested_parents_in_other_queues,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -452,4 +453,35 @@ pub async fn flow_interactions_with_retention_retries_cancel_pause_and_remove(f:
     assert_eq!(parents.counts().await.expect("counts").waiting_children, 0);
     pw.shutdown().await;
     kw.shutdown().await;
+}
+
+pub async fn flow_a_failure_climbs_through_nested_parents_in_other_queues(f: &dyn Fixture) {
+    let top = queue(f, &queue_name("flow.climb.top")).await;
+    let mid = queue(f, &queue_name("flow.climb.mid")).await;
+    let leaf = queue(f, &queue_name("flow.climb.leaf")).await;
+    let added = top
+        .flow("top", &0u32)
+        .child(
+            mid.flow("mid", &0u32)
+                .child(leaf.add("leaf", &0u32).attempts(1)),
+        )
+        .await
+        .expect("add flow");
+    let lw = fast(leaf.worker(|_job: Job<u32>| async move {
+        Err::<u32, _>(rivulet::HandlerError::permanent("leaf broke"))
+    }))
+    .await
+    .expect("worker");
+    wait_state(&top, &added.root.id, JobState::Failed).await;
+    let m = mid
+        .job(&rivulet::JobId::new(format!("{}.0", added.root.id)).expect("id"))
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(m.state, JobState::Failed);
+    let t = top.job(&added.root.id).await.expect("job").expect("exists");
+    let err = t.error.unwrap_or_default();
+    assert!(err.contains(&format!("{}.0", added.root.id)), "{err}");
+    assert!(err.contains("leaf broke"), "the cause travels up: {err}");
+    lw.shutdown().await;
 }
