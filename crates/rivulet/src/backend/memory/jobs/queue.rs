@@ -57,6 +57,7 @@ impl MemJob {
             JobState::Waiting => (self.place.0, self.place.1, id),
             JobState::Delayed => (at(self.info.run_at_ms.unwrap_or(0)), 0, id),
             JobState::Active => (at(self.lease_until), 0, id),
+            JobState::WaitingChildren => (at(self.info.added_at_ms), 0, id),
             _ => (at(self.info.finished_at_ms.unwrap_or(0)), 0, id),
         }
     }
