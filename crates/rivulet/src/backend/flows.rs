@@ -8,7 +8,8 @@
 //!   a child carries a link to its parent. A node whose id exists is `Existing` and
 //!   nothing of it is written again (a retried add repairs a tree that an earlier add
 //!   left half-written); an existing child linked to another parent (or none) is a
-//!   conflict.
+//!   conflict, found before anything is written (memory: under the lock; Redis: by a
+//!   read first, and again by the add script).
 //! * **Finishing**: when a child finishes (completed, failed, cancelled) or is removed
 //!   before it finished, a *note* (the child, its outcome, its result or error and its
 //!   failure policy) is made in the same atomic step. Applying a note removes the child

@@ -324,6 +324,14 @@ pub async fn flow_add_with_a_root_id_is_idempotent(f: &dyn Fixture) {
         .await
         .expect_err("conflict");
     assert_eq!(err.kind(), rivulet::ErrorKind::Config, "{err}");
+    assert_eq!(
+        parents
+            .job(&rivulet::JobId::new("root2").expect("id"))
+            .await
+            .expect("job"),
+        None,
+        "a refused flow writes nothing"
+    );
     // Bad flows are refused before anything is written.
     let before = parents.counts().await.expect("counts");
     let e = parents

@@ -240,9 +240,63 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// The first child whose id names a job that is not its parent's child, read before
+    /// anything is written (so bad input writes nothing; a concurrent add can still make
+    /// the script find a conflict, which it reports the same way).
+    async fn flow_conflict(&self, nodes: &[FlowNode]) -> Result<Option<usize>> {
+        let mut groups: BTreeMap<&QueueName, Vec<usize>> = BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate().filter(|(_, n)| n.parent.is_some()) {
+            groups.entry(&n.queue).or_default().push(i);
+        }
+        let links = try_join_all(groups.iter().map(|(q, idx)| async move {
+            let keys = self.queue_keys(q);
+            let mut pipe = redis::pipe();
+            for &i in idx {
+                if let Some(n) = nodes.get(i) {
+                    pipe.cmd("HMGET")
+                        .arg(keys.job(&n.job.id))
+                        .arg("id")
+                        .arg("parent_tag")
+                        .arg("parent_id");
+                }
+            }
+            let mut conn = self.conn()?;
+            let v: Vec<(Option<String>, Option<String>, Option<String>)> =
+                pipe.query_async(&mut conn).await?;
+            Ok::<_, Error>(idx.iter().copied().zip(v).collect::<Vec<_>>())
+        }))
+        .await?;
+        for (i, (id, tag, pid)) in links.into_iter().flatten() {
+            let (Some(_), Some(p)) = (id, nodes.get(i).and_then(|n| n.parent.as_ref())) else {
+                continue;
+            };
+            if tag.as_deref() != Some(self.queue_keys(&p.queue).tag.as_str())
+                || pid.as_deref() != Some(p.id.as_str())
+            {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[async_trait]
 impl JobFlows for RedisBackend {
     async fn add_flow(&self, nodes: &[FlowNode]) -> Result<Vec<FlowAdded>> {
+        if let Some(bad) = self.flow_conflict(nodes).await? {
+            return Ok(nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    if i == bad {
+                        FlowAdded::Conflict(n.job.id.clone())
+                    } else {
+                        FlowAdded::Added(Added::Existing(n.job.id.clone()))
+                    }
+                })
+                .collect());
+        }
         let mut out: Vec<Option<FlowAdded>> = vec![None; nodes.len()];
         let depth = nodes.iter().map(|n| n.depth).max().unwrap_or(0);
         for d in 0..=depth {
