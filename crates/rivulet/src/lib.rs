@@ -34,10 +34,11 @@ pub use error::{Error, ErrorKind, Result, TlsFailure};
 pub use handler::{Delivery, FailureKind, HandlerError, ResultExt};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};
 pub use jobs::{
-    AddJob, CancelOutcome, Enqueued, Job, JobCounts, JobEvent, JobEventKind, JobEvents, JobInfo,
-    JobPage, JobState, Keep, Queue, QueueBuilder, Schedule, ScheduleError, SchedulerBuilder,
-    SchedulerChange, SchedulerInfo, SchedulerRunner, SchedulerRunnerBuilder, SchedulerRunnerStats,
-    SchedulerUpsert, Worker, WorkerBuilder, WorkerStats,
+    AddFlow, AddJob, CancelOutcome, ChildRef, Children, Enqueued, FlowChild, FlowEnqueued, Job,
+    JobCounts, JobEvent, JobEventKind, JobEvents, JobInfo, JobPage, JobState, Keep, OnChildFailure,
+    Queue, QueueBuilder, Schedule, ScheduleError, SchedulerBuilder, SchedulerChange, SchedulerInfo,
+    SchedulerRunner, SchedulerRunnerBuilder, SchedulerRunnerStats, SchedulerUpsert, Worker,
+    WorkerBuilder, WorkerStats,
 };
 pub use live::{Live, LiveSubscriber};
 pub use message::{EntryId, Headers, MessageId, Published};

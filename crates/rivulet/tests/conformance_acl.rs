@@ -68,3 +68,4 @@ async fn fixture() -> Acl {
 conformance_suite!(fixture());
 jobs_suite!(fixture());
 schedulers_suite!(fixture());
+flows_suite!(fixture());

@@ -42,3 +42,4 @@ async fn fixture() -> Cluster {
 conformance_suite!(fixture());
 jobs_suite!(fixture());
 schedulers_suite!(fixture());
+flows_suite!(fixture());

@@ -22,3 +22,4 @@ impl conformance::Fixture for Memory {
 conformance_suite!(async { Memory(MemoryBackend::new()) });
 jobs_suite!(async { Memory(MemoryBackend::new()) });
 schedulers_suite!(async { Memory(MemoryBackend::new()) });
+flows_suite!(async { Memory(MemoryBackend::new()) });

@@ -40,3 +40,4 @@ async fn fixture() -> Redis {
 conformance_suite!(fixture());
 jobs_suite!(fixture());
 schedulers_suite!(fixture());
+flows_suite!(fixture());

@@ -45,3 +45,4 @@ async fn fixture() -> Tls {
 
 conformance_suite!(fixture());
 jobs_suite!(fixture());
+flows_suite!(fixture());

@@ -28,6 +28,7 @@ use crate::message::{EntryId, Envelope, Published};
 use crate::name::{ConsumerName, GroupName, TopicName};
 use crate::topic::{StartFrom, TopicOptions, TrimReport};
 
+pub(crate) mod flows;
 pub(crate) mod job_schedulers;
 pub(crate) mod jobs;
 pub mod memory;
@@ -490,6 +491,7 @@ pub(crate) trait Backend:
     + Inspection
     + jobs::JobQueues
     + job_schedulers::JobSchedulers
+    + flows::JobFlows
     + Send
     + Sync
     + fmt::Debug

@@ -45,7 +45,7 @@ impl Activation {
 /// worker's completion of this run.
 pub struct Job<T> {
     data: T,
-    act: Arc<Activation>,
+    pub(super) act: Arc<Activation>,
 }
 
 impl<T: fmt::Debug> fmt::Debug for Job<T> {

@@ -3,10 +3,12 @@
 //!
 //! One concept per file: [`queue`] (adding and looking), [`job`] (what a handler gets),
 //! `worker` (leasing, running, settling, draining), `lease` (renewal on a thread of its
-//! own), `events` (following a queue's event stream), [`record`] (what is stored),
-//! [`schedule`] (cron and interval ticks) and [`scheduler`] (job schedulers, J-4).
+//! own), [`flow`] (parents waiting for children), `events` (following a queue's event
+//! stream), [`record`] (what is stored), [`schedule`] (cron and interval ticks) and
+//! [`scheduler`] (job schedulers, J-4).
 
 mod events;
+pub mod flow;
 pub mod job;
 mod lease;
 pub mod queue;
@@ -16,6 +18,7 @@ pub mod scheduler;
 mod worker;
 
 pub use events::JobEvents;
+pub use flow::{AddFlow, ChildRef, Children, FlowChild, FlowEnqueued, OnChildFailure};
 pub use job::Job;
 pub use queue::{AddJob, CancelOutcome, Enqueued, JobPage, MAX_PRIORITY, Queue, QueueBuilder};
 pub use record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState, Keep};

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryPolicy,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_payload: usize,
+    /// Wakes this handle's flow-note movers (see `flow`).
+    pub(crate) flow_poke: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -151,6 +153,7 @@ impl QueueBuilder {
                 retry: self.retry,
                 timeout: self.timeout,
                 max_payload: self.max_payload,
+                flow_poke: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -428,6 +431,13 @@ impl fmt::Debug for AddJob<'_> {
     }
 }
 
+impl<'a> AddJob<'a> {
+    /// The queue the job goes to.
+    pub(crate) fn queue(&self) -> &'a Queue {
+        self.queue
+    }
+}
+
 impl AddJob<'_> {
     /// Runs the job no earlier than `delay` from now (J-3).
     pub fn delay(mut self, delay: Duration) -> Self {
@@ -505,6 +515,16 @@ impl AddJob<'_> {
     pub fn remove_on_fail(mut self) -> Self {
         self.opts.remove_on_fail = true;
         self
+    }
+
+    /// The id the caller chose, if any.
+    pub(crate) fn chosen_id(&self) -> Option<&str> {
+        self.opts.id.as_deref()
+    }
+
+    /// Sets the id (a flow derives its children's ids from their parents').
+    pub(crate) fn set_id(&mut self, id: &JobId) {
+        self.opts.id = Some(id.to_string());
     }
 
     pub(crate) fn into_new_job(self) -> Result<NewJob> {

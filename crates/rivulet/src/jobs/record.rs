@@ -26,8 +26,9 @@ use crate::name::{JobId, JobName};
 ///      completed      failed      cancelled   (terminal; kept under retention)
 /// ```
 ///
-/// `WaitingChildren` is the state of a flow's parent until its children finish; it is
-/// reserved for flows and no job enters it yet.
+/// `WaitingChildren` is the state of a flow's parent until its children finish (J-9);
+/// it becomes waiting then, or fails when a child fails (see
+/// [`OnChildFailure`](crate::OnChildFailure)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum JobState {
@@ -43,7 +44,7 @@ pub enum JobState {
     Failed,
     /// Cancelled before or while it ran.
     Cancelled,
-    /// A flow's parent waiting for its children (reserved for flows).
+    /// A flow's parent waiting for its children.
     WaitingChildren,
 }
 
@@ -268,11 +269,15 @@ pub enum JobEventKind {
     /// A job scheduler fired a tick (J-4): `job` is the job it added, `detail` is
     /// `<scheduler id>@<tick ms>` (see [`JobEvent::scheduler_tick`]).
     SchedulerFired,
+    /// A flow's parent was added and waits for its children (detail: how many).
+    WaitingChildren,
+    /// A flow's parent has no pending child left and is waiting now (J-9).
+    ChildrenCompleted,
 }
 
 impl JobEventKind {
     /// Every kind.
-    pub const ALL: [JobEventKind; 12] = [
+    pub const ALL: [JobEventKind; 14] = [
         JobEventKind::Added,
         JobEventKind::Delayed,
         JobEventKind::Active,
@@ -285,6 +290,8 @@ impl JobEventKind {
         JobEventKind::Removed,
         JobEventKind::Released,
         JobEventKind::SchedulerFired,
+        JobEventKind::WaitingChildren,
+        JobEventKind::ChildrenCompleted,
     ];
 
     /// The wire name of the kind.
@@ -302,6 +309,8 @@ impl JobEventKind {
             JobEventKind::Removed => "removed",
             JobEventKind::Released => "released",
             JobEventKind::SchedulerFired => "scheduler-fired",
+            JobEventKind::WaitingChildren => "waiting-children",
+            JobEventKind::ChildrenCompleted => "children-completed",
         }
     }
 }

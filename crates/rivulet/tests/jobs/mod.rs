@@ -12,6 +12,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 #[macro_use]
+pub mod flows;
+#[macro_use]
 pub mod schedulers;
 
 use std::collections::{HashMap, HashSet};
@@ -93,7 +95,7 @@ pub fn fast(w: WorkerBuilder) -> WorkerBuilder {
         .stall_check_every(Duration::from_millis(200))
 }
 
-const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// Waits until the job is in `state`.
 pub async fn wait_state(q: &Queue, id: &rivulet::JobId, state: JobState) {

@@ -44,15 +44,21 @@ pub(crate) struct JobScripts {
     pub(crate) progress: Script,
     pub(crate) log: Script,
     pub(crate) list: Script,
+    /// Flows (`lua/jobs_flow_*.lua`).
+    pub(crate) flow_add: Script,
+    pub(crate) flow_take: Script,
+    pub(crate) flow_apply: Script,
+    pub(crate) flow_ack: Script,
 }
 
-/// A job script: the shared library, then the script's own body.
+/// A job script: the shared library and its flow part, then the script's own body.
 macro_rules! job_script {
-    ($file:literal) => {
+    ($($file:literal),+) => {
         Script::new(concat!(
             include_str!("lua/jobs_lib.lua"),
             "\n",
-            include_str!(concat!("lua/", $file))
+            include_str!("lua/jobs_flow_lib.lua"),
+            $("\n", include_str!(concat!("lua/", $file))),+
         ))
     };
 }
@@ -86,5 +92,13 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         progress: job_script!("jobs_progress.lua"),
         log: job_script!("jobs_log.lua"),
         list: job_script!("jobs_list.lua"),
+        flow_add: job_script!(
+            "jobs_flow_add_head.lua",
+            "jobs_add.lua",
+            "jobs_flow_add.lua"
+        ),
+        flow_take: job_script!("jobs_flow_take.lua"),
+        flow_apply: job_script!("jobs_flow_apply.lua"),
+        flow_ack: job_script!("jobs_flow_ack.lua"),
     },
 });

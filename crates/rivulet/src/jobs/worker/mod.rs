@@ -234,6 +234,11 @@ impl WorkerBuilder {
             stop: done_for_good.clone(),
         }
         .start(&leases);
+        super::flow::start_mover(
+            shared.clone(),
+            self.stall_check_every,
+            done_for_good.clone(),
+        );
         let stats = Arc::new(Counters::default());
         let name = self.name.unwrap_or_else(default_worker_name);
         let run = Run {

@@ -257,6 +257,7 @@ impl Run {
                 let n =
                     report.returned.len() + report.failed_attempt.len() + report.cancelled.len();
                 if n > 0 {
+                    crate::jobs::flow::poke(&self.shared, crate::jobs::JobState::Failed);
                     self.stats
                         .stalled_found
                         .fetch_add(n as u64, Ordering::Relaxed);
@@ -276,6 +277,9 @@ impl Run {
         let mut by_outcome: Vec<(&'static str, u64)> = Vec::new();
         for (s, r) in batch.iter().zip(settled) {
             self.leases.release(&s.id, s.token);
+            if let Settled::Applied(st) = r {
+                crate::jobs::flow::poke(&self.shared, *st);
+            }
             let counter = match r {
                 Settled::LeaseLost => {
                     tracing::warn!(queue = %self.shared.name, job = %s.id, "a job's outcome was refused: its lease was lost (another worker may hold it)");

@@ -5,6 +5,7 @@
 //! The data and its transitions are in `queue`; this file maps the seam's steps onto
 //! them, and provides the waiter and the event reader.
 
+mod flows;
 mod queue;
 mod schedulers;
 #[cfg(test)]
@@ -73,6 +74,8 @@ impl JobQueues for MemoryBackend {
         } else {
             q.lease(fetch, now, settings)
         };
+        flows::deliver(&mut state.queues, queue);
+        let q = queue_mut(&mut state.queues, queue);
         Ok(Fetched {
             settled,
             jobs,
@@ -90,10 +93,12 @@ impl JobQueues for MemoryBackend {
         let now = now_ms();
         let mut state = self.lock();
         let q = queue_mut(&mut state.queues, queue);
-        Ok(settle
+        let settled = settle
             .iter()
             .map(|st| q.settle_one(st, now, settings))
-            .collect())
+            .collect();
+        flows::deliver(&mut state.queues, queue);
+        Ok(settled)
     }
 
     async fn renew(
@@ -131,7 +136,9 @@ impl JobQueues for MemoryBackend {
         let now = now_ms();
         let mut state = self.lock();
         let q = queue_mut(&mut state.queues, queue);
-        Ok(q.check_stalled(max_stalled, limit, now, settings))
+        let report = q.check_stalled(max_stalled, limit, now, settings);
+        flows::deliver(&mut state.queues, queue);
+        Ok(report)
     }
 
     async fn progress(
@@ -200,6 +207,7 @@ impl JobQueues for MemoryBackend {
                 q.finish(id, JobState::Cancelled, now, settings, |j| {
                     j.info.error = Some("cancelled".into());
                 });
+                flows::deliver(&mut state.queues, queue);
                 Ok(Cancelled::Cancelled)
             }
             JobState::Active => {
@@ -252,6 +260,7 @@ impl JobQueues for MemoryBackend {
             Some(JobState::Active) => Ok(Removed::Active),
             Some(st) => {
                 q.remove(id, settings);
+                flows::deliver(&mut state.queues, queue);
                 Ok(Removed::Removed(st))
             }
         }

@@ -57,6 +57,7 @@ impl MemJob {
             JobState::Waiting => (self.place.0, self.place.1, id),
             JobState::Delayed => (at(self.info.run_at_ms.unwrap_or(0)), 0, id),
             JobState::Active => (at(self.lease_until), 0, id),
+            JobState::WaitingChildren => (at(self.info.added_at_ms), 0, id),
             _ => (at(self.info.finished_at_ms.unwrap_or(0)), 0, id),
         }
     }
@@ -80,6 +81,7 @@ pub(crate) struct MemQueue {
     pub(super) new_events: Arc<Notify>,
     /// The queue's job schedulers (J-4), in `schedulers.rs`.
     pub(super) schedulers: super::MemSchedulers,
+    pub(super) flows: super::flows::Flows,
 }
 
 impl MemQueue {
@@ -370,6 +372,7 @@ impl MemQueue {
             ),
         };
         self.event(s, kind, id, attempt, detail);
+        self.flow_finished(id, Some(state));
         if remove {
             self.remove(id, s);
         }
@@ -405,6 +408,14 @@ impl MemQueue {
     }
 
     pub(super) fn remove(&mut self, id: &JobId, s: &QueueSettings) {
+        if self
+            .jobs
+            .get(id)
+            .is_some_and(|j| !j.info.state.is_terminal())
+        {
+            self.flow_finished(id, None);
+        }
+        self.flow_deleted(id);
         self.release_dedup(id, false);
         self.unlink(id);
         if self.jobs.remove(id).is_some() {

@@ -78,7 +78,7 @@ pub(super) fn decode_added(v: &Value) -> Result<Added> {
 impl RedisBackend {
     /// Adds `queue` to the registry, once per queue for this backend handle (the set is
     /// not in the queue's slot, so it is a command of its own).
-    async fn register_queue(&self, conn: &mut Conn, queue: &QueueName) -> Result<()> {
+    pub(super) async fn register_queue(&self, conn: &mut Conn, queue: &QueueName) -> Result<()> {
         if crate::backend::redis::lock(&self.inner.queues_registered).contains(queue) {
             return Ok(());
         }

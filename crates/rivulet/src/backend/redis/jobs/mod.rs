@@ -45,6 +45,7 @@ mod add;
 mod control;
 mod decode;
 mod fetch;
+mod flows;
 mod hints;
 pub(crate) mod keys;
 mod read;

@@ -75,11 +75,14 @@ local function add_one(a)
   return { 'new', id, 'waiting' }
 end
 
-local n = tonumber(ARGV[7]) or 0
-local out = {}
-for i = 0, n - 1 do
-  out[#out + 1] = add_one(8 + i * PER_JOB)
+-- jobs_flow_add.lua reuses add_one and has its own main part.
+if not FLOW_ADD then
+  local n = tonumber(ARGV[7]) or 0
+  local out = {}
+  for i = 0, n - 1 do
+    out[#out + 1] = add_one(8 + i * PER_JOB)
+  end
+  -- One wake-up for the batch: the woken worker's fetch chains the others.
+  if woke then wake() end
+  return out
 end
--- One wake-up for the batch: the woken worker's fetch chains the others.
-if woke then wake() end
-return out

@@ -32,6 +32,8 @@ local RETENTION_SLACK = 8
 -- The finished states a script touched, and how many jobs it finished in each.
 local TOUCHED = {}
 local MAX_PRIORITY = 2097151 -- 2^21 - 1: priority * 2^32 + 2^32 stays below 2^53
+-- Flow hooks, defined in jobs_flow_lib.lua (which follows this file in every script).
+local flow_finished, flow_deleted
 
 local function num(n)
   return string.format('%.0f', n)
@@ -142,6 +144,7 @@ local function delete_job(id)
   local jk = job_key(id)
   local state = redis.call('HGET', jk, 'state')
   if not state then return false end
+  flow_deleted(id, state)
   release_dedup(id, false)
   unlink(id)
   redis.call('DEL', jk, logs_key(id))
@@ -188,6 +191,7 @@ local function finish_out(id, state, attempt, err, remove, dedup, dedup_ttl)
   else
     event('failed', id, attempt, err or nil)
   end
+  flow_finished(id, state)
   if remove == '1' then delete_job(id) end
   TOUCHED[state] = (TOUCHED[state] or 0) + 1
 end
