@@ -8,6 +8,8 @@
 mod conformance;
 #[macro_use]
 mod jobs;
+#[macro_use]
+mod admin;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,4 +42,5 @@ async fn fixture() -> Cluster {
 }
 
 conformance_suite!(fixture());
+admin_suite!(fixture());
 jobs_suite!(fixture());
