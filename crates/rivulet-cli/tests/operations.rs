@@ -29,7 +29,11 @@ impl Out {
     }
 
     fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -245,7 +249,10 @@ fn topics_topic_show_and_pending() {
     let t = rivulet(&url, &["topics"]).ok();
     let header = t.stdout.lines().next().expect("a header");
     assert!(header.starts_with("TOPIC"), "{}", t.stdout);
-    assert!(header.contains("MAX LAG") && header.contains("DEAD"), "{header}");
+    assert!(
+        header.contains("MAX LAG") && header.contains("DEAD"),
+        "{header}"
+    );
     let row = t
         .stdout
         .lines()
@@ -269,9 +276,15 @@ fn topics_topic_show_and_pending() {
     assert_eq!(group(orders, "app:orders__billing")["pending"], 0);
 
     let show = rivulet(&url, &["topic", "show", "orders"]).ok();
-    assert!(show.stdout.starts_with("topic orders: 6 entries"), "{}", show.stdout);
+    assert!(
+        show.stdout.starts_with("topic orders: 6 entries"),
+        "{}",
+        show.stdout
+    );
     assert!(show.stdout.contains("hung-consumer"), "{}", show.stdout);
-    let j = rivulet(&url, &["--json", "topic", "show", "orders"]).ok().json();
+    let j = rivulet(&url, &["--json", "topic", "show", "orders"])
+        .ok()
+        .json();
     let hung = group(&j, "app:orders__hung");
     assert_eq!(hung["pending"], 1);
     assert!(hung["oldest_pending_idle_ms"].as_u64().is_some());
@@ -286,7 +299,11 @@ fn topics_topic_show_and_pending() {
 
     let p = rivulet(&url, &["pending", "orders", "--group", "app:orders__hung"]).ok();
     assert!(p.stdout.lines().next().expect("header").starts_with("ID"));
-    assert!(p.stdout.contains("hung-consumer") && p.stdout.contains("topic"), "{}", p.stdout);
+    assert!(
+        p.stdout.contains("hung-consumer") && p.stdout.contains("topic"),
+        "{}",
+        p.stdout
+    );
     let j = rivulet(
         &url,
         &["--json", "pending", "orders", "--group", "app:orders__hung"],
@@ -301,11 +318,20 @@ fn topics_topic_show_and_pending() {
     assert_eq!(j["next"], Value::Null);
 
     // A topic nobody used is empty, not an error; a bad name is a usage error.
-    let j = rivulet(&url, &["--json", "topic", "show", "nothing"]).ok().json();
-    assert_eq!((j["length"].as_u64(), j["groups"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    let j = rivulet(&url, &["--json", "topic", "show", "nothing"])
+        .ok()
+        .json();
+    assert_eq!(
+        (j["length"].as_u64(), j["groups"].as_array().map(Vec::len)),
+        (Some(0), Some(0))
+    );
     let bad = rivulet(&url, &["topic", "show", "bad topic"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
-    assert!(bad.stderr.starts_with("error: invalid topic name"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.starts_with("error: invalid topic name"),
+        "{}",
+        bad.stderr
+    );
     assert_eq!(bad.stderr.lines().count(), 1);
 }
 
@@ -317,10 +343,18 @@ fn dead_letters_list_show_replay_and_purge() {
 
     let l = rivulet(&url, &["dead-letters", "list", "orders"]).ok();
     assert!(l.stdout.starts_with("ID"), "{}", l.stdout);
-    assert_eq!(l.stdout.matches("customer unknown").count(), 3, "{}", l.stdout);
-    let j = rivulet(&url, &["--json", "dead-letters", "list", "orders", "--limit", "2"])
-        .ok()
-        .json();
+    assert_eq!(
+        l.stdout.matches("customer unknown").count(),
+        3,
+        "{}",
+        l.stdout
+    );
+    let j = rivulet(
+        &url,
+        &["--json", "dead-letters", "list", "orders", "--limit", "2"],
+    )
+    .ok()
+    .json();
     assert_eq!(j["total"], 3);
     let page = j["dead_letters"].as_array().expect("dead letters");
     assert_eq!(page.len(), 2);
@@ -330,21 +364,46 @@ fn dead_letters_list_show_replay_and_purge() {
     let next = j["next"].as_str().expect("a next page");
     let j2 = rivulet(
         &url,
-        &["--json", "dead-letters", "list", "orders", "--limit", "2", "--after", next],
+        &[
+            "--json",
+            "dead-letters",
+            "list",
+            "orders",
+            "--limit",
+            "2",
+            "--after",
+            next,
+        ],
     )
     .ok()
     .json();
     assert_eq!(j2["dead_letters"].as_array().map(Vec::len), Some(1));
     let none = rivulet(
         &url,
-        &["--json", "dead-letters", "list", "orders", "--reason", "decode"],
+        &[
+            "--json",
+            "dead-letters",
+            "list",
+            "orders",
+            "--reason",
+            "decode",
+        ],
     )
     .ok()
     .json();
     assert_eq!(none["dead_letters"].as_array().map(Vec::len), Some(0));
     let recent = rivulet(
         &url,
-        &["--json", "dead-letters", "list", "orders", "--since", "1h", "--group", "app:orders__billing"],
+        &[
+            "--json",
+            "dead-letters",
+            "list",
+            "orders",
+            "--since",
+            "1h",
+            "--group",
+            "app:orders__billing",
+        ],
     )
     .ok()
     .json();
@@ -352,24 +411,44 @@ fn dead_letters_list_show_replay_and_purge() {
 
     let id = page[0]["id"].as_str().expect("id").to_owned();
     let s = rivulet(&url, &["dead-letters", "show", "orders", &id]).ok();
-    assert!(s.stdout.contains("customer unknown") && s.stdout.contains("acme"), "{}", s.stdout);
-    let j = rivulet(&url, &["--json", "dead-letters", "show", "orders", &id]).ok().json();
+    assert!(
+        s.stdout.contains("customer unknown") && s.stdout.contains("acme"),
+        "{}",
+        s.stdout
+    );
+    let j = rivulet(&url, &["--json", "dead-letters", "show", "orders", &id])
+        .ok()
+        .json();
     assert_eq!(j["id"], id.as_str());
     assert_eq!(j["headers"]["customer"], "acme");
-    assert!(j["payload"].as_str().expect("payload").contains("\"bad\":true"));
+    assert!(
+        j["payload"]
+            .as_str()
+            .expect("payload")
+            .contains("\"bad\":true")
+    );
     let missing = rivulet(&url, &["dead-letters", "show", "orders", "1-0"]);
     assert_eq!(missing.code, 4, "{}", missing.stderr);
     let bad_id = rivulet(&url, &["dead-letters", "show", "orders", "nope"]);
     assert_eq!(bad_id.code, 2, "{}", bad_id.stderr);
 
     // Replay one by id (no --yes needed), then the rest, which needs --yes.
-    let j = rivulet(&url, &["--json", "dead-letters", "replay", "orders", &id]).ok().json();
+    let j = rivulet(&url, &["--json", "dead-letters", "replay", "orders", &id])
+        .ok()
+        .json();
     assert_eq!(j["replayed"], 1);
     let refused = rivulet(&url, &["dead-letters", "replay", "orders", "--all"]);
     assert_eq!(refused.code, 3, "{}", refused.stderr);
-    assert!(refused.stdout.contains("would deliver up to 2"), "{}", refused.stdout);
+    assert!(
+        refused.stdout.contains("would deliver up to 2"),
+        "{}",
+        refused.stdout
+    );
     assert!(refused.stdout.contains("--yes"), "{}", refused.stdout);
-    let refused = rivulet(&url, &["--json", "dead-letters", "replay", "orders", "--all"]);
+    let refused = rivulet(
+        &url,
+        &["--json", "dead-letters", "replay", "orders", "--all"],
+    );
     assert_eq!(refused.code, 3);
     let j = refused.json();
     assert_eq!(j["dry_run"], true);
@@ -378,7 +457,16 @@ fn dead_letters_list_show_replay_and_purge() {
     assert_eq!(nothing.code, 2, "{}", nothing.stderr);
     let j = rivulet(
         &url,
-        &["--json", "dead-letters", "replay", "orders", "--all", "--rate", "100", "--yes"],
+        &[
+            "--json",
+            "dead-letters",
+            "replay",
+            "orders",
+            "--all",
+            "--rate",
+            "100",
+            "--yes",
+        ],
     )
     .ok()
     .json();
@@ -386,7 +474,9 @@ fn dead_letters_list_show_replay_and_purge() {
 
     // The replayed messages fail again once a consumer runs; here nobody runs, so the
     // queue is empty. Purge: refused without --yes, then done.
-    let j = rivulet(&url, &["--json", "dead-letters", "list", "orders"]).ok().json();
+    let j = rivulet(&url, &["--json", "dead-letters", "list", "orders"])
+        .ok()
+        .json();
     assert_eq!(j["total"], 0);
     // Put three back by replaying through a consumer that fails them again.
     runtime().block_on(async {
@@ -411,14 +501,30 @@ fn dead_letters_list_show_replay_and_purge() {
     });
     let refused = rivulet(&url, &["dead-letters", "purge", "orders", "--all"]);
     assert_eq!(refused.code, 3);
-    assert!(refused.stdout.contains("would delete up to 3"), "{}", refused.stdout);
-    let j = rivulet(&url, &["--json", "dead-letters", "list", "orders"]).ok().json();
+    assert!(
+        refused.stdout.contains("would delete up to 3"),
+        "{}",
+        refused.stdout
+    );
+    let j = rivulet(&url, &["--json", "dead-letters", "list", "orders"])
+        .ok()
+        .json();
     assert_eq!(j["total"], 3, "a refused purge deletes nothing");
     let p = rivulet(&url, &["dead-letters", "purge", "orders", "--all", "--yes"]).ok();
     assert_eq!(p.stdout, "Purged 3 dead letters of orders.\n");
-    let j = rivulet(&url, &["--json", "dead-letters", "purge", "orders", "--all", "--yes"])
-        .ok()
-        .json();
+    let j = rivulet(
+        &url,
+        &[
+            "--json",
+            "dead-letters",
+            "purge",
+            "orders",
+            "--all",
+            "--yes",
+        ],
+    )
+    .ok()
+    .json();
     assert_eq!(j["purged"], 0);
 }
 
@@ -435,7 +541,10 @@ fn trim_and_safe_group_and_consumer_deletes() {
     )
     .ok()
     .json();
-    assert_eq!((dry["removed"].as_u64(), dry["kept_unhandled"].as_u64()), (Some(0), Some(4)));
+    assert_eq!(
+        (dry["removed"].as_u64(), dry["kept_unhandled"].as_u64()),
+        (Some(0), Some(4))
+    );
     assert_eq!(dry["dry_run"], true);
     let refused = rivulet(&url, &["trim", "orders", "--max-len", "2", "--unsafe"]);
     assert_eq!(refused.code, 3);
@@ -444,7 +553,9 @@ fn trim_and_safe_group_and_consumer_deletes() {
         "{}",
         refused.stdout
     );
-    let j = rivulet(&url, &["--json", "topic", "show", "orders"]).ok().json();
+    let j = rivulet(&url, &["--json", "topic", "show", "orders"])
+        .ok()
+        .json();
     assert_eq!(j["length"], 6, "nothing trimmed without --yes");
     let none = rivulet(&url, &["trim", "orders"]);
     assert_eq!(none.code, 2);
@@ -452,30 +563,59 @@ fn trim_and_safe_group_and_consumer_deletes() {
     // The `late` group has lag: deleting it is refused without --force (exit 5).
     let refused = rivulet(&url, &["group", "delete", "orders", "app:orders__late"]);
     assert_eq!(refused.code, 3);
-    assert!(refused.stdout.contains("6 undelivered"), "{}", refused.stdout);
+    assert!(
+        refused.stdout.contains("6 undelivered"),
+        "{}",
+        refused.stdout
+    );
     let unsafe_delete = rivulet(
         &url,
         &["group", "delete", "orders", "app:orders__late", "--yes"],
     );
     assert_eq!(unsafe_delete.code, 5, "{}", unsafe_delete.stderr);
-    assert!(unsafe_delete.stderr.starts_with("error: refused:"), "{}", unsafe_delete.stderr);
+    assert!(
+        unsafe_delete.stderr.starts_with("error: refused:"),
+        "{}",
+        unsafe_delete.stderr
+    );
     let j = rivulet(
         &url,
-        &["--json", "group", "delete", "orders", "app:orders__late", "--force", "--yes"],
+        &[
+            "--json",
+            "group",
+            "delete",
+            "orders",
+            "app:orders__late",
+            "--force",
+            "--yes",
+        ],
     )
     .ok()
     .json();
-    assert_eq!((j["deleted"].as_bool(), j["lag"].as_u64()), (Some(true), Some(6)));
+    assert_eq!(
+        (j["deleted"].as_bool(), j["lag"].as_u64()),
+        (Some(true), Some(6))
+    );
     let missing = rivulet(&url, &["group", "delete", "orders", "app:orders__late"]);
     assert_eq!(missing.code, 4);
 
     // The hung consumer: its entry goes back to the group first.
     let refused = rivulet(
         &url,
-        &["consumer", "delete", "orders", "app:orders__hung", "hung-consumer:1"],
+        &[
+            "consumer",
+            "delete",
+            "orders",
+            "app:orders__hung",
+            "hung-consumer:1",
+        ],
     );
     assert_eq!(refused.code, 3);
-    assert!(refused.stdout.contains("hand its 1 pending"), "{}", refused.stdout);
+    assert!(
+        refused.stdout.contains("hand its 1 pending"),
+        "{}",
+        refused.stdout
+    );
     let j = rivulet(
         &url,
         &[
@@ -491,22 +631,32 @@ fn trim_and_safe_group_and_consumer_deletes() {
     .ok()
     .json();
     assert_eq!(j["handed_back"], 1);
-    let j = rivulet(&url, &["--json", "topic", "show", "orders"]).ok().json();
+    let j = rivulet(&url, &["--json", "topic", "show", "orders"])
+        .ok()
+        .json();
     let hung = group(&j, "app:orders__hung");
     assert_eq!(hung["pending"], 0);
-    assert!(hung["consumers"]
-        .as_array()
-        .expect("consumers")
-        .iter()
-        .all(|c| c["consumer"] != "hung-consumer:1"));
+    assert!(
+        hung["consumers"]
+            .as_array()
+            .expect("consumers")
+            .iter()
+            .all(|c| c["consumer"] != "hung-consumer:1")
+    );
 
     // With `late` gone, the oldest entry (handed back: in the hung group's retry lane
     // now) is the only one every group has done with; the hung group never read the
     // other five. A real trim removes just that one.
     let t = rivulet(&url, &["trim", "orders", "--max-len", "2", "--yes"]).ok();
     assert!(t.stdout.starts_with("Trimmed orders"), "{}", t.stdout);
-    assert!(t.stdout.contains("removed 1 entries, kept 3"), "{}", t.stdout);
-    let j = rivulet(&url, &["--json", "topic", "show", "orders"]).ok().json();
+    assert!(
+        t.stdout.contains("removed 1 entries, kept 3"),
+        "{}",
+        t.stdout
+    );
+    let j = rivulet(&url, &["--json", "topic", "show", "orders"])
+        .ok()
+        .json();
     assert_eq!(j["length"], 5);
 }
 
@@ -518,7 +668,10 @@ fn queues_and_jobs() {
 
     let q = rivulet(&url, &["queues"]).ok();
     let header = q.stdout.lines().next().expect("header");
-    assert!(header.starts_with("QUEUE") && header.contains("FAILED"), "{header}");
+    assert!(
+        header.starts_with("QUEUE") && header.contains("FAILED"),
+        "{header}"
+    );
     let row: Vec<&str> = q
         .stdout
         .lines()
@@ -531,15 +684,27 @@ fn queues_and_jobs() {
     let c = &j["queues"][0]["counts"];
     assert_eq!(j["queues"][0]["queue"], "invoices");
     assert_eq!(
-        (c["waiting"].as_u64(), c["delayed"].as_u64(), c["failed"].as_u64(), c["completed"].as_u64()),
+        (
+            c["waiting"].as_u64(),
+            c["delayed"].as_u64(),
+            c["failed"].as_u64(),
+            c["completed"].as_u64()
+        ),
         (Some(1), Some(1), Some(3), Some(2))
     );
 
     let l = rivulet(&url, &["jobs", "list", "invoices", "--state", "failed"]).ok();
-    assert_eq!(l.stdout.matches("no such customer").count(), 3, "{}", l.stdout);
+    assert_eq!(
+        l.stdout.matches("no such customer").count(),
+        3,
+        "{}",
+        l.stdout
+    );
     let j = rivulet(
         &url,
-        &["--json", "jobs", "list", "invoices", "--state", "failed", "--limit", "2"],
+        &[
+            "--json", "jobs", "list", "invoices", "--state", "failed", "--limit", "2",
+        ],
     )
     .ok()
     .json();
@@ -549,7 +714,9 @@ fn queues_and_jobs() {
     let next = j["next"].as_str().expect("next");
     let j = rivulet(
         &url,
-        &["--json", "jobs", "list", "invoices", "--state", "failed", "--cursor", next],
+        &[
+            "--json", "jobs", "list", "invoices", "--state", "failed", "--cursor", next,
+        ],
     )
     .ok()
     .json();
@@ -557,25 +724,41 @@ fn queues_and_jobs() {
     let bad = rivulet(&url, &["jobs", "list", "invoices", "--state", "sleeping"]);
     assert_eq!(bad.code, 2);
 
-    let j = rivulet(&url, &["--json", "jobs", "list", "invoices", "--state", "completed"])
-        .ok()
-        .json();
+    let j = rivulet(
+        &url,
+        &["--json", "jobs", "list", "invoices", "--state", "completed"],
+    )
+    .ok()
+    .json();
     let done = j["jobs"][0]["id"].as_str().expect("id").to_owned();
     let s = rivulet(&url, &["jobs", "show", "invoices", &done]).ok();
-    assert!(s.stdout.contains("completed") && s.stdout.contains("sent"), "{}", s.stdout);
-    let j = rivulet(&url, &["--json", "jobs", "show", "invoices", &done]).ok().json();
+    assert!(
+        s.stdout.contains("completed") && s.stdout.contains("sent"),
+        "{}",
+        s.stdout
+    );
+    let j = rivulet(&url, &["--json", "jobs", "show", "invoices", &done])
+        .ok()
+        .json();
     assert_eq!(j["result"]["sent"], true);
     assert_eq!(j["logs"][0], "sent");
     assert_eq!(j["attempt"], 1);
-    let j = rivulet(&url, &["--json", "jobs", "show", "invoices", &failed[0]]).ok().json();
+    let j = rivulet(&url, &["--json", "jobs", "show", "invoices", &failed[0]])
+        .ok()
+        .json();
     assert_eq!(j["error"], "permanent: no such customer");
     assert_eq!(j["data"]["order"], 0);
     let missing = rivulet(&url, &["jobs", "show", "invoices", "nope"]);
     assert_eq!(missing.code, 4, "{}", missing.stderr);
 
     // Retry one; the wrong state is refused (exit 5).
-    let j = rivulet(&url, &["--json", "jobs", "retry", "invoices", &failed[0]]).ok().json();
-    assert_eq!((j["retried"].as_u64(), j["was"].as_str()), (Some(1), Some("failed")));
+    let j = rivulet(&url, &["--json", "jobs", "retry", "invoices", &failed[0]])
+        .ok()
+        .json();
+    assert_eq!(
+        (j["retried"].as_u64(), j["was"].as_str()),
+        (Some(1), Some("failed"))
+    );
     let wrong = rivulet(&url, &["jobs", "retry", "invoices", &delayed]);
     assert_eq!(wrong.code, 5, "{}", wrong.stderr);
     assert!(wrong.stderr.contains("is delayed"), "{}", wrong.stderr);
@@ -587,24 +770,40 @@ fn queues_and_jobs() {
     // Retry all failed.
     let j = rivulet(
         &url,
-        &["--json", "jobs", "retry", "invoices", "--all-failed", "--batch", "1"],
+        &[
+            "--json",
+            "jobs",
+            "retry",
+            "invoices",
+            "--all-failed",
+            "--batch",
+            "1",
+        ],
     )
     .ok()
     .json();
     assert_eq!(j["retried"], 2);
     let j = rivulet(&url, &["--json", "queues"]).ok().json();
     let c = &j["queues"][0]["counts"];
-    assert_eq!((c["waiting"].as_u64(), c["failed"].as_u64()), (Some(5), Some(0)));
+    assert_eq!(
+        (c["waiting"].as_u64(), c["failed"].as_u64()),
+        (Some(5), Some(0))
+    );
 
     // Cancel and remove need --yes.
     let refused = rivulet(&url, &["jobs", "cancel", "invoices", &waiting]);
     assert_eq!(refused.code, 3);
     assert!(refused.stdout.contains("(waiting)"), "{}", refused.stdout);
-    let j = rivulet(&url, &["--json", "jobs", "show", "invoices", &waiting]).ok().json();
-    assert_eq!(j["state"], "waiting", "a refused cancel changes nothing");
-    let j = rivulet(&url, &["--json", "jobs", "cancel", "invoices", &waiting, "--yes"])
+    let j = rivulet(&url, &["--json", "jobs", "show", "invoices", &waiting])
         .ok()
         .json();
+    assert_eq!(j["state"], "waiting", "a refused cancel changes nothing");
+    let j = rivulet(
+        &url,
+        &["--json", "jobs", "cancel", "invoices", &waiting, "--yes"],
+    )
+    .ok()
+    .json();
     assert_eq!(j["outcome"], "cancelled");
     let refused = rivulet(&url, &["--json", "jobs", "remove", "invoices", &waiting]);
     assert_eq!(refused.code, 3);
@@ -617,17 +816,32 @@ fn queues_and_jobs() {
     // Pause and resume a queue and a name.
     let p = rivulet(&url, &["queue", "pause", "invoices"]).ok();
     assert_eq!(p.stdout, "Queue invoices is paused.\n");
-    let j = rivulet(&url, &["--json", "queue", "pause", "invoices", "--name", "bad"])
-        .ok()
-        .json();
-    assert_eq!((j["paused"].as_bool(), j["paused_names"][0].as_str()), (Some(true), Some("bad")));
+    let j = rivulet(
+        &url,
+        &["--json", "queue", "pause", "invoices", "--name", "bad"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (j["paused"].as_bool(), j["paused_names"][0].as_str()),
+        (Some(true), Some("bad"))
+    );
     let q = rivulet(&url, &["queues"]).ok();
     assert!(q.stdout.contains("yes"), "{}", q.stdout);
     rivulet(&url, &["queue", "resume", "invoices"]).ok();
-    let j = rivulet(&url, &["--json", "queue", "resume", "invoices", "--name", "bad"])
-        .ok()
-        .json();
-    assert_eq!((j["paused"].as_bool(), j["paused_names"].as_array().map(Vec::len)), (Some(false), Some(0)));
+    let j = rivulet(
+        &url,
+        &["--json", "queue", "resume", "invoices", "--name", "bad"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (
+            j["paused"].as_bool(),
+            j["paused_names"].as_array().map(Vec::len)
+        ),
+        (Some(false), Some(0))
+    );
 }
 
 #[test]
@@ -635,7 +849,9 @@ fn urls_errors_and_exit_codes_never_show_the_password() {
     let server = server();
     let url = server.url();
     // The URL may come from the environment.
-    let j = rivulet_env(None, Some(&url), &["--json", "queues"]).ok().json();
+    let j = rivulet_env(None, Some(&url), &["--json", "queues"])
+        .ok()
+        .json();
     assert_eq!(j["queues"].as_array().map(Vec::len), Some(0));
     // No URL at all: a usage error in one line.
     let none = rivulet_env(None, None, &["topics"]);
@@ -649,7 +865,11 @@ fn urls_errors_and_exit_codes_never_show_the_password() {
     let denied = rivulet(&wrong, &["topics"]);
     assert_ne!(denied.code, 0);
     assert_eq!(denied.stderr.lines().count(), 1, "{}", denied.stderr);
-    assert!(!denied.stderr.contains("not-the-password"), "{}", denied.stderr);
+    assert!(
+        !denied.stderr.contains("not-the-password"),
+        "{}",
+        denied.stderr
+    );
     let port = server.port();
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -659,9 +879,17 @@ fn urls_errors_and_exit_codes_never_show_the_password() {
     let out = rivulet(&unreachable, &["topics"]);
     assert_eq!(out.code, 6, "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    assert!(out.stderr.contains(":***@"), "the URL shows redacted: {}", out.stderr);
+    assert!(
+        out.stderr.contains(":***@"),
+        "the URL shows redacted: {}",
+        out.stderr
+    );
     // The same through the environment and with --json.
-    let out = rivulet_env(None, Some(&unreachable), &["--json", "topic", "show", "orders"]);
+    let out = rivulet_env(
+        None,
+        Some(&unreachable),
+        &["--json", "topic", "show", "orders"],
+    );
     assert_eq!(out.code, 6);
     assert!(out.stdout.is_empty());
     // A bad prefix is a usage error before any connection.

@@ -84,7 +84,10 @@ pub(crate) struct FilterArgs {
 
 impl FilterArgs {
     fn is_empty(&self) -> bool {
-        self.group.is_none() && self.reason.is_none() && self.since.is_none() && self.before.is_none()
+        self.group.is_none()
+            && self.reason.is_none()
+            && self.since.is_none()
+            && self.before.is_none()
     }
 
     fn filter(&self) -> Result<DeadLetterFilter, CliError> {
@@ -117,10 +120,16 @@ impl FilterArgs {
             parts.push(format!("reason {r}"));
         }
         if let Some(d) = self.since {
-            parts.push(format!("dead within {}", super::render::age_ms(Some(d.as_millis() as u64))));
+            parts.push(format!(
+                "dead within {}",
+                super::render::age_ms(Some(d.as_millis() as u64))
+            ));
         }
         if let Some(d) = self.before {
-            parts.push(format!("dead over {} ago", super::render::age_ms(Some(d.as_millis() as u64))));
+            parts.push(format!(
+                "dead over {} ago",
+                super::render::age_ms(Some(d.as_millis() as u64))
+            ));
         }
         if parts.is_empty() {
             "all".into()
@@ -184,7 +193,8 @@ pub(crate) async fn run(ctx: &Ctx, c: DeadLettersCommand) -> Result<(), CliError
                 "next": page.next.as_ref().map(|n| n.as_str()),
             });
             ctx.print(doc, || {
-                let mut t = Table::new(&["ID", "GROUP", "REASON", "ATTEMPTS", "AGE", "SIZE", "ERROR"]);
+                let mut t =
+                    Table::new(&["ID", "GROUP", "REASON", "ATTEMPTS", "AGE", "SIZE", "ERROR"]);
                 for d in &page.dead_letters {
                     let mut error = d.error.replace('\n', " ");
                     if error.chars().count() > 60 {
@@ -205,7 +215,10 @@ pub(crate) async fn run(ctx: &Ctx, c: DeadLettersCommand) -> Result<(), CliError
                 } else {
                     t.render()
                 };
-                out.push_str(&format!("({} dead letters in {topic} in all)\n", count(total)));
+                out.push_str(&format!(
+                    "({} dead letters in {topic} in all)\n",
+                    count(total)
+                ));
                 if let Some(n) = &page.next {
                     out.push_str(&format!("(next page: --after {n})\n"));
                 }
@@ -230,7 +243,10 @@ pub(crate) async fn run(ctx: &Ctx, c: DeadLettersCommand) -> Result<(), CliError
                     ("reason", d.reason.to_string()),
                     ("attempts", d.attempts.to_string()),
                     ("error", d.error.clone()),
-                    ("published", format!("{} ago", since(Some(d.published_at_ms)))),
+                    (
+                        "published",
+                        format!("{} ago", since(Some(d.published_at_ms))),
+                    ),
                     ("dead", format!("{} ago", since(Some(d.dead_at_ms)))),
                     ("size", size(d.payload.len())),
                 ];
@@ -240,7 +256,10 @@ pub(crate) async fn run(ctx: &Ctx, c: DeadLettersCommand) -> Result<(), CliError
                 for (k, v) in &d.headers {
                     out.push_str(&format!("header {k:<8} {v}\n"));
                 }
-                out.push_str(&format!("payload\n{}\n", String::from_utf8_lossy(&d.payload)));
+                out.push_str(&format!(
+                    "payload\n{}\n",
+                    String::from_utf8_lossy(&d.payload)
+                ));
                 out
             });
             Ok(())
@@ -255,7 +274,9 @@ pub(crate) async fn run(ctx: &Ctx, c: DeadLettersCommand) -> Result<(), CliError
         } => {
             if let Some(id) = id {
                 if all || !filter.is_empty() {
-                    return Err(CliError::usage("replay takes an id or --all/filters, not both"));
+                    return Err(CliError::usage(
+                        "replay takes an id or --all/filters, not both",
+                    ));
                 }
                 let id = entry_id(&id)?;
                 let queue = ctx.admin.dead_letters(&topic)?;
@@ -264,9 +285,10 @@ pub(crate) async fn run(ctx: &Ctx, c: DeadLettersCommand) -> Result<(), CliError
                         "no dead letter {id} in topic {topic:?}"
                     )));
                 }
-                ctx.print(json!({"topic": topic, "replayed": 1, "id": id.as_str()}), || {
-                    format!("Replayed dead letter {id} of {topic}.\n")
-                });
+                ctx.print(
+                    json!({"topic": topic, "replayed": 1, "id": id.as_str()}),
+                    || format!("Replayed dead letter {id} of {topic}.\n"),
+                );
                 return Ok(());
             }
             if !all && filter.is_empty() {

@@ -165,7 +165,14 @@ pub(crate) async fn queues(ctx: &Ctx) -> Result<(), CliError> {
     let doc = json!({"queues": queues.iter().map(queue_json).collect::<Vec<_>>()});
     ctx.print(doc, || {
         let mut t = Table::new(&[
-            "QUEUE", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED", "PAUSED",
+            "QUEUE",
+            "WAITING",
+            "DELAYED",
+            "ACTIVE",
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "PAUSED",
         ]);
         for q in &queues {
             let c = &q.counts;
@@ -256,16 +263,39 @@ pub(crate) async fn run(ctx: &Ctx, c: JobsCommand) -> Result<(), CliError> {
                     ("stalls", j.stalls.to_string()),
                     ("priority", j.priority.to_string()),
                     ("added", format!("{} ago", since(Some(j.added_at_ms)))),
-                    ("run at", j.run_at_ms.map_or("-".into(), |t| {
-                        let now = super::render::now_ms();
-                        if t > now { format!("in {}", age_ms(Some(t - now))) } else { format!("{} ago", age_ms(Some(now - t))) }
-                    })),
-                    ("started", j.started_at_ms.map_or("-".into(), |t| format!("{} ago", since(Some(t))))),
-                    ("finished", j.finished_at_ms.map_or("-".into(), |t| format!("{} ago", since(Some(t))))),
+                    (
+                        "run at",
+                        j.run_at_ms.map_or("-".into(), |t| {
+                            let now = super::render::now_ms();
+                            if t > now {
+                                format!("in {}", age_ms(Some(t - now)))
+                            } else {
+                                format!("{} ago", age_ms(Some(now - t)))
+                            }
+                        }),
+                    ),
+                    (
+                        "started",
+                        j.started_at_ms
+                            .map_or("-".into(), |t| format!("{} ago", since(Some(t)))),
+                    ),
+                    (
+                        "finished",
+                        j.finished_at_ms
+                            .map_or("-".into(), |t| format!("{} ago", since(Some(t)))),
+                    ),
                     ("worker", j.worker.clone().unwrap_or_else(|| "-".into())),
-                    ("progress", j.progress.as_ref().map_or("-".into(), Value::to_string)),
+                    (
+                        "progress",
+                        j.progress.as_ref().map_or("-".into(), Value::to_string),
+                    ),
                     ("error", j.error.clone().unwrap_or_else(|| "-".into())),
-                    ("result", j.result.as_ref().map_or("-".into(), |r| as_json(r).to_string())),
+                    (
+                        "result",
+                        j.result
+                            .as_ref()
+                            .map_or("-".into(), |r| as_json(r).to_string()),
+                    ),
                     ("data", as_json(&j.data).to_string()),
                 ];
                 for (k, v) in rows {
@@ -333,17 +363,22 @@ pub(crate) async fn run(ctx: &Ctx, c: JobsCommand) -> Result<(), CliError> {
             }
             let outcome = q.cancel(&jid).await?;
             let (word, human) = match outcome {
-                CancelOutcome::Cancelled => ("cancelled", format!("Job {id} of {queue} is cancelled.")),
+                CancelOutcome::Cancelled => {
+                    ("cancelled", format!("Job {id} of {queue} is cancelled."))
+                }
                 CancelOutcome::Requested => (
                     "requested",
                     format!("Job {id} of {queue} is running: its handler was asked to stop."),
                 ),
-                CancelOutcome::AlreadyFinished(s) => {
-                    ("already_finished", format!("Job {id} of {queue} had already finished ({s})."))
-                }
+                CancelOutcome::AlreadyFinished(s) => (
+                    "already_finished",
+                    format!("Job {id} of {queue} had already finished ({s})."),
+                ),
                 _ => ("unknown", format!("Job {id} of {queue}: cancel done.")),
             };
-            ctx.print(json!({"queue": queue, "id": id, "outcome": word}), || format!("{human}\n"));
+            ctx.print(json!({"queue": queue, "id": id, "outcome": word}), || {
+                format!("{human}\n")
+            });
             Ok(())
         }
         JobsCommand::Promote { queue, id } => {
@@ -369,9 +404,10 @@ pub(crate) async fn run(ctx: &Ctx, c: JobsCommand) -> Result<(), CliError> {
                 );
             }
             let was = q.remove(&jid).await?;
-            ctx.print(json!({"queue": queue, "id": id, "removed": true, "was": was.as_str()}), || {
-                format!("Removed job {id} of {queue} ({was}).\n")
-            });
+            ctx.print(
+                json!({"queue": queue, "id": id, "removed": true, "was": was.as_str()}),
+                || format!("Removed job {id} of {queue} ({was}).\n"),
+            );
             Ok(())
         }
     }

@@ -9,8 +9,8 @@ pub(crate) mod render;
 mod topics;
 
 use clap::{Args, Subcommand};
-use rivulet::{RedisBackend, RedisBackendBuilder};
 use rivulet::admin::Admin;
+use rivulet::{RedisBackend, RedisBackendBuilder};
 use serde_json::{Value, json};
 
 pub(crate) use self::dead_letters::DeadLettersCommand;
@@ -23,7 +23,12 @@ use crate::error::{CliError, EXIT_NEEDS_YES};
 pub(crate) struct Globals {
     /// The Redis to inspect: `redis://[user:password@]host[:port][/db]`, `rediss://`
     /// for TLS, `redis+sentinel://…`; comma-separated seed URLs with `--cluster`.
-    #[arg(long, env = "RIVULET_REDIS_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RIVULET_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub(crate) redis: Option<String>,
     /// The URL(s) are seeds of a Redis Cluster.
     #[arg(long)]
@@ -113,6 +118,7 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// Prints a JSON document (with `--json`) or the human text.
+    #[allow(clippy::needless_pass_by_value)] // callers build the document in the call
     pub(crate) fn print(&self, doc: Value, human: impl FnOnce() -> String) {
         if self.json {
             println!("{doc}");
@@ -123,6 +129,7 @@ impl Ctx {
 
     /// The answer to destructive work asked for without `--yes`: says what it would do
     /// (on stdout; as `{"dry_run": true, "would": …}` with `--json`) and exits 3.
+    #[allow(clippy::needless_pass_by_value)] // callers build both in the call
     pub(crate) fn needs_yes(&self, would: Value, human: String) -> Result<(), CliError> {
         self.print(json!({"dry_run": true, "would": would}), || {
             format!("{human}\nNothing was done: pass --yes to do it.\n")

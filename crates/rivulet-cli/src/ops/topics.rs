@@ -95,11 +95,21 @@ pub(crate) async fn list(ctx: &Ctx, offset: usize, limit: usize) -> Result<(), C
     });
     ctx.print(doc, || {
         let mut t = Table::new(&[
-            "TOPIC", "LENGTH", "GROUPS", "MAX LAG", "PENDING", "OLDEST PENDING", "RETRIES",
+            "TOPIC",
+            "LENGTH",
+            "GROUPS",
+            "MAX LAG",
+            "PENDING",
+            "OLDEST PENDING",
+            "RETRIES",
             "DEAD",
         ]);
         for ti in &page.topics {
-            let oldest = ti.groups.iter().filter_map(|g| g.oldest_pending_idle_ms).max();
+            let oldest = ti
+                .groups
+                .iter()
+                .filter_map(|g| g.oldest_pending_idle_ms)
+                .max();
             t.row(vec![
                 ti.topic.to_string(),
                 count(ti.length),
@@ -253,7 +263,11 @@ pub(crate) async fn trim(
             "{} ({}{})",
             topic,
             limits.join(", "),
-            if safe { ", safe mode" } else { ", UNSAFE: unhandled entries too" }
+            if safe {
+                ", safe mode"
+            } else {
+                ", UNSAFE: unhandled entries too"
+            }
         )
     };
     let preview = ctx.admin.trim(topic, &opts, true).await?;

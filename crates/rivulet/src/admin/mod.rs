@@ -23,8 +23,8 @@ mod info;
 use std::time::Duration;
 
 pub use self::info::{
-    ConsumerDeleted, ConsumerInfo, GroupDeleted, GroupInfo, JobDetail, PendingEntry,
-    PendingLog, PendingPage, QueueInfo, TopicInfo, TopicPage,
+    ConsumerDeleted, ConsumerInfo, GroupDeleted, GroupInfo, JobDetail, PendingEntry, PendingLog,
+    PendingPage, QueueInfo, TopicInfo, TopicPage,
 };
 use crate::backend::{AnyBackend, Lane, StreamKey};
 use crate::bus::DeadLetters;
@@ -149,12 +149,20 @@ impl Admin {
 
     /// Applies retention to a topic now with `opts` (its max length, max age and safe
     /// mode), or with `dry_run` says what it would remove and keep, removing nothing.
-    pub async fn trim(&self, topic: &str, opts: &TopicOptions, dry_run: bool) -> Result<TrimReport> {
+    pub async fn trim(
+        &self,
+        topic: &str,
+        opts: &TopicOptions,
+        dry_run: bool,
+    ) -> Result<TrimReport> {
         let topic = TopicName::new(topic)?;
         if opts.max_len.is_none() && opts.max_age.is_none() {
             return Err(Error::config("a trim needs a max length or a max age"));
         }
-        if opts.max_age.is_some_and(|a| a > Duration::from_secs(3650 * 24 * 3600)) {
+        if opts
+            .max_age
+            .is_some_and(|a| a > Duration::from_secs(3650 * 24 * 3600))
+        {
             return Err(Error::config("a max age must be at most 3650 days"));
         }
         if dry_run {
@@ -210,7 +218,12 @@ impl Admin {
     /// not yet delivered: they would be lost for it. Its scheduled retries wait for it to
     /// come back and are then dead-lettered (reason `group_gone`). Stop its subscribers
     /// first: a running subscription re-creates its group.
-    pub async fn delete_group(&self, topic: &str, group: &str, force: bool) -> Result<GroupDeleted> {
+    pub async fn delete_group(
+        &self,
+        topic: &str,
+        group: &str,
+        force: bool,
+    ) -> Result<GroupDeleted> {
         let topic = TopicName::new(topic)?;
         let group = GroupName::new(group)?;
         let info = self.backend.0.topic_info(&topic).await?;

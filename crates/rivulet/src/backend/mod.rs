@@ -467,7 +467,7 @@ pub(crate) trait DeadLetterStore {
         let mut out = Vec::with_capacity(dead.len());
         for d in dead {
             out.push(match self.replay_dead_letter(topic, d).await {
-                Ok(true) => Replayed::Replayed,
+                Ok(true) => Replayed::Done,
                 Ok(false) => Replayed::Gone,
                 Err(Error::GroupNotFound { .. }) => Replayed::GroupMissing,
                 Err(e) => return Err(e),
@@ -481,7 +481,7 @@ pub(crate) trait DeadLetterStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Replayed {
     /// Back in its group's retry lane.
-    Replayed,
+    Done,
     /// It was no longer in the queue.
     Gone,
     /// Its group does not exist; it stays in the queue.

@@ -114,7 +114,7 @@ impl DeadLetters {
                 let mut n = 0u32;
                 for (d, outcome) in chunk.iter().zip(outcomes) {
                     match outcome {
-                        Replayed::Replayed => n += 1,
+                        Replayed::Done => n += 1,
                         Replayed::Gone => {}
                         Replayed::GroupMissing => {
                             if gone.insert(d.group.clone()) {

@@ -362,7 +362,11 @@ impl Queue {
     pub async fn retry_failed(&self, batch: usize) -> Result<(u64, u64)> {
         self.shared
             .store()
-            .retry_failed(&self.shared.name, batch.clamp(1, 1000), &self.shared.settings)
+            .retry_failed(
+                &self.shared.name,
+                batch.clamp(1, 1000),
+                &self.shared.settings,
+            )
             .await
     }
 

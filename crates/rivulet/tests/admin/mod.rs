@@ -90,7 +90,10 @@ pub async fn admin_topics_groups_consumers_pending_and_safe_deletes(f: &dyn Fixt
 
     let publisher = builder(f).await.build().expect("bus");
     for n in 0..5 {
-        publisher.publish(&t, &msg(n, false)).await.expect("publish");
+        publisher
+            .publish(&t, &msg(n, false))
+            .await
+            .expect("publish");
     }
     wait_until_async("the hung handler started", WAIT, || {
         let started = started.clone();
@@ -106,9 +109,17 @@ pub async fn admin_topics_groups_consumers_pending_and_safe_deletes(f: &dyn Fixt
     let mut sorted = vec![&hang_group, &idle_group];
     sorted.sort();
     assert_eq!(names, sorted, "groups by name");
-    let g_idle = info.groups.iter().find(|g| g.group == idle_group).expect("idle");
+    let g_idle = info
+        .groups
+        .iter()
+        .find(|g| g.group == idle_group)
+        .expect("idle");
     assert_eq!((g_idle.pending, g_idle.lag), (0, Some(5)));
-    let g_hang = info.groups.iter().find(|g| g.group == hang_group).expect("hang");
+    let g_hang = info
+        .groups
+        .iter()
+        .find(|g| g.group == hang_group)
+        .expect("hang");
     assert!(g_hang.pending >= 1, "the hung entry is pending: {g_hang:?}");
     let holder = g_hang
         .consumers
@@ -146,9 +157,16 @@ pub async fn admin_topics_groups_consumers_pending_and_safe_deletes(f: &dyn Fixt
         total += p.entries.len() as u64;
         cursor = p.next;
     }
-    assert_eq!(total, g_hang.pending, "paging visits every pending entry once");
     assert_eq!(
-        admin.pending(&t, "hang", Some("zz"), 1).await.map(|_| ()).map_err(|e| e.kind()),
+        total, g_hang.pending,
+        "paging visits every pending entry once"
+    );
+    assert_eq!(
+        admin
+            .pending(&t, "hang", Some("zz"), 1)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.kind()),
         Err(ErrorKind::Config)
     );
 
@@ -167,7 +185,11 @@ pub async fn admin_topics_groups_consumers_pending_and_safe_deletes(f: &dyn Fixt
     let after = admin.topic(&t).await.expect("topic");
     assert!(after.groups.iter().all(|g| g.group != idle_group));
     assert_eq!(
-        admin.delete_group(&t, idle_group.as_str(), true).await.map_err(|e| e.kind()).err(),
+        admin
+            .delete_group(&t, idle_group.as_str(), true)
+            .await
+            .map_err(|e| e.kind())
+            .err(),
         Some(ErrorKind::GroupNotFound)
     );
 
@@ -179,8 +201,16 @@ pub async fn admin_topics_groups_consumers_pending_and_safe_deletes(f: &dyn Fixt
         .expect("delete consumer");
     assert_eq!(deleted.handed_back, pending_before);
     let after = admin.topic(&t).await.expect("topic");
-    let g = after.groups.iter().find(|g| g.group == hang_group).expect("hang");
-    assert!(g.consumers.iter().all(|c| c.consumer.as_str() != hung_consumer));
+    let g = after
+        .groups
+        .iter()
+        .find(|g| g.group == hang_group)
+        .expect("hang");
+    assert!(
+        g.consumers
+            .iter()
+            .all(|c| c.consumer.as_str() != hung_consumer)
+    );
     assert_eq!(g.pending, 0);
     // The handed-back entries wait in the retry lane for the next consumer.
     assert!(g.lag.is_none_or(|l| l >= pending_before), "{g:?}");
@@ -325,7 +355,11 @@ pub async fn admin_trim_dry_run_says_what_would_go(f: &dyn Fixture) {
         .await
         .expect("unsafe dry run");
     assert_eq!(unsafe_dry.removed, 15);
-    assert_eq!(admin.topic(&t).await.expect("topic").length, 20, "a dry run removes nothing");
+    assert_eq!(
+        admin.topic(&t).await.expect("topic").length,
+        20,
+        "a dry run removes nothing"
+    );
     // Once the group is gone, a safe trim may remove them; the dry run says so first.
     admin
         .delete_group(&t, sub.group().as_str(), true)
@@ -338,7 +372,11 @@ pub async fn admin_trim_dry_run_says_what_would_go(f: &dyn Fixture) {
     assert_eq!(admin.topic(&t).await.expect("topic").length, 5);
     let none = TopicOptions::default().unbounded();
     assert_eq!(
-        admin.trim(&t, &none, true).await.map_err(|e| e.kind()).err(),
+        admin
+            .trim(&t, &none, true)
+            .await
+            .map_err(|e| e.kind())
+            .err(),
         Some(ErrorKind::Config)
     );
     bus.shutdown().await;
@@ -374,7 +412,10 @@ pub async fn admin_jobs_retry_promote_and_retry_all_failed(f: &dyn Fixture) {
     worker.shutdown().await;
 
     let queues = admin.queues().await.expect("queues");
-    let info = queues.iter().find(|qi| qi.queue.as_str() == name).expect("listed");
+    let info = queues
+        .iter()
+        .find(|qi| qi.queue.as_str() == name)
+        .expect("listed");
     assert_eq!((info.counts.failed, info.counts.delayed), (7, 1));
     assert!(!info.paused);
 
@@ -396,7 +437,11 @@ pub async fn admin_jobs_retry_promote_and_retry_all_failed(f: &dyn Fixture) {
 
     // One retry: waiting again, attempts counted afresh; a promote: waiting now.
     assert_eq!(q2.retry(&failed[0]).await.expect("retry"), JobState::Failed);
-    let job = admin.job(&name, failed[0].as_str(), 10).await.expect("job").job;
+    let job = admin
+        .job(&name, failed[0].as_str(), 10)
+        .await
+        .expect("job")
+        .job;
     assert_eq!(job.state, JobState::Waiting);
     assert_eq!(job.error, None);
     q2.promote(&delayed).await.expect("promote");
@@ -415,11 +460,9 @@ pub async fn admin_jobs_retry_promote_and_retry_all_failed(f: &dyn Fixture) {
     assert_eq!((counts.failed, counts.waiting), (0, 8));
 
     // The retried jobs run again, from attempt 1, with a handler that succeeds.
-    let worker = fast(q.worker(|_job: rivulet::Job<i32>| async move {
-        Ok::<_, HandlerError>(())
-    }))
-    .await
-    .expect("worker");
+    let worker = fast(q.worker(|_job: rivulet::Job<i32>| async move { Ok::<_, HandlerError>(()) }))
+        .await
+        .expect("worker");
     wait_until_async("all completed", WAIT, || {
         let q = q.clone();
         async move { q.counts().await.expect("counts").completed == 8 }
@@ -430,7 +473,10 @@ pub async fn admin_jobs_retry_promote_and_retry_all_failed(f: &dyn Fixture) {
     worker.shutdown().await;
 
     // Removing and pausing through the same handle.
-    assert_eq!(q2.remove(&failed[3]).await.expect("remove"), JobState::Completed);
+    assert_eq!(
+        q2.remove(&failed[3]).await.expect("remove"),
+        JobState::Completed
+    );
     q2.pause_name("bad").await.expect("pause");
     let info = admin
         .queue_info(&rivulet::QueueName::new(name.as_str()).expect("name"))

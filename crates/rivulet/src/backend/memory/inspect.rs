@@ -26,7 +26,10 @@ fn after(log: &Log, cursor: Seq) -> u64 {
 
 fn group_info(stream: &Stream, name: &GroupName) -> Option<GroupInfo> {
     let g = stream.groups.get(name)?;
-    let lane_lag = stream.lanes.get(name).map_or(0, |l| after(l, g.lane_cursor));
+    let lane_lag = stream
+        .lanes
+        .get(name)
+        .map_or(0, |l| after(l, g.lane_cursor));
     let mut consumers: BTreeMap<ConsumerName, (u64, u64)> = BTreeMap::new();
     let mut oldest: Option<((bool, Seq), u64)> = None;
     for (entry, p) in &g.pending {
@@ -34,7 +37,10 @@ fn group_info(stream: &Stream, name: &GroupName) -> Option<GroupInfo> {
         let c = consumers.entry(p.consumer.clone()).or_insert((0, u64::MAX));
         c.0 += 1;
         c.1 = c.1.min(idle);
-        let order = (entry.lane == Lane::Retry, parse_id(&entry.id).unwrap_or((0, 0)));
+        let order = (
+            entry.lane == Lane::Retry,
+            parse_id(&entry.id).unwrap_or((0, 0)),
+        );
         if oldest.as_ref().is_none_or(|(o, _)| order < *o) {
             oldest = Some((order, idle));
         }

@@ -102,4 +102,3 @@ impl Retention for MemoryBackend {
         self.with_topic(topic, |t| t.trim(opts, true))
     }
 }
-

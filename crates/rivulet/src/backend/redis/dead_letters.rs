@@ -5,10 +5,10 @@ use async_trait::async_trait;
 use redis::Value;
 
 use super::RedisBackend;
+use super::conn::{check_value, evalsha, pipeline_with_scripts};
 use super::reply;
 use super::scripts::SCRIPTS;
 use super::wire::{decode_dead_letter_lossy, envelope_of, message_fields};
-use super::conn::{check_value, evalsha, pipeline_with_scripts};
 use crate::backend::{DeadLetterStore, Replayed};
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
@@ -145,7 +145,7 @@ impl DeadLetterStore for RedisBackend {
                 .next()
                 .ok_or_else(|| Error::Protocol("a replay pipeline reply is short".into()))?;
             out.push(match reply::int(&check_value(v)?) {
-                Some(1) => Replayed::Replayed,
+                Some(1) => Replayed::Done,
                 Some(-1) => Replayed::GroupMissing,
                 _ => Replayed::Gone,
             });

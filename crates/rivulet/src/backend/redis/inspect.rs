@@ -25,8 +25,7 @@ async fn optional(conn: &mut Conn, cmd: &redis::Cmd) -> Result<Option<Value>> {
         Ok(v) => Ok(Some(v)),
         Err(e) if reply::is_nogroup(&e) => Ok(None),
         Err(e)
-            if e.code() == Some("ERR")
-                && e.detail().is_some_and(|d| d.contains("no such key")) =>
+            if e.code() == Some("ERR") && e.detail().is_some_and(|d| d.contains("no such key")) =>
         {
             Ok(None)
         }
@@ -163,9 +162,7 @@ impl Inspection for RedisBackend {
             let Ok(group) = GroupName::new(name.as_str()) else {
                 continue; // a group created outside rivulet with a name it cannot hold
             };
-            let topic_view = self
-                .log_view(&mut conn, &main.stream, &name, &info)
-                .await?;
+            let topic_view = self.log_view(&mut conn, &main.stream, &name, &info).await?;
             let lane = main.lane(&name);
             let lane_info = self
                 .groups_of(&mut conn, &lane)
