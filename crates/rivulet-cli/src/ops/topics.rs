@@ -164,7 +164,10 @@ pub(crate) async fn topic(ctx: &Ctx, c: TopicCommand) -> Result<(), CliError> {
         for g in &info.groups {
             t.row(vec![
                 g.group.to_string(),
-                format!("({} consumers)", g.consumers.len()),
+                match g.consumers.len() {
+                    1 => "(1 consumer)".to_owned(),
+                    n => format!("({n} consumers)"),
+                },
                 count(g.pending),
                 lag(g),
                 "-".into(),
