@@ -422,11 +422,6 @@ fn parse_pending_cursor(c: &str) -> Result<(Lane, Option<EntryId>)> {
         "r" => Lane::Retry,
         _ => return Err(bad()),
     };
-    let valid = id
-        .split_once('-')
-        .is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok());
-    if !valid {
-        return Err(bad());
-    }
-    Ok((lane, Some(EntryId(id.to_owned()))))
+    let id = EntryId::parse(id).map_err(|_| bad())?;
+    Ok((lane, Some(id)))
 }
