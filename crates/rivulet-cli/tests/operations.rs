@@ -896,3 +896,50 @@ fn urls_errors_and_exit_codes_never_show_the_password() {
     let out = rivulet(&url, &["--prefix", "a/b", "topics"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
+
+#[test]
+fn a_cluster_through_its_seed_urls() {
+    let cluster = rivulet_testkit::RedisCluster::start(3).expect("start a 3-master cluster");
+    let urls = cluster.urls();
+    runtime().block_on(async {
+        let backend = RedisBackend::cluster(&urls).await.expect("connect");
+        let q = Queue::new(backend.clone(), "cluster-jobs").expect("queue");
+        let job = q
+            .add("later", &1)
+            .delay(Duration::from_secs(3600))
+            .await
+            .expect("add");
+        let bus = Bus::builder(backend).build().expect("bus");
+        for n in 0..3 {
+            bus.publish("cluster-topic", &Order { n, bad: false })
+                .await
+                .expect("publish");
+        }
+        bus.shutdown().await;
+        let seeds = urls.join(",");
+        let j = rivulet(&seeds, &["--cluster", "--json", "topics"])
+            .ok()
+            .json();
+        assert_eq!(j["topics"][0]["topic"], "cluster-topic");
+        assert_eq!(j["topics"][0]["length"], 3);
+        let j = rivulet(&seeds, &["--cluster", "--json", "queues"])
+            .ok()
+            .json();
+        assert_eq!(j["queues"][0]["counts"]["delayed"], 1);
+        rivulet(
+            &seeds,
+            &[
+                "--cluster",
+                "jobs",
+                "promote",
+                "cluster-jobs",
+                job.id.as_str(),
+            ],
+        )
+        .ok();
+        let j = rivulet(&seeds, &["--cluster", "--json", "queues"])
+            .ok()
+            .json();
+        assert_eq!(j["queues"][0]["counts"]["waiting"], 1);
+    });
+}

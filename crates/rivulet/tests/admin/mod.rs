@@ -305,11 +305,18 @@ pub async fn admin_dead_letters_filter_replay_and_purge(f: &dyn Fixture) {
     fail.store(false, Ordering::SeqCst);
     let attempts = DeadLetterFilter::default().reason(DeadLetterReason::Attempts);
     let mut reported = Vec::new();
+    let started = std::time::Instant::now();
     let n = admin
         .replay_dead_letters(&t, &attempts, Some(50), &mut |k| reported.push(k))
         .await
         .expect("replay");
     assert_eq!(n, 3);
+    // Three at 50 per second take at least 60 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(55),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(reported.last(), Some(&3));
     wait_until_async("replayed ones handled", WAIT, || {
         let handled = handled.clone();
