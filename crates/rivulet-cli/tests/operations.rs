@@ -892,6 +892,12 @@ fn urls_errors_and_exit_codes_never_show_the_password() {
     );
     assert_eq!(out.code, 6);
     assert!(out.stdout.is_empty());
+    // Help shows where the URL may come from, never its value.
+    let help = rivulet_env(None, Some(&url), &["--help"]).ok();
+    assert!(help.stdout.contains("RIVULET_REDIS_URL"), "{}", help.stdout);
+    // An unknown flag: clap's usage error (exit 2), the URL not echoed.
+    let bad = rivulet(&url, &["topics", "--bogus"]);
+    assert_eq!(bad.code, 2);
     // A bad prefix is a usage error before any connection.
     let out = rivulet(&url, &["--prefix", "a/b", "topics"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
