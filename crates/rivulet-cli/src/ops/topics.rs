@@ -283,9 +283,12 @@ pub(crate) async fn trim(
         })
     };
     if dry_run || !yes {
+        // Unsafe trimming is Redis's approximate XTRIM: it removes whole stream nodes,
+        // so it may remove fewer than counted.
         let human = format!(
-            "Trimming {} would remove {} entries and keep {} that some group has not handled.",
+            "Trimming {} would remove {}{} entries and keep {} that some group has not handled.",
             what(),
+            if safe { "" } else { "up to " },
             preview.removed,
             preview.kept_unacked
         );
