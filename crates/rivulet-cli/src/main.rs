@@ -1,9 +1,19 @@
-//! The `rivulet` command: a demo of the bus and of jobs, and the benchmark, today;
-//! inspect, dead letters, doctor and serve later (O-CLI-1).
+//! The `rivulet` command: operations over the admin API (O-CLI-1), and, in builds with
+//! the `dev-tools` feature, the demo and the benchmark.
+//!
+//! `rivulet [--redis URL] [--cluster] [--prefix P] [--json] <command>`: every operations
+//! command is a subcommand of one binary, the way `redis-cli`, `kubectl` and `asynq`
+//! work, with the global flags before it. Output is a table for people, or one JSON
+//! document with `--json`; errors are one line on stderr; exit codes are listed in
+//! `error.rs` and `docs/operations.md`.
 
+#[cfg(feature = "dev-tools")]
 mod bench;
+#[cfg(feature = "dev-tools")]
 mod demo;
 mod error;
+mod ops;
+mod redact;
 
 use std::process::ExitCode;
 
@@ -12,28 +22,35 @@ use tracing_subscriber::EnvFilter;
 
 use crate::error::CliError;
 
-/// Reliable messaging and background jobs on Redis.
+/// Reliable messaging and background jobs on Redis: inspect and operate topics, dead
+/// letters and job queues.
 #[derive(Debug, Parser)]
 #[command(name = "rivulet", version, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    globals: ops::Globals,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
     /// Run an order pipeline end to end (retries, dead letters, duplicates, broadcast,
     /// live channel), then an invoice job per order (priorities, delays, dedup, retries,
     /// poison jobs, cancellations), and print what happened.
+    #[cfg(feature = "dev-tools")]
     Demo(demo::DemoArgs),
     /// Measure rivulet against the raw Redis ceiling in the same run and report the
     /// ratios.
+    #[cfg(feature = "dev-tools")]
     Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.command);
+    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,7 +60,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Ops(command) => ops::run(cli.globals, command)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            #[cfg(feature = "dev-tools")]
             Command::Demo(args) => demo::run(args).await,
+            #[cfg(feature = "dev-tools")]
             Command::Bench(args) => bench::run(args).await,
         }
     });
@@ -54,17 +76,16 @@ fn main() -> ExitCode {
 }
 
 fn report(e: &CliError) -> ExitCode {
-    eprintln!("error: {e}");
+    if !e.is_silent() {
+        eprintln!("error: {e}");
+    }
     e.exit_code()
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG`. Without it, each command picks a default:
-/// the demo dead-letters on purpose, so it shows errors only.
-fn init_tracing(command: &Command) {
-    let default = match command {
-        Command::Demo(_) | Command::Bench(_) => "error",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+/// Logs go to stderr, filtered by `RUST_LOG`; errors only by default (the demo
+/// dead-letters on purpose, and an operations command's output is its answer).
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

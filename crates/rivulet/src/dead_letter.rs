@@ -107,12 +107,30 @@ pub struct DeadLetterFilter {
     pub group: Option<GroupName>,
     /// Only those with this reason.
     pub reason: Option<DeadLetterReason>,
+    /// Only those dead-lettered at or after this time (ms since the Unix epoch).
+    pub dead_since_ms: Option<u64>,
+    /// Only those dead-lettered before this time (ms since the Unix epoch).
+    pub dead_before_ms: Option<u64>,
 }
 
 impl DeadLetterFilter {
     pub(crate) fn matches(&self, d: &DeadLetter) -> bool {
         self.group.as_ref().is_none_or(|g| *g == d.group)
             && self.reason.is_none_or(|r| r == d.reason)
+            && self.dead_since_ms.is_none_or(|t| d.dead_at_ms >= t)
+            && self.dead_before_ms.is_none_or(|t| d.dead_at_ms < t)
+    }
+
+    /// Only dead letters dead-lettered at or after `ms` (since the Unix epoch).
+    pub fn dead_since_ms(mut self, ms: u64) -> Self {
+        self.dead_since_ms = Some(ms);
+        self
+    }
+
+    /// Only dead letters dead-lettered before `ms` (since the Unix epoch).
+    pub fn dead_before_ms(mut self, ms: u64) -> Self {
+        self.dead_before_ms = Some(ms);
+        self
     }
 
     /// Only dead letters of `group`.

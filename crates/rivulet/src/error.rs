@@ -159,6 +159,26 @@ pub enum Error {
     /// never fires, an unknown time zone, a zero interval, …). Nothing was written.
     #[error("invalid schedule: {0}")]
     InvalidSchedule(#[from] crate::jobs::ScheduleError),
+    /// An operator's move does not apply to the job's state (retrying a job that has not
+    /// failed or been cancelled, promoting one that is not delayed); nothing changed.
+    #[error("job {job:?} of queue {queue:?} is {state}; {action} applies to {applies_to} jobs")]
+    WrongJobState {
+        /// The queue.
+        queue: String,
+        /// The job.
+        job: String,
+        /// The state the job is in (`waiting`, `active`, …).
+        state: String,
+        /// The move asked for (`retry`, `promote`).
+        action: &'static str,
+        /// The states the move applies to.
+        applies_to: &'static str,
+    },
+
+    /// An admin operation refused to run because it would lose data (deleting a group
+    /// with entries it has not handled, say); the message says what and how to force it.
+    #[error("refused: {0}")]
+    Unsafe(String),
 
     /// A feature that this backend or build does not provide.
     #[error("not available: {0}")]
@@ -258,6 +278,10 @@ pub enum ErrorKind {
     JobActive,
     /// See [`Error::InvalidSchedule`].
     InvalidSchedule,
+    /// See [`Error::WrongJobState`].
+    WrongJobState,
+    /// See [`Error::Unsafe`].
+    Unsafe,
     /// See [`Error::NotAvailable`].
     NotAvailable,
     /// See [`Error::Redis`].
@@ -287,6 +311,8 @@ impl Error {
             Error::JobNotFound { .. } => ErrorKind::JobNotFound,
             Error::JobActive { .. } => ErrorKind::JobActive,
             Error::InvalidSchedule(_) => ErrorKind::InvalidSchedule,
+            Error::WrongJobState { .. } => ErrorKind::WrongJobState,
+            Error::Unsafe(_) => ErrorKind::Unsafe,
             Error::NotAvailable(_) => ErrorKind::NotAvailable,
             #[cfg(feature = "redis")]
             Error::Redis(_) => ErrorKind::Redis,

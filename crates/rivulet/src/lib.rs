@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backend;
 mod bus;
 pub mod dead_letter;

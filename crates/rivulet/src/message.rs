@@ -153,6 +153,22 @@ pub const TRACESTATE: &str = "tracestate";
 pub struct EntryId(pub(crate) String);
 
 impl EntryId {
+    /// Parses an id as printed (`<ms>-<seq>`, e.g. `1700000000000-0`), for looking an
+    /// entry up by the id an operator copied. [`Error::Config`](crate::Error::Config)
+    /// for anything else.
+    pub fn parse(s: &str) -> crate::error::Result<EntryId> {
+        let valid = s
+            .split_once('-')
+            .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
+        if valid {
+            Ok(EntryId(s.to_owned()))
+        } else {
+            Err(crate::error::Error::config(format!(
+                "{s:?} is not an entry id (like 1700000000000-0)"
+            )))
+        }
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

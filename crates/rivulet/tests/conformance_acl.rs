@@ -11,6 +11,8 @@
 mod conformance;
 #[macro_use]
 mod jobs;
+#[macro_use]
+mod admin;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +68,7 @@ async fn fixture() -> Acl {
 }
 
 conformance_suite!(fixture());
+admin_suite!(fixture());
 jobs_suite!(fixture());
 schedulers_suite!(fixture());
 flows_suite!(fixture());

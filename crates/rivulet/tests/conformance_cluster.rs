@@ -8,6 +8,8 @@
 mod conformance;
 #[macro_use]
 mod jobs;
+#[macro_use]
+mod admin;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +42,7 @@ async fn fixture() -> Cluster {
 }
 
 conformance_suite!(fixture());
+admin_suite!(fixture());
 jobs_suite!(fixture());
 schedulers_suite!(fixture());
 flows_suite!(fixture());

@@ -4,6 +4,8 @@
 mod conformance;
 #[macro_use]
 mod jobs;
+#[macro_use]
+mod admin;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +22,7 @@ impl conformance::Fixture for Memory {
 }
 
 conformance_suite!(async { Memory(MemoryBackend::new()) });
+admin_suite!(async { Memory(MemoryBackend::new()) });
 jobs_suite!(async { Memory(MemoryBackend::new()) });
 schedulers_suite!(async { Memory(MemoryBackend::new()) });
 flows_suite!(async { Memory(MemoryBackend::new()) });

@@ -6,6 +6,8 @@
 mod conformance;
 #[macro_use]
 mod jobs;
+#[macro_use]
+mod admin;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +40,7 @@ async fn fixture() -> Redis {
 }
 
 conformance_suite!(fixture());
+admin_suite!(fixture());
 jobs_suite!(fixture());
 schedulers_suite!(fixture());
 flows_suite!(fixture());

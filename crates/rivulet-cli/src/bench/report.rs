@@ -193,7 +193,7 @@ impl Report {
             scenarios,
             redis,
             // Printed in the table and the JSON: never with the password.
-            url: crate::demo::backend::redact(url),
+            url: crate::redact::redact(url),
             messages,
             jobs,
             rounds,

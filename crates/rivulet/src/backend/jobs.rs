@@ -256,6 +256,26 @@ pub(crate) enum Removed {
     NotFound,
 }
 
+/// Which operator move [`JobQueues::requeue`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requeue {
+    /// A failed or cancelled job back to waiting, with its attempts counted afresh.
+    Retry,
+    /// A delayed job to waiting now.
+    Promote,
+}
+
+/// What a requeue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requeued {
+    /// Moved from this state to waiting.
+    Moved(JobState),
+    /// The job is in a state the move does not apply to; nothing changed.
+    Refused(JobState),
+    /// No such job.
+    NotFound,
+}
+
 /// A page of jobs in one state.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct JobPage {
@@ -378,6 +398,27 @@ pub(crate) trait JobQueues: Send + Sync {
         id: &JobId,
         settings: &QueueSettings,
     ) -> Result<Removed>;
+
+    /// Moves one job to waiting (see [`Requeue`]), atomically. A retried job starts
+    /// its attempts from 1 again; its dedup key (released when it finished) is not
+    /// taken back.
+    async fn requeue(
+        &self,
+        queue: &QueueName,
+        id: &JobId,
+        how: Requeue,
+        settings: &QueueSettings,
+    ) -> Result<Requeued>;
+
+    /// Retries up to `limit` of the oldest failed jobs in one atomic step (as
+    /// [`Requeue::Retry`]); returns how many were moved and how many failed jobs are
+    /// left.
+    async fn retry_failed(
+        &self,
+        queue: &QueueName,
+        limit: usize,
+        settings: &QueueSettings,
+    ) -> Result<(u64, u64)>;
 
     /// Pauses the queue (`name` = `None`) or one job name.
     async fn pause(&self, queue: &QueueName, name: Option<&JobName>) -> Result<()>;

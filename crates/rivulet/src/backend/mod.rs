@@ -22,8 +22,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{PendingEntry, TopicInfo};
 use crate::dead_letter::DeadLetter;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::message::{EntryId, Envelope, Published};
 use crate::name::{ConsumerName, GroupName, TopicName};
 use crate::topic::{StartFrom, TopicOptions, TrimReport};
@@ -422,6 +423,9 @@ pub(crate) trait Recovery {
 pub(crate) trait Retention {
     /// Applies retention now.
     async fn trim(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport>;
+
+    /// What [`trim`](Self::trim) would remove and keep now, without removing anything.
+    async fn trim_dry_run(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport>;
 }
 
 /// A topic's dead-letter queue.
@@ -453,6 +457,37 @@ pub(crate) trait DeadLetterStore {
     /// dead letter no longer exists and [`Error::GroupNotFound`](crate::Error) when its
     /// group does not (the dead letter then stays where it is).
     async fn replay_dead_letter(&self, topic: &TopicName, dead: &DeadLetter) -> Result<bool>;
+
+    /// Replays several dead letters in one round trip, each atomically as
+    /// [`replay_dead_letter`](Self::replay_dead_letter) does; one outcome per dead letter,
+    /// in order.
+    async fn replay_dead_letters(
+        &self,
+        topic: &TopicName,
+        dead: &[DeadLetter],
+    ) -> Result<Vec<Replayed>> {
+        let mut out = Vec::with_capacity(dead.len());
+        for d in dead {
+            out.push(match self.replay_dead_letter(topic, d).await {
+                Ok(true) => Replayed::Done,
+                Ok(false) => Replayed::Gone,
+                Err(Error::GroupNotFound { .. }) => Replayed::GroupMissing,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// What replaying one dead letter came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replayed {
+    /// Back in its group's retry lane.
+    Done,
+    /// It was no longer in the queue.
+    Gone,
+    /// Its group does not exist; it stays in the queue.
+    GroupMissing,
 }
 
 /// Live channels (B-LIVE-1).
@@ -470,11 +505,35 @@ pub(crate) trait LiveChannels {
     ) -> Result<mpsc::Receiver<LiveMessage>>;
 }
 
-/// Looking at what exists, without scanning the keyspace.
+/// Looking at what exists, without scanning the keyspace (the admin API, O-ADMIN-1).
+/// Every call costs O(groups and consumers of one topic) or O(limit), never O(backlog).
 #[async_trait]
 pub(crate) trait Inspection {
     /// The topics rivulet has written to or subscribed to (the topic registry).
     async fn topics(&self) -> Result<Vec<TopicName>>;
+
+    /// One topic's sizes, groups and consumers (groups of the topic's main log only).
+    async fn topic_info(&self, topic: &TopicName) -> Result<TopicInfo>;
+
+    /// A page of a group's pending entries in one of its two logs, after `after`
+    /// (exclusive), oldest first. A group that does not exist has none.
+    async fn pending_entries(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        lane: Lane,
+        after: Option<&EntryId>,
+        limit: usize,
+    ) -> Result<Vec<PendingEntry>>;
+
+    /// Deletes a consumer of a group (on both its logs) if, atomically, it has nothing
+    /// pending; `false` (and nothing deleted) when it still has entries.
+    async fn delete_consumer(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<bool>;
 }
 
 /// Everything a backend provides. See the module docs.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::backend::AnyBackend;
+use crate::backend::{AnyBackend, Replayed};
 use crate::dead_letter::{DeadLetter, DeadLetterFilter};
 use crate::error::{Error, Result};
 use crate::message::EntryId;
@@ -20,6 +20,8 @@ pub struct DeadLetters {
 }
 
 const PAGE: usize = 500;
+/// Dead letters replayed per round trip at most.
+const REPLAY_BATCH: usize = 100;
 
 impl DeadLetters {
     /// The topic whose dead letters these are.
@@ -59,7 +61,8 @@ impl DeadLetters {
     }
 
     /// Replays every dead letter matching `filter`, at most `per_second` per second
-    /// (`None` = as fast as possible). Returns how many were replayed. Dead letters of a
+    /// (`None` = as fast as possible), in batches of up to 100 per round trip (each
+    /// replay atomic on its own). Returns how many were replayed. Dead letters of a
     /// group that no longer exists are left in the queue and skipped (logged once per
     /// group); the count does not include them.
     pub async fn replay_where(
@@ -67,32 +70,64 @@ impl DeadLetters {
         filter: &DeadLetterFilter,
         per_second: Option<u32>,
     ) -> Result<u64> {
+        self.replay_observed(filter, per_second, &mut |_| {}).await
+    }
+
+    /// [`replay_where`](Self::replay_where), telling `progress` the running count after
+    /// each batch.
+    pub(crate) async fn replay_observed(
+        &self,
+        filter: &DeadLetterFilter,
+        per_second: Option<u32>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64> {
         if per_second == Some(0) {
             return Err(Error::config("replay rate must be at least 1 per second"));
         }
-        let gap = per_second.map(|r| Duration::from_secs_f64(1.0 / f64::from(r)));
+        // A batch is at most a second's worth, so the pace is kept within a second.
+        let batch = per_second.map_or(REPLAY_BATCH, |r| (r as usize).clamp(1, REPLAY_BATCH));
         let mut replayed = 0;
         let mut gone = std::collections::HashSet::new();
         let mut after: Option<EntryId> = None;
         loop {
             let page = self.list(after.as_ref(), PAGE).await?;
-            for d in page.iter().filter(|d| filter.matches(d)) {
-                if gone.contains(&d.group) {
+            let wanted: Vec<DeadLetter> = page
+                .iter()
+                .filter(|d| filter.matches(d) && !gone.contains(&d.group))
+                .cloned()
+                .collect();
+            for chunk in wanted.chunks(batch) {
+                let chunk: Vec<DeadLetter> = chunk
+                    .iter()
+                    .filter(|d| !gone.contains(&d.group))
+                    .cloned()
+                    .collect();
+                if chunk.is_empty() {
                     continue;
                 }
-                match self.backend.0.replay_dead_letter(&self.topic, d).await {
-                    Ok(true) => {
-                        replayed += 1;
-                        if let Some(gap) = gap {
-                            tokio::time::sleep(gap).await;
+                let started = tokio::time::Instant::now();
+                let outcomes = self
+                    .backend
+                    .0
+                    .replay_dead_letters(&self.topic, &chunk)
+                    .await?;
+                let mut n = 0u32;
+                for (d, outcome) in chunk.iter().zip(outcomes) {
+                    match outcome {
+                        Replayed::Done => n += 1,
+                        Replayed::Gone => {}
+                        Replayed::GroupMissing => {
+                            if gone.insert(d.group.clone()) {
+                                tracing::warn!(topic = %self.topic, group = %d.group, "not replaying dead letters of a group that no longer exists; they stay in the queue");
+                            }
                         }
                     }
-                    Ok(false) => {}
-                    Err(Error::GroupNotFound { .. }) => {
-                        tracing::warn!(topic = %self.topic, group = %d.group, "not replaying dead letters of a group that no longer exists; they stay in the queue");
-                        gone.insert(d.group.clone());
-                    }
-                    Err(e) => return Err(e),
+                }
+                replayed += u64::from(n);
+                progress(replayed);
+                if let Some(rate) = per_second {
+                    let due = Duration::from_secs_f64(f64::from(n) / f64::from(rate));
+                    tokio::time::sleep_until(started + due).await;
                 }
             }
             match page.last() {
@@ -113,8 +148,19 @@ impl DeadLetters {
         self.backend.0.remove_dead_letters(&self.topic, ids).await
     }
 
-    /// Deletes every dead letter matching `filter`. Returns how many.
+    /// Deletes every dead letter matching `filter`, a page (one round trip) at a time.
+    /// Returns how many.
     pub async fn purge_where(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        self.purge_observed(filter, &mut |_| {}).await
+    }
+
+    /// [`purge_where`](Self::purge_where), telling `progress` the running count after
+    /// each page.
+    pub(crate) async fn purge_observed(
+        &self,
+        filter: &DeadLetterFilter,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64> {
         let mut removed = 0;
         let mut after: Option<EntryId> = None;
         loop {
@@ -126,6 +172,7 @@ impl DeadLetters {
                 .collect();
             if !ids.is_empty() {
                 removed += self.remove(&ids).await?;
+                progress(removed);
             }
             match page.last() {
                 Some(last) if page.len() == PAGE => after = Some(last.id.clone()),

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::record::{JobCounts, JobInfo, JobState, Keep};
 use crate::backend::jobs::{
-    Added, Cancelled, Dedup, JobQueues, NewJob, QueueSettings, Removed, StoredBackoff,
+    Added, Cancelled, Dedup, JobQueues, NewJob, QueueSettings, Removed, Requeue, Requeued,
+    StoredBackoff,
 };
 use crate::backend::{AnyBackend, Backend};
 use crate::error::{Error, Result};
@@ -337,6 +338,63 @@ impl Queue {
                 job: id.to_string(),
             }),
             Removed::NotFound => Err(self.not_found(id)),
+        }
+    }
+
+    /// Retries a failed or cancelled job: it is waiting again, at its place, with its
+    /// attempts counted afresh (its dedup key, released when it finished, is not taken
+    /// back). Returns the state it was in. [`Error::WrongJobState`] for a job in another
+    /// state, [`Error::JobNotFound`] when there is none.
+    pub async fn retry(&self, id: &JobId) -> Result<JobState> {
+        self.requeue(id, Requeue::Retry, "retry", "failed or cancelled")
+            .await
+    }
+
+    /// Promotes a delayed job: it is waiting now instead of at its run-at time.
+    /// [`Error::WrongJobState`] for a job that is not delayed, [`Error::JobNotFound`]
+    /// when there is none.
+    pub async fn promote(&self, id: &JobId) -> Result<()> {
+        self.requeue(id, Requeue::Promote, "promote", "delayed")
+            .await
+            .map(|_| ())
+    }
+
+    /// Retries up to `batch` of the oldest failed jobs in one atomic step (one script
+    /// on Redis; `batch` is clamped to 1–1,000). Returns how many were retried and how
+    /// many failed jobs are left; call again while some are left to retry them all.
+    pub async fn retry_failed(&self, batch: usize) -> Result<(u64, u64)> {
+        self.shared
+            .store()
+            .retry_failed(
+                &self.shared.name,
+                batch.clamp(1, 1000),
+                &self.shared.settings,
+            )
+            .await
+    }
+
+    async fn requeue(
+        &self,
+        id: &JobId,
+        how: Requeue,
+        action: &'static str,
+        applies_to: &'static str,
+    ) -> Result<JobState> {
+        match self
+            .shared
+            .store()
+            .requeue(&self.shared.name, id, how, &self.shared.settings)
+            .await?
+        {
+            Requeued::Moved(from) => Ok(from),
+            Requeued::Refused(state) => Err(Error::WrongJobState {
+                queue: self.shared.name.to_string(),
+                job: id.to_string(),
+                state: state.to_string(),
+                action,
+                applies_to,
+            }),
+            Requeued::NotFound => Err(self.not_found(id)),
         }
     }
 

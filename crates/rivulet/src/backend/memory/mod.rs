@@ -10,6 +10,7 @@
 
 mod dead_letters;
 mod groups;
+mod inspect;
 mod jobs;
 mod live;
 mod publish;
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use self::state::{State, Topic};
-use crate::backend::{AnyBackend, Backend, Inspection, Retention};
+use crate::backend::{AnyBackend, Backend, Retention};
 use crate::error::Result;
 use crate::name::TopicName;
 use crate::topic::{TopicOptions, TrimReport};
@@ -94,21 +95,10 @@ impl Backend for MemoryBackend {
 #[async_trait]
 impl Retention for MemoryBackend {
     async fn trim(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport> {
-        self.with_topic(topic, |t| t.trim(opts))
+        self.with_topic(topic, |t| t.trim(opts, false))
     }
-}
 
-#[async_trait]
-impl Inspection for MemoryBackend {
-    async fn topics(&self) -> Result<Vec<TopicName>> {
-        let mut topics: Vec<TopicName> = self
-            .lock()
-            .topics
-            .iter()
-            .filter(|(_, t)| t.is_used())
-            .map(|(name, _)| name.clone())
-            .collect();
-        topics.sort();
-        Ok(topics)
+    async fn trim_dry_run(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport> {
+        self.with_topic(topic, |t| t.trim(opts, true))
     }
 }

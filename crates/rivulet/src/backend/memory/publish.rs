@@ -96,7 +96,7 @@ impl Publishing for MemoryBackend {
                     });
                 }
             }
-            t.trim(&opts.topic);
+            t.trim(&opts.topic, false);
             t.notify.notify_waiters();
             out
         })

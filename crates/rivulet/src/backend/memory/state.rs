@@ -200,7 +200,8 @@ impl Topic {
             && self.retries.is_empty())
     }
 
-    pub(super) fn trim(&mut self, opts: &TopicOptions) -> TrimReport {
+    /// Applies retention; with `dry_run`, only counts what it would remove and keep.
+    pub(super) fn trim(&mut self, opts: &TopicOptions, dry_run: bool) -> TrimReport {
         let boundary = if opts.safe {
             self.main.safe_boundary()
         } else {
@@ -226,7 +227,9 @@ impl Topic {
             if boundary.is_some_and(|b| seq >= b) {
                 report.kept_unacked += 1;
             } else {
-                self.main.log.entries.remove(&seq);
+                if !dry_run {
+                    self.main.log.entries.remove(&seq);
+                }
                 report.removed += 1;
             }
         }

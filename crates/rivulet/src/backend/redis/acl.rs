@@ -17,6 +17,7 @@ const COMMANDS: &[&str] = &[
     "+xack",
     "+xgroup",
     "+xinfo|groups",
+    "+xinfo|consumers",
     "+xlen",
     "+xpending",
     "+xrange",

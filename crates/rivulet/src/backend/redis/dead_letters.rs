@@ -5,10 +5,11 @@ use async_trait::async_trait;
 use redis::Value;
 
 use super::RedisBackend;
+use super::conn::{check_value, evalsha, pipeline_with_scripts};
 use super::reply;
 use super::scripts::SCRIPTS;
 use super::wire::{decode_dead_letter_lossy, envelope_of, message_fields};
-use crate::backend::DeadLetterStore;
+use crate::backend::{DeadLetterStore, Replayed};
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::message::EntryId;
@@ -99,6 +100,57 @@ impl DeadLetterStore for RedisBackend {
             .await?;
         let (entries, _) = reply::entries(&v);
         Ok(entries.first().map(|e| decode_dead_letter_lossy(e, topic)))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        topic: &TopicName,
+        dead: &[DeadLetter],
+    ) -> Result<Vec<Replayed>> {
+        let keys = self.topic_keys(topic);
+        let main = keys.log(crate::backend::StreamKind::Main);
+        let (dlq, stream) = (keys.dead_letters(), keys.stream());
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut sent = Vec::with_capacity(dead.len());
+        for d in dead {
+            if reply::parse_stream_id(d.id.as_str()).is_none() {
+                sent.push(false);
+                continue;
+            }
+            let lane = main.lane(d.group.as_str());
+            let mut cmd = evalsha(&SCRIPTS.replay, &[&dlq, &stream, &lane]);
+            cmd.arg(d.id.as_str()).arg(d.group.as_str());
+            for f in &message_fields(&envelope_of(d), true) {
+                cmd.arg(f.as_ref());
+            }
+            pipe.add_command(cmd);
+            sent.push(true);
+        }
+        let mut values = if sent.iter().any(|s| *s) {
+            let mut conn = self.conn()?;
+            pipeline_with_scripts(&mut conn, &pipe, &[&SCRIPTS.replay])
+                .await?
+                .into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        let mut out = Vec::with_capacity(dead.len());
+        for was_sent in sent {
+            if !was_sent {
+                out.push(Replayed::Gone);
+                continue;
+            }
+            let v = values
+                .next()
+                .ok_or_else(|| Error::Protocol("a replay pipeline reply is short".into()))?;
+            out.push(match reply::int(&check_value(v)?) {
+                Some(1) => Replayed::Done,
+                Some(-1) => Replayed::GroupMissing,
+                _ => Replayed::Gone,
+            });
+        }
+        Ok(out)
     }
 
     async fn replay_dead_letter(&self, topic: &TopicName, dead: &DeadLetter) -> Result<bool> {

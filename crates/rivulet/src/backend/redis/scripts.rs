@@ -27,6 +27,7 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) release: Script,
     pub(crate) renew: Script,
+    pub(crate) delete_consumer: Script,
     /// The scripts of the job queues (`lua/jobs_*.lua`, each with `lua/jobs_lib.lua` in front).
     pub(crate) jobs: JobScripts,
 }
@@ -40,6 +41,7 @@ pub(crate) struct JobScripts {
     pub(crate) stalled: Script,
     pub(crate) cancel: Script,
     pub(crate) remove: Script,
+    pub(crate) requeue: Script,
     pub(crate) resume: Script,
     pub(crate) progress: Script,
     pub(crate) log: Script,
@@ -80,6 +82,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: Script::new(include_str!("lua/claim.lua")),
     release: Script::new(include_str!("lua/release.lua")),
     renew: Script::new(include_str!("lua/renew.lua")),
+    delete_consumer: Script::new(include_str!("lua/delete_consumer.lua")),
     jobs: JobScripts {
         add: job_script!("jobs_add.lua"),
         fetch: job_script!("jobs_fetch.lua"),
@@ -88,6 +91,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         stalled: job_script!("jobs_stalled.lua"),
         cancel: job_script!("jobs_cancel.lua"),
         remove: job_script!("jobs_remove.lua"),
+        requeue: job_script!("jobs_requeue.lua"),
         resume: job_script!("jobs_resume.lua"),
         progress: job_script!("jobs_progress.lua"),
         log: job_script!("jobs_log.lua"),

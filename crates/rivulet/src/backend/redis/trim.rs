@@ -23,6 +23,23 @@ const MAX_ROUNDS: usize = 1_000;
 #[async_trait]
 impl Retention for RedisBackend {
     async fn trim(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport> {
+        self.apply_trim(topic, opts, false).await
+    }
+
+    async fn trim_dry_run(&self, topic: &TopicName, opts: &TopicOptions) -> Result<TrimReport> {
+        self.apply_trim(topic, opts, true).await
+    }
+}
+
+impl RedisBackend {
+    /// Trims, or with `dry_run` counts what a trim would do: the script then removes
+    /// nothing and each call continues after the last entry the previous one scanned.
+    async fn apply_trim(
+        &self,
+        topic: &TopicName,
+        opts: &TopicOptions,
+        dry_run: bool,
+    ) -> Result<TrimReport> {
         let mut report = TrimReport::default();
         if opts.max_len.is_none() && opts.max_age.is_none() {
             return Ok(report);
@@ -32,7 +49,7 @@ impl Retention for RedisBackend {
         let cutoff = opts
             .max_age
             .map(|age| now_ms().saturating_sub(super::millis(age)));
-        if !opts.safe {
+        if !opts.safe && !dry_run {
             let mut pipe = redis::pipe();
             if let Some(n) = opts.max_len {
                 pipe.cmd("XTRIM").arg(&stream).arg("MAXLEN").arg("~").arg(n);
@@ -48,6 +65,9 @@ impl Retention for RedisBackend {
             .max_len
             .map_or_else(|| "-1".to_owned(), |n| n.to_string());
         let cutoff = cutoff.map_or_else(|| "-1".to_owned(), |c| c.to_string());
+        // A dry run of an unsafe trim is a safe one that counts the kept entries as
+        // removed: without safe mode nothing is kept.
+        let mut last = String::new();
         for _ in 0..MAX_ROUNDS {
             let v: Value = SCRIPTS
                 .trim
@@ -55,14 +75,22 @@ impl Retention for RedisBackend {
                 .arg(&max_len)
                 .arg(&cutoff)
                 .arg(SCAN_BUDGET)
+                .arg(if dry_run { "1" } else { "0" })
+                .arg(&last)
+                .arg(report.removed)
                 .invoke_async(&mut conn)
                 .await?;
             let items = reply::array(&v).ok_or_else(|| reply::unexpected("trim", &v))?;
             report.removed += items.first().and_then(reply::uint).unwrap_or(0);
             report.kept_unacked = items.get(1).and_then(reply::uint).unwrap_or(0);
+            last = items.get(3).and_then(reply::string).unwrap_or_default();
             if items.get(2).and_then(reply::uint) != Some(1) {
                 break;
             }
+        }
+        if dry_run && !opts.safe {
+            report.removed += report.kept_unacked;
+            report.kept_unacked = 0;
         }
         if report.kept_unacked > 0 {
             tracing::debug!(

@@ -27,7 +27,7 @@ pub(crate) use self::schedulers::MemSchedulers;
 use super::MemoryBackend;
 use crate::backend::jobs::{
     Added, Cancelled, EventReader, Fetch, Fetched, JobPage, JobQueues, JobWaiter, NewJob,
-    QueueSettings, Removed, Renewal, Settle, Settled, Stalled,
+    QueueSettings, Removed, Renewal, Requeue, Requeued, Settle, Settled, Stalled,
 };
 use crate::error::{Error, Result};
 use crate::jobs::record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState};
@@ -264,6 +264,40 @@ impl JobQueues for MemoryBackend {
                 Ok(Removed::Removed(st))
             }
         }
+    }
+
+    async fn requeue(
+        &self,
+        queue: &QueueName,
+        id: &JobId,
+        how: Requeue,
+        settings: &QueueSettings,
+    ) -> Result<Requeued> {
+        let mut state = self.lock();
+        Ok(queue_mut(&mut state.queues, queue).requeue(id, how, settings))
+    }
+
+    async fn retry_failed(
+        &self,
+        queue: &QueueName,
+        limit: usize,
+        settings: &QueueSettings,
+    ) -> Result<(u64, u64)> {
+        let mut state = self.lock();
+        let q = queue_mut(&mut state.queues, queue);
+        let oldest: Vec<JobId> = q
+            .set(JobState::Failed)
+            .iter()
+            .take(limit)
+            .map(|(_, _, id)| id.clone())
+            .collect();
+        let mut moved = 0;
+        for id in &oldest {
+            if let Requeued::Moved(_) = q.requeue(id, Requeue::Retry, settings) {
+                moved += 1;
+            }
+        }
+        Ok((moved, q.set(JobState::Failed).len() as u64))
     }
 
     async fn pause(&self, queue: &QueueName, name: Option<&JobName>) -> Result<()> {

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 
 use crate::backend::jobs::{
-    Added, Dedup, Fetch, Leased, NewJob, QueueSettings, Settle, Settled, Settlement, Stalled,
-    StoredBackoff,
+    Added, Dedup, Fetch, Leased, NewJob, QueueSettings, Requeue, Requeued, Settle, Settled,
+    Settlement, Stalled, StoredBackoff,
 };
 use crate::jobs::record::{JobEvent, JobEventKind, JobInfo, JobState, Keep, short_detail};
 use crate::name::{JobId, JobName};
@@ -405,6 +405,37 @@ impl MemQueue {
         for id in victims {
             self.remove(&id, s);
         }
+    }
+
+    /// An operator's move of one job to waiting (see [`Requeue`]).
+    pub(super) fn requeue(&mut self, id: &JobId, how: Requeue, s: &QueueSettings) -> Requeued {
+        let Some(from) = self.jobs.get(id).map(|j| j.info.state) else {
+            return Requeued::NotFound;
+        };
+        let allowed = match how {
+            Requeue::Retry => matches!(from, JobState::Failed | JobState::Cancelled),
+            Requeue::Promote => from == JobState::Delayed,
+        };
+        if !allowed {
+            return Requeued::Refused(from);
+        }
+        self.move_to(id, JobState::Waiting, |j| {
+            j.info.run_at_ms = None;
+            if how == Requeue::Retry {
+                j.attempts_made = 0;
+                j.info.stalls = 0;
+                j.info.finished_at_ms = None;
+                j.info.error = None;
+                j.info.cancel_requested = false;
+            }
+        });
+        let attempt = self.jobs.get(id).map_or(0, |j| j.info.attempt);
+        let detail = match how {
+            Requeue::Retry => "retried",
+            Requeue::Promote => "promoted",
+        };
+        self.event(s, JobEventKind::Added, id, attempt, Some(detail.into()));
+        Requeued::Moved(from)
     }
 
     pub(super) fn remove(&mut self, id: &JobId, s: &QueueSettings) {

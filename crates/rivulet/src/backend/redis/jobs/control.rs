@@ -5,7 +5,7 @@ use redis::Value;
 
 use super::decode::array_of;
 use super::invocation;
-use crate::backend::jobs::{Cancelled, QueueSettings, Removed};
+use crate::backend::jobs::{Cancelled, QueueSettings, Removed, Requeue, Requeued};
 use crate::backend::redis::RedisBackend;
 use crate::backend::redis::reply;
 use crate::backend::redis::scripts::SCRIPTS;
@@ -62,6 +62,58 @@ impl RedisBackend {
             Some("active") => Ok(Removed::Active),
             Some("notfound") => Ok(Removed::NotFound),
             _ => Err(reply::unexpected("job remove", &v)),
+        }
+    }
+
+    pub(super) async fn jobs_requeue(
+        &self,
+        queue: &QueueName,
+        id: &JobId,
+        how: Requeue,
+        settings: &QueueSettings,
+    ) -> Result<Requeued> {
+        let keys = self.queue_keys(queue);
+        let mode = match how {
+            Requeue::Retry => "retry",
+            Requeue::Promote => "promote",
+        };
+        let mut inv = invocation(&SCRIPTS.jobs.requeue, &keys, Some(settings));
+        inv.arg(mode).arg(id.as_str());
+        let mut conn = self.conn()?;
+        let v: Value = inv.invoke_async(&mut conn).await?;
+        let items = array_of(&v, "job requeue")?;
+        let word = |i: usize| items.get(i).and_then(reply::string);
+        let state = || match word(1) {
+            Some(s) => s.parse(),
+            None => Err(reply::unexpected("job requeue", &v)),
+        };
+        match word(0).as_deref() {
+            Some("moved") => Ok(Requeued::Moved(state()?)),
+            Some("refused") => Ok(Requeued::Refused(state()?)),
+            Some("notfound") => Ok(Requeued::NotFound),
+            _ => Err(reply::unexpected("job requeue", &v)),
+        }
+    }
+
+    pub(super) async fn jobs_retry_failed(
+        &self,
+        queue: &QueueName,
+        limit: usize,
+        settings: &QueueSettings,
+    ) -> Result<(u64, u64)> {
+        let keys = self.queue_keys(queue);
+        let mut inv = invocation(&SCRIPTS.jobs.requeue, &keys, Some(settings));
+        inv.arg("retry_failed").arg(limit);
+        let mut conn = self.conn()?;
+        let v: Value = inv.invoke_async(&mut conn).await?;
+        let items = array_of(&v, "job retry_failed")?;
+        match (
+            items.first().and_then(reply::string).as_deref(),
+            items.get(1).and_then(reply::uint),
+            items.get(2).and_then(reply::uint),
+        ) {
+            (Some("bulk"), Some(moved), Some(left)) => Ok((moved, left)),
+            _ => Err(reply::unexpected("job retry_failed", &v)),
         }
     }
 

@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 use super::RedisBackend;
 use crate::backend::jobs::{
     Added, Cancelled, EventReader, Fetch, Fetched, JobPage, JobQueues, JobWaiter, NewJob,
-    QueueSettings, Removed, Renewal, Settle, Settled, Stalled,
+    QueueSettings, Removed, Renewal, Requeue, Requeued, Settle, Settled, Stalled,
 };
 use crate::deadline::millis;
 use crate::error::Result;
@@ -212,6 +212,25 @@ impl JobQueues for RedisBackend {
         settings: &QueueSettings,
     ) -> Result<Removed> {
         self.jobs_remove(queue, id, settings).await
+    }
+
+    async fn requeue(
+        &self,
+        queue: &QueueName,
+        id: &JobId,
+        how: Requeue,
+        settings: &QueueSettings,
+    ) -> Result<Requeued> {
+        self.jobs_requeue(queue, id, how, settings).await
+    }
+
+    async fn retry_failed(
+        &self,
+        queue: &QueueName,
+        limit: usize,
+        settings: &QueueSettings,
+    ) -> Result<(u64, u64)> {
+        self.jobs_retry_failed(queue, limit, settings).await
     }
 
     async fn pause(&self, queue: &QueueName, name: Option<&JobName>) -> Result<()> {

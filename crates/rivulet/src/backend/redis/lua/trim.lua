@@ -8,10 +8,15 @@
 -- ARGV[1]  max length, or '-1' for none
 -- ARGV[2]  age cutoff (entries with a time below it are too old), ms, or '-1' for none
 -- ARGV[3]  scan budget (entries)
--- Returns {removed, kept_unacked, more}.
+-- ARGV[4]  '1' for a dry run: count, remove nothing (optional). A dry run continues
+--          where the previous call stopped: ARGV[5] the last id it scanned, ARGV[6]
+--          how many entries it scanned before (all free: a call stops at a kept one).
+-- Returns {removed, kept_unacked, more, last scanned id} (counts of what a dry run would
+-- do).
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, 0, 0}
+  return {0, 0, 0, ''}
 end
+local dry = ARGV[4] == '1'
 
 local max_len = tonumber(ARGV[1])
 local cutoff = tonumber(ARGV[2])
@@ -96,6 +101,11 @@ local first_kept = nil
 local more = 0
 local start = '-'
 local scanned = 0
+local last_scanned = ''
+if dry and ARGV[5] and ARGV[5] ~= '' then
+  start = '(' .. ARGV[5]
+  index = tonumber(ARGV[6]) or 0
+end
 local stopped = false
 while not stopped do
   local page = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 100)
@@ -116,6 +126,7 @@ while not stopped do
     end
     index = index + 1
     scanned = scanned + 1
+    last_scanned = id
     if scanned >= budget then
       more = 1
       stopped = true
@@ -125,6 +136,15 @@ while not stopped do
   end
 end
 
+if dry then
+  -- Everything scanned in earlier calls was free (they stop at the first kept entry).
+  local before = tonumber(ARGV[6]) or 0
+  if kept > 0 then
+    if over - before - removed > kept then kept = over - before - removed end
+    more = 0
+  end
+  return {removed, kept, more, last_scanned}
+end
 if removed > 0 then
   if first_kept == nil then
     -- Everything scanned is free: cut right after the last free entry.
@@ -146,4 +166,4 @@ if kept > 0 then
   end
   more = 0
 end
-return {removed, kept, more}
+return {removed, kept, more, last_scanned}

@@ -1,0 +1,444 @@
+//! `queues`, `jobs list|show|retry|cancel|promote|remove`, `queue pause|resume`.
+
+use clap::Subcommand;
+use rivulet::admin::QueueInfo;
+use rivulet::{CancelOutcome, JobCounts, JobId, JobInfo, JobState};
+use serde_json::{Value, json};
+
+use super::Ctx;
+use super::render::{Table, age_ms, count, progress, since, size};
+use crate::error::CliError;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// Jobs of a queue in one state, a page at a time.
+    List {
+        /// The queue.
+        queue: String,
+        /// waiting, delayed, active, completed, failed, cancelled.
+        #[arg(long)]
+        state: String,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Continue from a previous page (its `next`).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One job: data, progress, logs, result, attempts and errors.
+    Show {
+        /// The queue.
+        queue: String,
+        /// The job's id.
+        id: String,
+    },
+    /// Run a failed or cancelled job again (its attempts start afresh), or every failed
+    /// job with --all-failed.
+    Retry {
+        /// The queue.
+        queue: String,
+        /// The job's id.
+        id: Option<String>,
+        /// Retry every failed job, in atomic batches.
+        #[arg(long)]
+        all_failed: bool,
+        /// Jobs per batch with --all-failed.
+        #[arg(long, default_value_t = 200)]
+        batch: usize,
+    },
+    /// Cancel a job (an active one is asked to stop).
+    Cancel {
+        /// The queue.
+        queue: String,
+        /// The job's id.
+        id: String,
+        /// Really cancel.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Make a delayed job waiting now.
+    Promote {
+        /// The queue.
+        queue: String,
+        /// The job's id.
+        id: String,
+    },
+    /// Remove a job that is not active, with its logs.
+    Remove {
+        /// The queue.
+        queue: String,
+        /// The job's id.
+        id: String,
+        /// Really remove.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueueCommand {
+    /// Pause a queue (or one job name): workers lease nothing of it until resumed.
+    Pause {
+        /// The queue.
+        queue: String,
+        /// Only jobs of this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Resume a queue (or one job name).
+    Resume {
+        /// The queue.
+        queue: String,
+        /// Only jobs of this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn counts_json(c: &JobCounts) -> Value {
+    json!({
+        "waiting": c.waiting,
+        "parked": c.parked,
+        "delayed": c.delayed,
+        "active": c.active,
+        "completed": c.completed,
+        "failed": c.failed,
+        "cancelled": c.cancelled,
+        "waiting_children": c.waiting_children,
+    })
+}
+
+fn queue_json(q: &QueueInfo) -> Value {
+    json!({
+        "queue": q.queue.as_str(),
+        "counts": counts_json(&q.counts),
+        "paused": q.paused,
+        "paused_names": q.paused_names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+/// JSON bytes as a JSON value (or as a string when they are not JSON).
+fn as_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
+}
+
+fn job_json(j: &JobInfo) -> Value {
+    json!({
+        "id": j.id.as_str(),
+        "name": j.name.as_str(),
+        "state": j.state.as_str(),
+        "data": as_json(&j.data),
+        "priority": j.priority,
+        "attempt": j.attempt,
+        "max_attempts": j.max_attempts,
+        "stalls": j.stalls,
+        "added_at_ms": j.added_at_ms,
+        "run_at_ms": j.run_at_ms,
+        "started_at_ms": j.started_at_ms,
+        "finished_at_ms": j.finished_at_ms,
+        "progress": j.progress,
+        "result": j.result.as_ref().map(|r| as_json(r)),
+        "error": j.error,
+        "dedup_key": j.dedup_key,
+        "cancel_requested": j.cancel_requested,
+        "worker": j.worker,
+    })
+}
+
+fn state(s: &str) -> Result<JobState, CliError> {
+    JobState::ALL
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "unknown state {s:?} (waiting, delayed, active, completed, failed, cancelled)"
+            ))
+        })
+}
+
+fn job_id(s: &str) -> Result<JobId, CliError> {
+    Ok(JobId::new(s)?)
+}
+
+pub(crate) async fn queues(ctx: &Ctx) -> Result<(), CliError> {
+    let queues = ctx.admin.queues().await?;
+    let doc = json!({"queues": queues.iter().map(queue_json).collect::<Vec<_>>()});
+    ctx.print(doc, || {
+        let mut t = Table::new(&[
+            "QUEUE",
+            "WAITING",
+            "DELAYED",
+            "ACTIVE",
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "PAUSED",
+        ]);
+        for q in &queues {
+            let c = &q.counts;
+            let paused = if q.paused {
+                "yes".to_owned()
+            } else if q.paused_names.is_empty() {
+                "no".to_owned()
+            } else {
+                let names: Vec<&str> = q.paused_names.iter().map(|n| n.as_str()).collect();
+                format!("names: {}", names.join(", "))
+            };
+            t.row(vec![
+                q.queue.to_string(),
+                count(c.waiting),
+                count(c.delayed),
+                count(c.active),
+                count(c.completed),
+                count(c.failed),
+                count(c.cancelled),
+                paused,
+            ]);
+        }
+        if t.is_empty() {
+            "No queues.\n".into()
+        } else {
+            t.render()
+        }
+    });
+    Ok(())
+}
+
+pub(crate) async fn run(ctx: &Ctx, c: JobsCommand) -> Result<(), CliError> {
+    match c {
+        JobsCommand::List {
+            queue,
+            state: s,
+            limit,
+            cursor,
+        } => {
+            let st = state(&s)?;
+            let q = ctx.admin.queue(&queue)?;
+            let page = q.jobs(st, cursor.as_deref(), limit).await?;
+            let total = q.counts().await?.of(st);
+            let doc = json!({
+                "queue": queue,
+                "state": st.as_str(),
+                "total": total,
+                "jobs": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
+                "next": page.next,
+            });
+            ctx.print(doc, || {
+                let mut t = Table::new(&["ID", "NAME", "ATTEMPT", "AGE", "DATA", "ERROR"]);
+                for j in &page.jobs {
+                    t.row(vec![
+                        j.id.to_string(),
+                        j.name.to_string(),
+                        format!("{}/{}", j.attempt, j.max_attempts),
+                        since(Some(j.added_at_ms)),
+                        size(j.data.len()),
+                        j.error.clone().unwrap_or_default().replace('\n', " "),
+                    ]);
+                }
+                let mut out = if t.is_empty() {
+                    format!("No {st} jobs in {queue}.\n")
+                } else {
+                    t.render()
+                };
+                out.push_str(&format!("({} {st} jobs in {queue})\n", count(total)));
+                if let Some(n) = &page.next {
+                    out.push_str(&format!("(next page: --cursor {n})\n"));
+                }
+                out
+            });
+            Ok(())
+        }
+        JobsCommand::Show { queue, id } => {
+            let d = ctx.admin.job(&queue, &id, 100).await?;
+            let mut doc = job_json(&d.job);
+            doc["logs"] = json!(d.logs);
+            ctx.print(doc, || {
+                let j = &d.job;
+                let mut out = String::new();
+                let rows = [
+                    ("id", j.id.to_string()),
+                    ("name", j.name.to_string()),
+                    ("state", j.state.to_string()),
+                    ("attempt", format!("{} of {}", j.attempt, j.max_attempts)),
+                    ("stalls", j.stalls.to_string()),
+                    ("priority", j.priority.to_string()),
+                    ("added", format!("{} ago", since(Some(j.added_at_ms)))),
+                    (
+                        "run at",
+                        j.run_at_ms.map_or("-".into(), |t| {
+                            let now = super::render::now_ms();
+                            if t > now {
+                                format!("in {}", age_ms(Some(t - now)))
+                            } else {
+                                format!("{} ago", age_ms(Some(now - t)))
+                            }
+                        }),
+                    ),
+                    (
+                        "started",
+                        j.started_at_ms
+                            .map_or("-".into(), |t| format!("{} ago", since(Some(t)))),
+                    ),
+                    (
+                        "finished",
+                        j.finished_at_ms
+                            .map_or("-".into(), |t| format!("{} ago", since(Some(t)))),
+                    ),
+                    ("worker", j.worker.clone().unwrap_or_else(|| "-".into())),
+                    (
+                        "progress",
+                        j.progress.as_ref().map_or("-".into(), Value::to_string),
+                    ),
+                    ("error", j.error.clone().unwrap_or_else(|| "-".into())),
+                    (
+                        "result",
+                        j.result
+                            .as_ref()
+                            .map_or("-".into(), |r| as_json(r).to_string()),
+                    ),
+                    ("data", as_json(&j.data).to_string()),
+                ];
+                for (k, v) in rows {
+                    out.push_str(&format!("{k:<9} {v}\n"));
+                }
+                if !d.logs.is_empty() {
+                    out.push_str("logs\n");
+                    for l in &d.logs {
+                        out.push_str(&format!("  {l}\n"));
+                    }
+                }
+                out
+            });
+            Ok(())
+        }
+        JobsCommand::Retry {
+            queue,
+            id,
+            all_failed,
+            batch,
+        } => {
+            match (id, all_failed) {
+                (Some(id), false) => {
+                    let q = ctx.admin.queue(&queue)?;
+                    let was = q.retry(&job_id(&id)?).await?;
+                    ctx.print(
+                        json!({"queue": queue, "id": id, "retried": 1, "was": was.as_str()}),
+                        || format!("Job {id} of {queue} ({was}) is waiting again.\n"),
+                    );
+                }
+                (None, true) => {
+                    let q = ctx.admin.queue(&queue)?;
+                    let failed = q.counts().await?.failed;
+                    let bar = progress(ctx.json, Some(failed), "retrying");
+                    let b = bar.clone();
+                    let n = ctx
+                        .admin
+                        .retry_all_failed(&queue, batch, &mut move |k| b.set_position(k))
+                        .await;
+                    bar.finish_and_clear();
+                    let n = n?;
+                    ctx.print(json!({"queue": queue, "retried": n}), || {
+                        format!("Retried {n} failed jobs of {queue}.\n")
+                    });
+                }
+                _ => {
+                    return Err(CliError::usage("jobs retry takes a job id or --all-failed"));
+                }
+            }
+            Ok(())
+        }
+        JobsCommand::Cancel { queue, id, yes } => {
+            let q = ctx.admin.queue(&queue)?;
+            let jid = job_id(&id)?;
+            if !yes {
+                let Some(j) = q.job(&jid).await? else {
+                    return Err(CliError::not_found(format!(
+                        "job {id:?} of queue {queue:?} does not exist"
+                    )));
+                };
+                return ctx.needs_yes(
+                    json!({"queue": queue, "id": id, "action": "cancel", "state": j.state.as_str()}),
+                    format!("Cancelling job {id} of {queue} ({}) would end it cancelled.", j.state),
+                );
+            }
+            let outcome = q.cancel(&jid).await?;
+            let (word, human) = match outcome {
+                CancelOutcome::Cancelled => {
+                    ("cancelled", format!("Job {id} of {queue} is cancelled."))
+                }
+                CancelOutcome::Requested => (
+                    "requested",
+                    format!("Job {id} of {queue} is running: its handler was asked to stop."),
+                ),
+                CancelOutcome::AlreadyFinished(s) => (
+                    "already_finished",
+                    format!("Job {id} of {queue} had already finished ({s})."),
+                ),
+                _ => ("unknown", format!("Job {id} of {queue}: cancel done.")),
+            };
+            ctx.print(json!({"queue": queue, "id": id, "outcome": word}), || {
+                format!("{human}\n")
+            });
+            Ok(())
+        }
+        JobsCommand::Promote { queue, id } => {
+            let q = ctx.admin.queue(&queue)?;
+            q.promote(&job_id(&id)?).await?;
+            ctx.print(json!({"queue": queue, "id": id, "promoted": true}), || {
+                format!("Job {id} of {queue} is waiting now.\n")
+            });
+            Ok(())
+        }
+        JobsCommand::Remove { queue, id, yes } => {
+            let q = ctx.admin.queue(&queue)?;
+            let jid = job_id(&id)?;
+            if !yes {
+                let Some(j) = q.job(&jid).await? else {
+                    return Err(CliError::not_found(format!(
+                        "job {id:?} of queue {queue:?} does not exist"
+                    )));
+                };
+                return ctx.needs_yes(
+                    json!({"queue": queue, "id": id, "action": "remove", "state": j.state.as_str()}),
+                    format!("Removing job {id} of {queue} ({}) would delete it with its logs.", j.state),
+                );
+            }
+            let was = q.remove(&jid).await?;
+            ctx.print(
+                json!({"queue": queue, "id": id, "removed": true, "was": was.as_str()}),
+                || format!("Removed job {id} of {queue} ({was}).\n"),
+            );
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn queue(ctx: &Ctx, c: QueueCommand) -> Result<(), CliError> {
+    let (queue, name, pause) = match c {
+        QueueCommand::Pause { queue, name } => (queue, name, true),
+        QueueCommand::Resume { queue, name } => (queue, name, false),
+    };
+    let q = ctx.admin.queue(&queue)?;
+    match (&name, pause) {
+        (None, true) => q.pause().await?,
+        (None, false) => q.resume().await?,
+        (Some(n), true) => q.pause_name(n).await?,
+        (Some(n), false) => q.resume_name(n).await?,
+    }
+    let (paused, names) = q.paused().await?;
+    let word = if pause { "paused" } else { "resumed" };
+    ctx.print(
+        json!({
+            "queue": queue,
+            "name": name,
+            "action": word,
+            "paused": paused,
+            "paused_names": names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        }),
+        || match &name {
+            Some(n) => format!("Jobs named {n} of {queue} are {word}.\n"),
+            None => format!("Queue {queue} is {word}.\n"),
+        },
+    );
+    Ok(())
+}
