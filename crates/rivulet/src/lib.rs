@@ -5,6 +5,7 @@ pub mod backend;
 mod bus;
 pub mod dead_letter;
 mod deadline;
+pub mod doctor;
 #[cfg(test)]
 mod defaults_tests;
 pub mod error;
