@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod doctor;
 mod error;
 
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ enum Command {
     /// Measure rivulet against the raw Redis ceiling in the same run and report the
     /// ratios.
     Bench(bench::BenchArgs),
+    /// Find the states that break a guarantee (stuck entries and jobs, orphans, overdue
+    /// retries, unsafe Redis settings), explain them, and with --fix repair what is safe.
+    /// Exit code 3 while an error-level finding remains.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
         }
     });
     match result {
@@ -62,7 +68,7 @@ fn report(e: &CliError) -> ExitCode {
 /// the demo dead-letters on purpose, so it shows errors only.
 fn init_tracing(command: &Command) {
     let default = match command {
-        Command::Demo(_) | Command::Bench(_) => "error",
+        Command::Demo(_) | Command::Bench(_) | Command::Doctor(_) => "error",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -1,0 +1,146 @@
+//! `rivulet doctor`: finds the states that break a guarantee, explains them, and with
+//! `--fix` repairs what is safe (O-DOCTOR-1). The checks live in `rivulet::doctor`.
+//!
+//! Exit codes: 0 when no error-level finding remains (warnings and infos may), 3 when
+//! one does, 1 when the doctor could not run (connection, Redis error), 2 for bad
+//! arguments.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use rivulet::RedisBackend;
+use rivulet::doctor::{Doctor, Finding, Report, SettingsChecked};
+
+use crate::error::CliError;
+
+/// Exit code while an error-level finding remains.
+pub(crate) const EXIT_FINDINGS: u8 = 3;
+
+/// The environment variable `--redis` falls back to.
+const REDIS_URL_ENV: &str = "RIVULET_REDIS_URL";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DoctorArgs {
+    /// The Redis to examine (a redis:// or rediss:// URL); defaults to
+    /// $RIVULET_REDIS_URL.
+    #[arg(long)]
+    redis: Option<String>,
+    /// The key prefix rivulet uses on it.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Repair what is safe to repair, then examine again and report what remains.
+    #[arg(long)]
+    fix: bool,
+}
+
+pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
+    let url = match args.redis.clone() {
+        Some(url) => url,
+        None => std::env::var(REDIS_URL_ENV).map_err(|_| {
+            CliError::usage(format!(
+                "rivulet doctor needs a Redis: pass --redis URL or set {REDIS_URL_ENV}"
+            ))
+        })?,
+    };
+    let mut builder = RedisBackend::builder(url);
+    if let Some(prefix) = &args.prefix {
+        builder = builder.prefix(prefix.clone());
+    }
+    let backend = builder.build().await?;
+    let doctor = Doctor::new(backend);
+    let report = if args.fix {
+        doctor.repair().await?
+    } else {
+        doctor.examine().await?
+    };
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::runtime(format!("cannot write the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", human(&report, args.fix));
+    }
+    Ok(if report.has_errors() {
+        ExitCode::from(EXIT_FINDINGS)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn objects(f: &Finding) -> String {
+    f.objects
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The text report.
+fn human(r: &Report, fixed: bool) -> String {
+    let mut out = String::new();
+    let settings = match r.settings {
+        SettingsChecked::Checked => "server settings checked",
+        SettingsChecked::Partly => "server settings partly checked",
+        SettingsChecked::NotApplicable => "server settings not applicable",
+        _ => "server settings",
+    };
+    let _ = writeln!(
+        out,
+        "rivulet doctor: {} backend, {} topics, {} queues, {settings}",
+        r.backend, r.topics, r.queues
+    );
+    if fixed {
+        if r.repairs.is_empty() {
+            let _ = writeln!(out, "\nnothing to repair");
+        } else {
+            let _ = writeln!(out, "\nrepaired:");
+            for rep in &r.repairs {
+                let what = rep
+                    .objects
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match &rep.error {
+                    None => {
+                        let _ = writeln!(out, "  {} ({what}): {}", rep.check, rep.done);
+                    }
+                    Some(e) => {
+                        let _ = writeln!(out, "  {} ({what}): FAILED: {e}", rep.check);
+                    }
+                }
+            }
+        }
+    }
+    if r.findings.is_empty() {
+        let _ = writeln!(out, "\nno findings");
+    } else {
+        let _ = writeln!(out, "\n{}:", if fixed { "remaining" } else { "findings" });
+        for f in &r.findings {
+            let _ = writeln!(
+                out,
+                "\n{:<7} {}  [{}]\n  {}\n  why: {}\n  fix: {}{}",
+                f.severity.to_string().to_uppercase(),
+                f.check,
+                objects(f),
+                f.summary,
+                f.explanation,
+                f.fix,
+                if f.fixable && !fixed {
+                    "\n  (rivulet doctor --fix does this)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{} errors, {} warnings, {} infos",
+        r.errors, r.warnings, r.infos
+    );
+    out
+}
