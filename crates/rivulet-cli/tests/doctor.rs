@@ -53,7 +53,12 @@ async fn stuck_job(server: &RedisServer, prefix: &str) {
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64;
-    let mut con = server.client().expect("client").get_multiplexed_async_connection().await.expect("connect");
+    let mut con = server
+        .client()
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
     let _: () = redis::pipe()
         .cmd("ZREM")
         .arg(format!("{tag}/waiting"))
@@ -106,15 +111,24 @@ async fn doctor_reports_in_json_and_text_fixes_and_exits_by_what_remains() {
     assert_eq!(f["objects"][0]["kind"], "queue");
     assert_eq!(f["objects"][0]["name"], "mail");
     for field in ["summary", "explanation", "fix"] {
-        assert!(f[field].as_str().is_some_and(|s| !s.is_empty()), "{field}: {f}");
+        assert!(
+            f[field].as_str().is_some_and(|s| !s.is_empty()),
+            "{field}: {f}"
+        );
     }
-    assert_eq!((v["errors"].as_u64(), v["queues"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (v["errors"].as_u64(), v["queues"].as_u64()),
+        (Some(1), Some(1))
+    );
 
     // The text report says the same for people.
     let out = rivulet(&["doctor", "--prefix", "app"], env);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("ERROR   expired_lease  [queue mail]"), "{text}");
+    assert!(
+        text.contains("ERROR   expired_lease  [queue mail]"),
+        "{text}"
+    );
     assert!(text.contains("rivulet doctor --fix does this"), "{text}");
 
     // --fix returns the job and exits 0; a second run finds nothing.

@@ -5,9 +5,9 @@ pub mod backend;
 mod bus;
 pub mod dead_letter;
 mod deadline;
-pub mod doctor;
 #[cfg(test)]
 mod defaults_tests;
+pub mod doctor;
 pub mod error;
 mod glob;
 mod handler;

@@ -221,7 +221,11 @@ async fn entries_pending_on_a_gone_consumer_are_found_and_handed_back() {
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");
     assert_eq!(after.repairs.len(), 1);
-    assert!(after.repairs[0].done.starts_with("handed 3 entries"), "{:?}", after.repairs);
+    assert!(
+        after.repairs[0].done.starts_with("handed 3 entries"),
+        "{:?}",
+        after.repairs
+    );
     assert_eq!(pending(&url, &stream(topic), &group).await, 0);
 
     // The group's next consumer gets them at once, from the retry lane.
@@ -280,7 +284,11 @@ async fn an_orphan_broadcast_group_is_found_and_removed() {
 
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");
-    assert!(after.repairs[0].done.contains(orphan), "{:?}", after.repairs);
+    assert!(
+        after.repairs[0].done.contains(orphan),
+        "{:?}",
+        after.repairs
+    );
     let groups: Vec<redis::Value> =
         cmd(&url, redis::cmd("XINFO").arg("GROUPS").arg(stream(topic))).await;
     assert!(!format!("{groups:?}").contains("deadhost"));
@@ -304,7 +312,11 @@ async fn a_group_far_behind_pins_retention_and_is_explained_not_repaired() {
     let f = &report.findings[0];
     assert_eq!(f.severity, Severity::Warning);
     assert!(!f.fixable);
-    assert!(f.summary.contains("12 entries not yet delivered"), "{}", f.summary);
+    assert!(
+        f.summary.contains("12 entries not yet delivered"),
+        "{}",
+        f.summary
+    );
     // Nothing is safe to repair: the finding stays, and nothing was touched.
     let after = doctor.repair().await.expect("repair");
     assert!(after.repairs.is_empty());
@@ -351,9 +363,11 @@ async fn overdue_retries_are_found_and_moved() {
         .await
         .expect("subscribe");
     bus.publish(topic, &1u32).await.expect("publish");
-    wait_for("the retry to be scheduled", Duration::from_secs(5), || async {
-        cmd::<u64>(&url, redis::cmd("ZCARD").arg(key(topic, "retry"))).await == 1
-    })
+    wait_for(
+        "the retry to be scheduled",
+        Duration::from_secs(5),
+        || async { cmd::<u64>(&url, redis::cmd("ZCARD").arg(key(topic, "retry"))).await == 1 },
+    )
     .await;
     // The only process using the topic stops: nobody moves the retry.
     bus.shutdown().await;
@@ -366,7 +380,11 @@ async fn overdue_retries_are_found_and_moved() {
 
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");
-    assert!(after.repairs[0].done.starts_with("moved 1 retries"), "{:?}", after.repairs);
+    assert!(
+        after.repairs[0].done.starts_with("moved 1 retries"),
+        "{:?}",
+        after.repairs
+    );
     let scheduled: u64 = cmd(&url, redis::cmd("ZCARD").arg(key(topic, "retry"))).await;
     let lane: u64 = cmd(
         &url,
@@ -414,7 +432,11 @@ async fn overdue_retries_are_found_and_moved_on_the_memory_backend() {
     assert_eq!(checks(&report), vec![Check::RetryOverdue], "{report:#?}");
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");
-    assert!(after.repairs[0].done.starts_with("moved 1 retries"), "{:?}", after.repairs);
+    assert!(
+        after.repairs[0].done.starts_with("moved 1 retries"),
+        "{:?}",
+        after.repairs
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,7 +462,11 @@ async fn dead_letter_growth_is_reported() {
     bus.shutdown().await;
 
     let report = doctor(&url).await.examine().await.expect("examine");
-    assert_eq!(checks(&report), vec![Check::DeadLetterGrowth], "{report:#?}");
+    assert_eq!(
+        checks(&report),
+        vec![Check::DeadLetterGrowth],
+        "{report:#?}"
+    );
     let f = &report.findings[0];
     assert_eq!(f.severity, Severity::Warning);
     assert!(
@@ -503,7 +529,11 @@ async fn active_jobs_with_an_expired_lease_are_found_and_returned() {
 
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");
-    assert!(after.repairs[0].done.contains("1 waiting again"), "{:?}", after.repairs);
+    assert!(
+        after.repairs[0].done.contains("1 waiting again"),
+        "{:?}",
+        after.repairs
+    );
     let job = q.job(&id).await.expect("job").expect("exists");
     assert_eq!(job.state, JobState::Waiting);
 }
@@ -512,8 +542,11 @@ async fn active_jobs_with_an_expired_lease_are_found_and_returned() {
 async fn a_parked_counter_that_disagrees_with_the_parked_sets_is_recounted() {
     let server = durable_server().await;
     let url = server.url();
-    let q = Queue::new(RedisBackend::connect(&url).await.expect("connect"), "doc-parked")
-        .expect("queue");
+    let q = Queue::new(
+        RedisBackend::connect(&url).await.expect("connect"),
+        "doc-parked",
+    )
+    .expect("queue");
     q.pause_name("report").await.expect("pause");
     q.add("report", &1u32).await.expect("add");
     assert_eq!(q.counts().await.expect("counts").parked, 1);
@@ -529,7 +562,11 @@ async fn a_parked_counter_that_disagrees_with_the_parked_sets_is_recounted() {
     let doctor = doctor(&url).await;
     let report = doctor.examine().await.expect("examine");
     assert_eq!(checks(&report), vec![Check::ParkedCount], "{report:#?}");
-    assert!(report.findings[0].summary.contains("says 6 but"), "{}", report.findings[0].summary);
+    assert!(
+        report.findings[0].summary.contains("says 6 but"),
+        "{}",
+        report.findings[0].summary
+    );
 
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");
@@ -602,7 +639,14 @@ async fn settings_hidden_from_an_acl_user_are_reported_as_unchecked_not_failed()
             .acl_user(
                 "app",
                 "app-secret",
-                &["~rivulet/*", "~{rivulet/*", "&rivulet/*", "+@all", "-config", "-info"],
+                &[
+                    "~rivulet/*",
+                    "~{rivulet/*",
+                    "&rivulet/*",
+                    "+@all",
+                    "-config",
+                    "-info",
+                ],
             )
             .start()
     })
@@ -624,4 +668,67 @@ async fn settings_hidden_from_an_acl_user_are_reported_as_unchecked_not_failed()
     assert!(report.findings.iter().all(|f| f.severity == Severity::Info));
     assert!(!report.has_errors());
     assert_eq!(report.topics, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_runs_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        rivulet_testkit::RedisCluster::builder()
+            .masters(3)
+            .aof(true)
+            .start()
+    })
+    .await
+    .expect("spawn_blocking")
+    .expect("cluster");
+    let urls = cluster.urls();
+    let backend = RedisBackend::cluster(&urls).await.expect("connect");
+    let q = Queue::new(backend.clone(), "doc-cluster").expect("queue");
+    let id = q.add("send", &1u32).await.expect("add").id;
+    let bus = Bus::builder(backend.clone()).app("t").build().expect("bus");
+    bus.publish("doc.cluster", &1u32).await.expect("publish");
+    bus.shutdown().await;
+    let tag = "{rivulet/queue/doc-cluster}";
+    let mut con = cluster
+        .client()
+        .expect("client")
+        .get_async_connection()
+        .await
+        .expect("connect");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let _: () = redis::pipe()
+        .cmd("ZREM")
+        .arg(format!("{tag}/waiting"))
+        .arg(id.as_str())
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{tag}/active"))
+        .arg(now_ms - 60_000)
+        .arg(id.as_str())
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("{tag}/job/{id}"))
+        .arg("state")
+        .arg("active")
+        .arg("attempt")
+        .arg(1)
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .expect("fake a crashed worker");
+
+    let doctor = Doctor::new(backend).options(options());
+    let report = doctor.examine().await.expect("examine");
+    assert_eq!(checks(&report), vec![Check::ExpiredLease], "{report:#?}");
+    assert_eq!(report.settings, SettingsChecked::Checked);
+    assert_eq!((report.topics, report.queues), (1, 1));
+    let after = doctor.repair().await.expect("repair");
+    assert!(!after.has_errors(), "{after:#?}");
+    assert_eq!(
+        q.job(&id).await.expect("job").expect("exists").state,
+        JobState::Waiting
+    );
 }

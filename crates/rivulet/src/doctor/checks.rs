@@ -317,7 +317,11 @@ fn group_findings(
         out.push(finding(
             Check::GoneConsumer,
             Severity::Error,
-            vec![log.clone(), group.clone(), Object::new("consumer", c.name.as_str())],
+            vec![
+                log.clone(),
+                group.clone(),
+                Object::new("consumer", c.name.as_str()),
+            ],
             format!(
                 "{} entries pending on consumer {} of group {}, idle {}",
                 c.pending,

@@ -9,8 +9,7 @@ use tokio::time::Instant;
 
 use super::MemoryBackend;
 use crate::backend::diagnostics::{
-    ConsumerHealth, DeadLetterHealth, GroupHealth, LogHealth, Probe, QueueHealth,
-    ServerSettings,
+    ConsumerHealth, DeadLetterHealth, GroupHealth, LogHealth, Probe, QueueHealth, ServerSettings,
 };
 use crate::backend::{Diagnostics, StreamKey, StreamKind};
 use crate::error::Result;
@@ -62,7 +61,10 @@ impl Diagnostics for MemoryBackend {
                 registered: true,
                 exists: true,
                 broadcast: stream.broadcast.contains(name),
-                heartbeat: stream.heartbeats.get(name).is_some_and(|until| *until > now),
+                heartbeat: stream
+                    .heartbeats
+                    .get(name)
+                    .is_some_and(|until| *until > now),
                 lag: Some(lag),
                 pending: g.pending.len() as u64,
                 consumers: consumers
@@ -96,7 +98,11 @@ impl Diagnostics for MemoryBackend {
         })
     }
 
-    async fn dead_letter_health(&self, topic: &TopicName, probe: &Probe) -> Result<DeadLetterHealth> {
+    async fn dead_letter_health(
+        &self,
+        topic: &TopicName,
+        probe: &Probe,
+    ) -> Result<DeadLetterHealth> {
         let state = self.lock();
         let Some(t) = state.topics.get(topic) else {
             return Ok(DeadLetterHealth::default());

@@ -53,19 +53,37 @@ async fn config_get(conn: &mut Conn, name: &str) -> Reading<String> {
     }
 }
 
-/// `used_memory` and `maxmemory` from `INFO memory`.
-async fn memory(conn: &mut Conn) -> Reading<(u64, u64)> {
-    let r: redis::RedisResult<String> = redis::cmd("INFO").arg("memory").query_async(conn).await;
-    let text = r.map_err(|e| format!("INFO memory refused: {e}"))?;
+/// `used_memory` and `maxmemory` of one `INFO memory` text.
+fn memory_of(text: &str) -> Option<(u64, u64)> {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    match (field("used_memory"), field("maxmemory")) {
-        (Some(used), Some(max)) => Ok((used, max)),
-        _ => Err("INFO memory has no used_memory/maxmemory".to_owned()),
-    }
+    Some((field("used_memory")?, field("maxmemory")?))
+}
+
+/// `used_memory` and `maxmemory` from `INFO memory`. A cluster answers per master (a
+/// map of node to text): the node closest to its limit is the one that matters.
+async fn memory(conn: &mut Conn) -> Reading<(u64, u64)> {
+    let r: redis::RedisResult<Value> = redis::cmd("INFO").arg("memory").query_async(conn).await;
+    let v = r.map_err(|e| format!("INFO memory refused: {e}"))?;
+    let texts: Vec<String> = match &v {
+        Value::Map(nodes) => nodes.iter().filter_map(|(_, t)| reply::string(t)).collect(),
+        other => reply::string(other).into_iter().collect(),
+    };
+    let ratio = |(used, max): (u64, u64)| {
+        if max == 0 {
+            0.0
+        } else {
+            used as f64 / max as f64
+        }
+    };
+    texts
+        .iter()
+        .filter_map(|t| memory_of(t))
+        .max_by(|a, b| ratio(*a).total_cmp(&ratio(*b)))
+        .ok_or_else(|| "INFO memory has no used_memory/maxmemory".to_owned())
 }
 
 impl RedisBackend {
@@ -89,7 +107,9 @@ impl RedisBackend {
             let Some(name) = reply::field(c, "name").and_then(reply::string) else {
                 continue;
             };
-            let pending = reply::field(c, "pending").and_then(reply::uint).unwrap_or(0);
+            let pending = reply::field(c, "pending")
+                .and_then(reply::uint)
+                .unwrap_or(0);
             let idle = reply::field(c, "idle").and_then(reply::uint).unwrap_or(0);
             let seen = into.entry(name).or_insert((u64::MAX, 0));
             seen.0 = seen.0.min(idle);
@@ -150,12 +170,19 @@ impl Diagnostics for RedisBackend {
 
         // The groups on the stream, with their pending counts and lag.
         let mut on_stream: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
-        if let Some(v) = xinfo(&mut conn, redis::cmd("XINFO").arg("GROUPS").arg(&keys.stream)).await? {
+        if let Some(v) = xinfo(
+            &mut conn,
+            redis::cmd("XINFO").arg("GROUPS").arg(&keys.stream),
+        )
+        .await?
+        {
             for g in reply::array(&v).unwrap_or(&[]) {
                 let Some(name) = reply::field(g, "name").and_then(reply::string) else {
                     continue;
                 };
-                let pending = reply::field(g, "pending").and_then(reply::uint).unwrap_or(0);
+                let pending = reply::field(g, "pending")
+                    .and_then(reply::uint)
+                    .unwrap_or(0);
                 let lag = reply::field(g, "lag").and_then(reply::uint);
                 on_stream.insert(name, (pending, lag));
             }
@@ -215,7 +242,11 @@ impl Diagnostics for RedisBackend {
         })
     }
 
-    async fn dead_letter_health(&self, topic: &TopicName, probe: &Probe) -> Result<DeadLetterHealth> {
+    async fn dead_letter_health(
+        &self,
+        topic: &TopicName,
+        probe: &Probe,
+    ) -> Result<DeadLetterHealth> {
         let stream = self.topic_keys(topic).dead_letters();
         let mut conn = self.conn()?;
         let (length, recent): (u64, Vec<Value>) = redis::pipe()
