@@ -1,5 +1,5 @@
-//! The `rivulet` command: a demo of the bus and of jobs, and the benchmark, today;
-//! inspect, dead letters, doctor and serve later (O-CLI-1).
+//! The `rivulet` command: a demo of the bus and of jobs, the benchmark, and the doctor
+//! (O-DOCTOR-1) today; inspect, dead letters and serve later (O-CLI-1).
 
 mod bench;
 mod demo;
