@@ -732,3 +732,30 @@ async fn the_doctor_runs_on_a_cluster() {
         JobState::Waiting
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_key_is_reported_and_the_rest_is_still_examined() {
+    let server = durable_server().await;
+    let url = server.url();
+    registered_group(&url, "doc.broken", "audit").await;
+    let q = Queue::new(backend(&url).await, "doc-stalled").expect("queue");
+    stalled_job(&url, &q).await;
+    // Someone overwrote the topic's retry set with a string.
+    let _: () = cmd(
+        &url,
+        redis::cmd("SET")
+            .arg(key("doc.broken", "retry"))
+            .arg("oops"),
+    )
+    .await;
+
+    let report = doctor(&url).await.examine().await.expect("examine");
+    assert_eq!(
+        checks(&report),
+        vec![Check::ExpiredLease, Check::Unreadable],
+        "{report:#?}"
+    );
+    let f = &report.findings[1];
+    assert_eq!(f.objects[0].name, "doc.broken");
+    assert!(f.summary.contains("WRONGTYPE"), "{}", f.summary);
+}

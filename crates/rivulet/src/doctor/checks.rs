@@ -63,19 +63,18 @@ pub(super) async fn examine(backend: &dyn Backend, o: &DoctorOptions) -> Result<
 
     let topics = backend.topics().await?;
     for topic in &topics {
-        for key in [
-            StreamKey::main(topic.clone()),
-            StreamKey::dead_letters(topic.clone()),
-        ] {
-            let health = backend.log_health(&key, &probe).await?;
-            log_findings(&key, &health, &probe, o, &mut findings);
-        }
-        dead_letter_findings(backend, topic, &probe, o, &mut findings).await?;
+        let mut found = Vec::new();
+        let read = topic_findings(backend, topic, &probe, o, &mut found).await;
+        findings.extend(found);
+        unreadable(read, Object::new("topic", topic.as_str()), &mut findings)?;
     }
 
     let queues = backend.queues().await?;
     for queue in &queues {
-        queue_findings(backend, queue, &probe, &mut findings).await?;
+        let mut found = Vec::new();
+        let read = queue_findings(backend, queue, &probe, &mut found).await;
+        findings.extend(found);
+        unreadable(read, Object::new("queue", queue.as_str()), &mut findings)?;
     }
     Ok(Report::new(
         backend.name(),
@@ -85,6 +84,47 @@ pub(super) async fn examine(backend: &dyn Backend, o: &DoctorOptions) -> Result<
         settings,
         findings,
     ))
+}
+
+async fn topic_findings(
+    backend: &dyn Backend,
+    topic: &TopicName,
+    probe: &Probe,
+    o: &DoctorOptions,
+    out: &mut Vec<Finding>,
+) -> Result<()> {
+    for key in [
+        StreamKey::main(topic.clone()),
+        StreamKey::dead_letters(topic.clone()),
+    ] {
+        let health = backend.log_health(&key, probe).await?;
+        log_findings(&key, &health, probe, o, out);
+    }
+    dead_letter_findings(backend, topic, probe, o, out).await
+}
+
+/// A topic or queue that could not be read becomes a finding, so one broken key does
+/// not hide the rest of the store; a lost connection still ends the examination.
+fn unreadable(read: Result<()>, object: Object, out: &mut Vec<Finding>) -> Result<()> {
+    match read {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) => {
+            out.push(finding(
+                Check::Unreadable,
+                Severity::Error,
+                vec![object.clone()],
+                format!("could not examine {object}: {e}"),
+                "A key of this object is not what rivulet wrote (a wrong type, a value \
+                 changed by hand) or a read failed, so rivulet's own operations on it are \
+                 likely failing too; the doctor's other checks of it did not run.",
+                "Not repaired by the doctor: look at the object's keys (docs/wire-format.md) \
+                 and restore or remove the broken one.",
+                None,
+            ));
+            Ok(())
+        }
+    }
 }
 
 async fn settings(

@@ -86,6 +86,9 @@ pub enum Check {
     Memory,
     /// A server setting could not be read.
     SettingUnchecked,
+    /// A topic or queue whose keys could not be read (a key of the wrong type, a script
+    /// error): the other checks of that object did not run.
+    Unreadable,
 }
 
 impl Check {
@@ -104,6 +107,7 @@ impl Check {
             Check::Eviction => "eviction",
             Check::Memory => "memory",
             Check::SettingUnchecked => "setting_unchecked",
+            Check::Unreadable => "unreadable",
         }
     }
 }
