@@ -110,11 +110,12 @@ fn unreadable(read: Result<()>, object: Object, out: &mut Vec<Finding>) -> Resul
         Ok(()) => Ok(()),
         Err(e) if e.is_transient() => Err(e),
         Err(e) => {
+            let summary = format!("could not examine {object}: {e}");
             out.push(finding(
                 Check::Unreadable,
                 Severity::Error,
-                vec![object.clone()],
-                format!("could not examine {object}: {e}"),
+                vec![object],
+                summary,
                 "A key of this object is not what rivulet wrote (a wrong type, a value \
                  changed by hand) or a read failed, so rivulet's own operations on it are \
                  likely failing too; the doctor's other checks of it did not run.",
