@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use rivulet::RedisBackend;
 use rivulet::doctor::{Doctor, Finding, Report, SettingsChecked};
+use rivulet::{ErrorKind, RedisBackend};
 
 use crate::error::CliError;
 
@@ -49,7 +49,11 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     if let Some(prefix) = &args.prefix {
         builder = builder.prefix(prefix.clone());
     }
-    let backend = builder.build().await?;
+    // A bad URL or prefix is the caller's to fix (exit 2), not a failed run.
+    let backend = builder.build().await.map_err(|e| match e.kind() {
+        ErrorKind::Config => CliError::usage(e.to_string()),
+        _ => CliError::from(e),
+    })?;
     let doctor = Doctor::new(backend);
     let report = if args.fix {
         doctor.repair().await?

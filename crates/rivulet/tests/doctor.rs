@@ -759,3 +759,20 @@ async fn a_broken_key_is_reported_and_the_rest_is_still_examined() {
     assert_eq!(f.objects[0].name, "doc.broken");
     assert!(f.summary.contains("WRONGTYPE"), "{}", f.summary);
 }
+
+#[tokio::test]
+async fn limits_that_make_no_sense_are_refused() {
+    let doctor = |o: DoctorOptions| Doctor::new(MemoryBackend::new()).options(o);
+    for o in [
+        DoctorOptions::default().gone_after(Duration::ZERO),
+        DoctorOptions::default().stall_grace(Duration::ZERO),
+        DoctorOptions::default().memory_ratio(1.5),
+        DoctorOptions::default().memory_ratio(f64::NAN),
+        DoctorOptions::default().lag_limit(0),
+    ] {
+        let e = doctor(o.clone()).examine().await.expect_err("refused");
+        assert_eq!(e.kind(), rivulet::ErrorKind::Config, "{o:?}: {e}");
+        assert!(doctor(o).repair().await.is_err());
+    }
+    assert!(doctor(DoctorOptions::default()).examine().await.is_ok());
+}

@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::backend::{AnyBackend, Backend, StreamKey};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::name::{ConsumerName, GroupName, QueueName};
 
 /// How bad a finding is.
@@ -365,10 +365,35 @@ impl DoctorOptions {
         self
     }
 
-    /// Used memory above this share of `maxmemory` is reported (default 0.9).
+    /// Used memory above this share of `maxmemory` is reported (default 0.9; more than
+    /// 0, at most 1).
     pub fn memory_ratio(mut self, ratio: f64) -> Self {
         self.memory_ratio = ratio;
         self
+    }
+
+    /// Refuses limits that would report a healthy store as broken.
+    fn check(&self) -> Result<()> {
+        let zero = [
+            ("gone_after", self.gone_after),
+            ("retry_overdue", self.retry_overdue),
+            ("stall_grace", self.stall_grace),
+            ("the dead-letter growth window", self.dead_letter_window),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, d)| d.is_zero()) {
+            return Err(Error::config(format!(
+                "doctor option {name} must be longer than zero"
+            )));
+        }
+        if !(self.memory_ratio > 0.0 && self.memory_ratio <= 1.0) {
+            return Err(Error::config(
+                "doctor option memory_ratio must be more than 0 and at most 1",
+            ));
+        }
+        if self.lag_limit == 0 {
+            return Err(Error::config("doctor option lag_limit must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -403,8 +428,10 @@ impl Doctor {
         self
     }
 
-    /// Runs every check; changes nothing.
+    /// Runs every check; changes nothing. Fails with [`Error::Config`] for limits that
+    /// make no sense (a zero duration, a memory ratio outside (0, 1]).
     pub async fn examine(&self) -> Result<Report> {
+        self.options.check()?;
         checks::examine(self.backend.as_ref(), &self.options).await
     }
 
