@@ -1,4 +1,5 @@
-//! The checks: observations from the backend ([`Diagnostics`]) turned into findings.
+//! The checks: observations from the backend
+//! ([`Diagnostics`](crate::backend::Diagnostics)) turned into findings.
 
 use std::time::Duration;
 
@@ -311,7 +312,6 @@ fn group_findings(
     }
     if let Some(lag) = g.lag
         && lag >= o.lag_limit
-        && lag > 0
     {
         out.push(finding(
             Check::RetentionPinned,

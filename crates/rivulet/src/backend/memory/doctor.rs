@@ -134,18 +134,12 @@ impl Diagnostics for MemoryBackend {
     }
 
     async fn recount_parked(&self, queue: &QueueName) -> Result<(i64, u64)> {
-        let health = self
-            .queue_health(
-                queue,
-                &Probe {
-                    now_ms: 0,
-                    overdue_before_ms: 0,
-                    recent_since_ms: 0,
-                    recent_cap: 1,
-                    lease_expired_before_ms: 0,
-                },
-            )
-            .await?;
-        Ok((health.parked_counter, health.parked_jobs))
+        // No separate counter: the parked sets are the count, so there is nothing to set.
+        let state = self.lock();
+        let parked = state
+            .queues
+            .get(queue)
+            .map_or(0, |q| q.lease_and_parked_health(0).2);
+        Ok((i64::try_from(parked).unwrap_or(i64::MAX), parked))
     }
 }
