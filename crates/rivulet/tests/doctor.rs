@@ -250,6 +250,42 @@ async fn entries_pending_on_a_gone_consumer_are_found_and_handed_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_consumer_of_a_foreign_group_is_reported_but_left_alone() {
+    let server = durable_server().await;
+    let url = server.url();
+    let topic = "doc.foreign";
+    let publisher = bus(&url).await;
+    publisher.publish(topic, &1u32).await.expect("publish");
+    publisher.shutdown().await;
+    // A group another program created (never registered by rivulet, no retry lane).
+    for c in [
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream(topic))
+            .arg("analytics")
+            .arg("0")
+            .to_owned(),
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("analytics")
+            .arg("py-worker-1")
+            .arg("STREAMS")
+            .arg(stream(topic))
+            .arg(">")
+            .to_owned(),
+    ] {
+        let _: redis::Value = cmd(&url, &mut c.clone()).await;
+    }
+    let doctor = doctor(&url).await;
+    let report = until_found(&doctor, Check::GoneConsumer).await;
+    assert!(!report.findings[0].fixable, "{report:#?}");
+    let after = doctor.repair().await.expect("repair");
+    assert!(after.repairs.is_empty());
+    assert_eq!(checks(&after), vec![Check::GoneConsumer]);
+    assert_eq!(pending(&url, &stream(topic), "analytics").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphan_broadcast_group_is_found_and_removed() {
     let server = durable_server().await;
     let url = server.url();
@@ -526,6 +562,16 @@ async fn active_jobs_with_an_expired_lease_are_found_and_returned() {
     assert_eq!(checks(&report), vec![Check::ExpiredLease], "{report:#?}");
     assert_eq!(report.findings[0].severity, Severity::Error);
     assert!(report.findings[0].summary.starts_with("1 active jobs"));
+    // The same over RESP3 (scores are doubles there, pairs nested).
+    let resp3 = Doctor::new(backend(&format!("{url}?protocol=resp3")).await).options(options());
+    let again = resp3.examine().await.expect("examine over RESP3");
+    assert_eq!(checks(&again), vec![Check::ExpiredLease], "{again:#?}");
+    // The lease expired a minute before the test started: read back, not zero.
+    let summary = &again.findings[0].summary;
+    assert!(
+        summary.contains(" s ago)") && !summary.contains("expired 0"),
+        "{summary}"
+    );
 
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");

@@ -334,12 +334,15 @@ fn group_findings(
         if c.pending == 0 || c.idle_ms < millis(o.gone_after) {
             continue;
         }
+        // Only a group rivulet created reads its retry lane: a foreign group's entries
+        // are left where they are.
         let action = match (
             key.kind,
+            g.registered,
             GroupName::new(g.name.as_str()),
             ConsumerName::new(c.name.as_str()),
         ) {
-            (StreamKind::Main, Ok(group), Ok(consumer)) => Some(Action::HandBack {
+            (StreamKind::Main, true, Ok(group), Ok(consumer)) => Some(Action::HandBack {
                 key: key.clone(),
                 group,
                 consumer,
@@ -352,8 +355,8 @@ fn group_findings(
              next consumer reads them at once."
         } else {
             "Not repaired by the doctor (entries of a dead-letter queue are never copied \
-             into lanes, and names must be valid): start a consumer of the group, which \
-             reclaims them after min_idle."
+             into lanes, and a group rivulet did not create does not read one): start a \
+             consumer of the group, which reclaims them after min_idle."
         };
         out.push(finding(
             Check::GoneConsumer,

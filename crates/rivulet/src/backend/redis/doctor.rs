@@ -86,6 +86,22 @@ async fn memory(conn: &mut Conn) -> Reading<(u64, u64)> {
         .ok_or_else(|| "INFO memory has no used_memory/maxmemory".to_owned())
 }
 
+/// The score of the first member of a `ZRANGE … 0 0 WITHSCORES` reply: RESP2 gives
+/// `[member, score]`, RESP3 `[[member, score]]` with the score a double.
+fn first_score(v: &Value) -> Option<u64> {
+    let items = reply::array(v)?;
+    let score = match items.first()? {
+        Value::Array(pair) => pair.get(1)?,
+        _ => items.get(1)?,
+    };
+    let f = match score {
+        Value::Double(f) => *f,
+        Value::Int(i) => *i as f64,
+        other => reply::string(other)?.parse::<f64>().ok()?,
+    };
+    Some(f.max(0.0) as u64)
+}
+
 impl RedisBackend {
     /// Consumers holding entries on `stream` in `group`, by name: (idle, pending).
     async fn consumers(
@@ -144,7 +160,7 @@ impl Diagnostics for RedisBackend {
             Vec<String>,
             Vec<String>,
             u64,
-            Vec<String>,
+            Value,
         ) = redis::pipe()
             .cmd("XLEN")
             .arg(&keys.stream)
@@ -163,10 +179,7 @@ impl Diagnostics for RedisBackend {
             .arg("WITHSCORES")
             .query_async(&mut conn)
             .await?;
-        let earliest_retry_ms = earliest
-            .get(1)
-            .and_then(|s| s.parse::<f64>().ok())
-            .map(|f| f.max(0.0) as u64);
+        let earliest_retry_ms = first_score(&earliest);
 
         // The groups on the stream, with their pending counts and lag.
         let mut on_stream: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
@@ -214,14 +227,14 @@ impl Diagnostics for RedisBackend {
                 self.consumers(&mut conn, &keys.lane(&name), &name, &mut consumers)
                     .await?;
             }
-            let lane_pending: u64 = consumers.values().map(|c| c.1).sum::<u64>();
+            let held: u64 = consumers.values().map(|c| c.1).sum::<u64>();
             groups.push(GroupHealth {
                 registered: registered.contains(&name),
                 exists: on_stream.contains_key(&name),
                 broadcast: is_broadcast,
                 heartbeat,
                 lag,
-                pending: lane_pending.max(main_pending),
+                pending: held.max(main_pending),
                 consumers: consumers
                     .into_iter()
                     .filter(|(_, (_, pending))| *pending > 0)
@@ -270,7 +283,7 @@ impl Diagnostics for RedisBackend {
         let keys = QueueKeys::new(&self.inner.prefix, queue);
         let active = keys.state_set("active");
         let mut conn = self.conn()?;
-        let (expired, earliest): (u64, Vec<String>) = redis::pipe()
+        let (expired, earliest): (u64, Value) = redis::pipe()
             .cmd("ZCOUNT")
             .arg(&active)
             .arg("-inf")
@@ -285,10 +298,7 @@ impl Diagnostics for RedisBackend {
         let (counter, jobs) = self.parked(&mut conn, &keys, false).await?;
         Ok(QueueHealth {
             leases_expired: expired,
-            earliest_lease_ms: earliest
-                .get(1)
-                .and_then(|s| s.parse::<f64>().ok())
-                .map(|f| f.max(0.0) as u64),
+            earliest_lease_ms: first_score(&earliest),
             parked_counter: counter,
             parked_jobs: jobs,
         })
