@@ -822,3 +822,45 @@ async fn limits_that_make_no_sense_are_refused() {
     }
     assert!(doctor(DoctorOptions::default()).examine().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_far_behind_and_dead_letter_growth_are_found_on_the_memory_backend() {
+    let backend = MemoryBackend::new();
+    let bus = Bus::builder(backend.clone())
+        .app("t")
+        .block_timeout(Duration::from_millis(50))
+        .build()
+        .expect("bus");
+    let slow = bus
+        .subscribe("doc.mem", "slow", |_d: Delivery<u32>| async { Ok(()) })
+        .await
+        .expect("subscribe");
+    slow.unsubscribe().await;
+    let _strict = bus
+        .subscribe("doc.mem", "strict", |_d: Delivery<u32>| async {
+            Err::<(), _>(HandlerError::permanent("poison"))
+        })
+        .await
+        .expect("subscribe");
+    for i in 0..12u32 {
+        bus.publish("doc.mem", &i).await.expect("publish");
+    }
+    let dead = bus.dead_letters("doc.mem").expect("dead letters");
+    wait_for("12 dead letters", Duration::from_secs(5), || async {
+        dead.len().await.expect("len") == 12
+    })
+    .await;
+    bus.shutdown().await;
+
+    let report = Doctor::new(backend)
+        .options(options())
+        .examine()
+        .await
+        .expect("examine");
+    assert_eq!(
+        checks(&report),
+        vec![Check::RetentionPinned, Check::DeadLetterGrowth],
+        "{report:#?}"
+    );
+    assert_eq!(report.findings[0].objects[1].name, "t:doc.mem__slow");
+}
