@@ -74,6 +74,11 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     })
 }
 
+/// `n` with the noun that goes with it.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn objects(f: &Finding) -> String {
     f.objects
         .iter()
@@ -143,8 +148,10 @@ fn human(r: &Report, fixed: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{} errors, {} warnings, {} infos",
-        r.errors, r.warnings, r.infos
+        "\n{}, {}, {}",
+        count(r.errors, "error", "errors"),
+        count(r.warnings, "warning", "warnings"),
+        count(r.infos, "info", "infos")
     );
     out
 }

@@ -281,7 +281,7 @@ async fn overdue_retries_are_found_and_moved() {
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");
     assert!(
-        after.repairs[0].done.starts_with("moved 1 retries"),
+        after.repairs[0].done.starts_with("moved 1 retry into"),
         "{:?}",
         after.repairs
     );
@@ -333,7 +333,7 @@ async fn overdue_retries_are_found_and_moved_on_the_memory_backend() {
     let after = doctor.repair().await.expect("repair");
     assert!(after.findings.is_empty(), "{after:#?}");
     assert!(
-        after.repairs[0].done.starts_with("moved 1 retries"),
+        after.repairs[0].done.starts_with("moved 1 retry into"),
         "{:?}",
         after.repairs
     );

@@ -28,7 +28,11 @@ async fn active_jobs_with_an_expired_lease_are_found_and_returned() {
     let report = doctor.examine().await.expect("examine");
     assert_eq!(checks(&report), vec![Check::ExpiredLease], "{report:#?}");
     assert_eq!(report.findings[0].severity, Severity::Error);
-    assert!(report.findings[0].summary.starts_with("1 active jobs"));
+    assert!(
+        report.findings[0]
+            .summary
+            .starts_with("1 active job has an expired lease")
+    );
     // The same over RESP3 (scores are doubles there, pairs nested).
     let resp3 = Doctor::new(backend(&format!("{url}?protocol=resp3")).await).options(options());
     let again = resp3.examine().await.expect("examine over RESP3");

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{Action, Check, DoctorOptions, Finding, Object, Report, SettingsChecked, Severity};
+use super::{
+    Action, Check, DoctorOptions, Finding, Object, Report, SettingsChecked, Severity, count,
+};
 use crate::backend::diagnostics::{GroupHealth, LogHealth, Probe, ServerSettings};
 use crate::backend::{Backend, StreamKey, StreamKind};
 use crate::deadline::millis;
@@ -249,8 +251,12 @@ fn log_findings(
             Severity::Error,
             vec![log.clone()],
             format!(
-                "{} scheduled retries are overdue (the earliest was due {} ago)",
-                health.retries_overdue,
+                "{} overdue (the earliest was due {} ago)",
+                count(
+                    health.retries_overdue,
+                    "scheduled retry is",
+                    "scheduled retries are"
+                ),
                 secs(late)
             ),
             "A retry is moved into its group's retry lane by any running bus within about a \
@@ -367,8 +373,8 @@ fn group_findings(
                 Object::new("consumer", c.name.as_str()),
             ],
             format!(
-                "{} entries pending on consumer {} of group {}, idle {}",
-                c.pending,
+                "{} pending on consumer {} of group {}, idle {}",
+                count(c.pending, "entry", "entries"),
                 c.name,
                 g.name,
                 secs(c.idle_ms)
@@ -438,8 +444,8 @@ async fn queue_findings(
             Severity::Error,
             vec![object.clone()],
             format!(
-                "{} active jobs have an expired lease (the earliest expired {} ago)",
-                q.leases_expired,
+                "{} an expired lease (the earliest expired {} ago)",
+                count(q.leases_expired, "active job has", "active jobs have"),
                 secs(late)
             ),
             "An active job whose worker died keeps its place in the active set until a \

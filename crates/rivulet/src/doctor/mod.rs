@@ -32,6 +32,12 @@ use crate::backend::{AnyBackend, Backend, StreamKey};
 use crate::error::{Error, Result};
 use crate::name::{ConsumerName, GroupName, QueueName};
 
+/// `n` with the noun that goes with it: "1 job", "2 jobs".
+pub(crate) fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

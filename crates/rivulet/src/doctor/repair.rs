@@ -2,7 +2,7 @@
 //! removal, the retry mover, the stall check), so a repair is exactly what a running
 //! process would have done.
 
-use super::{Action, DoctorOptions, Repair, Report};
+use super::{Action, DoctorOptions, Repair, Report, count};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::jobs::queue::default_settings;
@@ -68,14 +68,19 @@ async fn apply(backend: &dyn Backend, o: &DoctorOptions, action: &Action) -> Res
                 }
             }
             Ok(format!(
-                "handed {handed} entries of consumer {consumer} back to group {group}'s retry lane"
+                "handed {} of consumer {consumer} back to group {group}'s retry lane",
+                count(handed as u64, "entry", "entries")
             ))
         }
         Action::RemoveOrphans { key } => {
             let removed = backend.remove_orphan_broadcast_groups(key).await?;
             Ok(format!(
-                "removed {} orphan broadcast groups: {}",
-                removed.len(),
+                "removed {}: {}",
+                count(
+                    removed.len() as u64,
+                    "orphan broadcast group",
+                    "orphan broadcast groups"
+                ),
                 removed.join(", ")
             ))
         }
@@ -94,8 +99,9 @@ async fn apply(backend: &dyn Backend, o: &DoctorOptions, action: &Action) -> Res
                 }
             }
             Ok(format!(
-                "moved {moved} retries into their groups' retry lanes, dead-lettered {dead} \
-                 (group gone), {waiting} wait for their group"
+                "moved {} into their groups' retry lanes, dead-lettered {dead} \
+                 (group gone), {waiting} wait for their group",
+                count(moved as u64, "retry", "retries")
             ))
         }
         Action::ReturnStalled { queue } => {
@@ -114,9 +120,9 @@ async fn apply(backend: &dyn Backend, o: &DoctorOptions, action: &Action) -> Res
                 }
             }
             Ok(format!(
-                "took back {} jobs: {back} waiting again, {failed} counted a failed \
+                "took back {}: {back} waiting again, {failed} counted a failed \
                  attempt, {cancelled} cancelled",
-                back + failed + cancelled
+                count((back + failed + cancelled) as u64, "job", "jobs")
             ))
         }
         Action::RecountParked { queue } => {
