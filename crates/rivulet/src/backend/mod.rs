@@ -512,6 +512,18 @@ pub(crate) trait Diagnostics {
     /// Sets a queue's parked counter to the jobs in the parked sets of its paused
     /// names, atomically. Returns the counter before and after.
     async fn recount_parked(&self, queue: &QueueName) -> Result<(i64, u64)>;
+
+    /// Entries pending on `consumer` (at most `limit`, oldest first) that have not been
+    /// delivered, reclaimed or kept alive for `min_idle`: what a repair may hand back
+    /// without taking an entry from a consumer that is still working on it.
+    async fn stale_pending(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        min_idle: Duration,
+        limit: usize,
+    ) -> Result<Vec<EntryRef>>;
 }
 
 /// Everything a backend provides. See the module docs.

@@ -356,9 +356,9 @@ fn group_findings(
             _ => None,
         };
         let fix = if action.is_some() {
-            "Hand the consumer's pending entries back to the group's retry lane (one \
-             script per batch; entries it no longer holds are left alone), so the group's \
-             next consumer reads them at once."
+            "Hand the consumer's entries that are still idle back to the group's retry \
+             lane (one script per batch; entries it no longer holds, or kept alive since, \
+             are left alone), so the group's next consumer reads them at once."
         } else {
             "Not repaired by the doctor (entries of a dead-letter queue are never copied \
              into lanes, and a group rivulet did not create does not read one): start a \

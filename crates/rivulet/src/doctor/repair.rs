@@ -57,7 +57,11 @@ async fn apply(backend: &dyn Backend, o: &DoctorOptions, action: &Action) -> Res
         } => {
             let mut handed = 0usize;
             for _ in 0..MAX_CALLS {
-                let pending = backend.pending_of(key, group, consumer, BATCH).await?;
+                // Only entries still stale now: a consumer that came back and kept its
+                // entries alive keeps them.
+                let pending = backend
+                    .stale_pending(key, group, consumer, o.gone_after, BATCH)
+                    .await?;
                 if pending.is_empty() {
                     break;
                 }

@@ -3,18 +3,20 @@
 //! server settings to check.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::MemoryBackend;
+use super::state::parse_id;
 use crate::backend::diagnostics::{
     ConsumerHealth, DeadLetterHealth, GroupHealth, LogHealth, Probe, QueueHealth, ServerSettings,
 };
-use crate::backend::{Diagnostics, StreamKey, StreamKind};
+use crate::backend::{Diagnostics, EntryRef, Lane, StreamKey, StreamKind};
 use crate::error::Result;
 use crate::message::now_ms;
-use crate::name::{QueueName, TopicName};
+use crate::name::{ConsumerName, GroupName, QueueName, TopicName};
 
 fn millis(d: std::time::Duration) -> u64 {
     crate::deadline::millis(d)
@@ -131,6 +133,34 @@ impl Diagnostics for MemoryBackend {
             parked_counter: i64::try_from(parked).unwrap_or(i64::MAX),
             parked_jobs: parked,
         })
+    }
+
+    async fn stale_pending(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        min_idle: Duration,
+        limit: usize,
+    ) -> Result<Vec<EntryRef>> {
+        let state = self.lock();
+        let Some(g) = state
+            .topics
+            .get(&key.topic)
+            .and_then(|t| t.stream_ref(key.kind).groups.get(group))
+        else {
+            return Ok(Vec::new());
+        };
+        let now = Instant::now();
+        let mut stale: Vec<EntryRef> = g
+            .pending
+            .iter()
+            .filter(|(_, p)| p.consumer == *consumer && now.duration_since(p.since) >= min_idle)
+            .map(|(e, _)| e.clone())
+            .collect();
+        stale.sort_by_key(|e| (e.lane == Lane::Main, parse_id(&e.id)));
+        stale.truncate(limit);
+        Ok(stale)
     }
 
     async fn recount_parked(&self, queue: &QueueName) -> Result<(i64, u64)> {

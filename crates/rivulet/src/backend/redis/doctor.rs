@@ -4,20 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{Script, Value};
 
 use super::conn::Conn;
 use super::jobs::keys::QueueKeys;
-use super::{RedisBackend, reply};
+use super::{RedisBackend, millis, reply};
 use crate::backend::diagnostics::{
     ConsumerHealth, DeadLetterHealth, GroupHealth, LogHealth, Probe, QueueHealth, Reading,
     ServerSettings,
 };
-use crate::backend::{Diagnostics, StreamKey};
+use crate::backend::{Diagnostics, EntryRef, Lane, StreamKey};
 use crate::error::Result;
-use crate::name::{GroupName, QueueName, TopicName};
+use crate::message::EntryId;
+use crate::name::{ConsumerName, GroupName, QueueName, TopicName};
 
 /// Reads (and on request sets) a queue's parked counter against its parked sets.
 static PARKED: LazyLock<Script> =
@@ -302,6 +304,57 @@ impl Diagnostics for RedisBackend {
             parked_counter: counter,
             parked_jobs: jobs,
         })
+    }
+
+    async fn stale_pending(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        min_idle: Duration,
+        limit: usize,
+    ) -> Result<Vec<EntryRef>> {
+        let keys = self.log_keys(key);
+        let lane = keys.lane(group.as_str());
+        let mut conn = self.conn()?;
+        let mut out = Vec::new();
+        for (stream, which) in [
+            (lane.as_str(), Lane::Retry),
+            (keys.stream.as_str(), Lane::Main),
+        ] {
+            let want = limit.saturating_sub(out.len());
+            if want == 0 {
+                break;
+            }
+            // XPENDING … IDLE (Redis 6.2+): only entries idle for at least `min_idle`.
+            let Some(v) = xinfo(
+                &mut conn,
+                redis::cmd("XPENDING")
+                    .arg(stream)
+                    .arg(group.as_str())
+                    .arg("IDLE")
+                    .arg(millis(min_idle))
+                    .arg("-")
+                    .arg("+")
+                    .arg(want)
+                    .arg(consumer.as_str()),
+            )
+            .await?
+            else {
+                continue;
+            };
+            out.extend(
+                reply::array(&v)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter_map(|p| reply::array(p)?.first().and_then(reply::string))
+                    .map(|id| EntryRef {
+                        lane: which,
+                        id: EntryId(id),
+                    }),
+            );
+        }
+        Ok(out)
     }
 
     async fn recount_parked(&self, queue: &QueueName) -> Result<(i64, u64)> {
