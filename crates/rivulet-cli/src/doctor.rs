@@ -7,8 +7,9 @@
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use rivulet::doctor::{Doctor, Finding, Report, SettingsChecked};
+use rivulet::doctor::{Doctor, DoctorOptions, Finding, Report, SettingsChecked};
 use rivulet::{ErrorKind, RedisBackend};
 
 use crate::error::CliError;
@@ -34,6 +35,11 @@ pub(crate) struct DoctorArgs {
     /// Repair what is safe to repair, then examine again and report what remains.
     #[arg(long)]
     fix: bool,
+    /// A consumer holding entries is gone after this many seconds without reading,
+    /// reclaiming or keeping them alive. Keep it well above the bus's `min_idle` (default
+    /// 600, ten times the default `min_idle`).
+    #[arg(long, value_name = "SECONDS")]
+    gone_after: Option<u64>,
 }
 
 pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
@@ -49,17 +55,18 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     if let Some(prefix) = &args.prefix {
         builder = builder.prefix(prefix.clone());
     }
-    // A bad URL or prefix is the caller's to fix (exit 2), not a failed run.
-    let backend = builder.build().await.map_err(|e| match e.kind() {
-        ErrorKind::Config => CliError::usage(e.to_string()),
-        _ => CliError::from(e),
-    })?;
-    let doctor = Doctor::new(backend);
+    let backend = builder.build().await.map_err(usage_or_runtime)?;
+    let mut options = DoctorOptions::default();
+    if let Some(secs) = args.gone_after {
+        options = options.gone_after(Duration::from_secs(secs));
+    }
+    let doctor = Doctor::new(backend).options(options);
     let report = if args.fix {
-        doctor.repair().await?
+        doctor.repair().await
     } else {
-        doctor.examine().await?
-    };
+        doctor.examine().await
+    }
+    .map_err(usage_or_runtime)?;
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| CliError::runtime(format!("cannot write the report: {e}")))?;
@@ -72,6 +79,14 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A bad URL, prefix or limit is the caller's to fix (exit 2), not a failed run.
+fn usage_or_runtime(e: rivulet::Error) -> CliError {
+    match e.kind() {
+        ErrorKind::Config => CliError::usage(e.to_string()),
+        _ => CliError::from(e),
+    }
 }
 
 /// `n` with the noun that goes with it.

@@ -148,6 +148,10 @@ async fn doctor_reports_in_json_and_text_fixes_and_exits_by_what_remains() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let out = rivulet(&["doctor", "--redis", "http://nope"], None);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = rivulet(&["doctor", "--gone-after", "0"], env);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = rivulet(&["doctor", "--gone-after", "60", "--json"], env);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = rivulet(&["doctor", "--redis", "redis://127.0.0.1:1"], None);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
