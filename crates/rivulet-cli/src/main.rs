@@ -1,5 +1,5 @@
-//! The `rivulet` command: operations over the admin API (O-CLI-1), and, in builds with
-//! the `dev-tools` feature, the demo and the benchmark.
+//! The `rivulet` command: operations over the admin API (O-CLI-1), the doctor
+//! (O-DOCTOR-1), and, in builds with the `dev-tools` feature, the demo and the benchmark.
 //!
 //! `rivulet [--redis URL] [--cluster] [--prefix P] [--json] <command>`: every operations
 //! command is a subcommand of one binary, the way `redis-cli`, `kubectl` and `asynq`
@@ -11,6 +11,7 @@
 mod bench;
 #[cfg(feature = "dev-tools")]
 mod demo;
+mod doctor;
 mod error;
 mod ops;
 mod redact;
@@ -37,6 +38,10 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Ops(ops::OpsCommand),
+    /// Find the states that break a guarantee (stuck entries and jobs, orphans, overdue
+    /// retries, unsafe Redis settings), explain them, and with --fix repair what is safe.
+    /// Exit code 7 while an error-level finding remains.
+    Doctor(doctor::DoctorArgs),
     /// Run an order pipeline end to end (retries, dead letters, duplicates, broadcast,
     /// live channel), then an invoice job per order (priorities, delays, dedup, retries,
     /// poison jobs, cancellations), and print what happened.
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
             Command::Ops(command) => ops::run(cli.globals, command)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Doctor(args) => doctor::run(&cli.globals, args).await,
             #[cfg(feature = "dev-tools")]
             Command::Demo(args) => demo::run(args).await,
             #[cfg(feature = "dev-tools")]

@@ -8,6 +8,7 @@ pub mod dead_letter;
 mod deadline;
 #[cfg(test)]
 mod defaults_tests;
+pub mod doctor;
 pub mod error;
 mod glob;
 mod handler;

@@ -25,19 +25,20 @@ pub(crate) struct Globals {
     /// for TLS, `redis+sentinel://…`; comma-separated seed URLs with `--cluster`.
     #[arg(
         long,
+        global = true,
         env = "RIVULET_REDIS_URL",
         value_name = "URL",
         hide_env_values = true
     )]
     pub(crate) redis: Option<String>,
     /// The URL(s) are seeds of a Redis Cluster.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub(crate) cluster: bool,
     /// The key prefix the application uses (default `rivulet`).
-    #[arg(long, value_name = "P")]
+    #[arg(long, global = true, value_name = "P")]
     pub(crate) prefix: Option<String>,
     /// Print one JSON document on stdout instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub(crate) json: bool,
 }
 
@@ -147,6 +148,11 @@ impl CliError {
 
 /// Connects to the Redis of `--redis`, with `--prefix`.
 async fn connect(g: &Globals) -> Result<Admin, CliError> {
+    Ok(Admin::new(backend(g).await?))
+}
+
+/// The backend of `--redis` (`--cluster`), with `--prefix`.
+pub(crate) async fn backend(g: &Globals) -> Result<RedisBackend, CliError> {
     let Some(url) = g.redis.as_deref() else {
         return Err(CliError::usage(
             "no Redis given: pass --redis URL or set RIVULET_REDIS_URL",
@@ -162,8 +168,7 @@ async fn connect(g: &Globals) -> Result<Admin, CliError> {
         builder = builder.prefix(p.clone());
     }
     // The library's errors name the URL redacted.
-    let backend = builder.build().await?;
-    Ok(Admin::new(backend))
+    Ok(builder.build().await?)
 }
 
 /// Runs one operations command.

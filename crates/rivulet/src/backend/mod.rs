@@ -26,9 +26,10 @@ use crate::admin::{PendingEntry, TopicInfo};
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::message::{EntryId, Envelope, Published};
-use crate::name::{ConsumerName, GroupName, TopicName};
+use crate::name::{ConsumerName, GroupName, QueueName, TopicName};
 use crate::topic::{StartFrom, TopicOptions, TrimReport};
 
+pub(crate) mod diagnostics;
 pub(crate) mod flows;
 pub(crate) mod job_schedulers;
 pub(crate) mod jobs;
@@ -536,6 +537,56 @@ pub(crate) trait Inspection {
     ) -> Result<bool>;
 }
 
+/// The reads `rivulet doctor` needs (O-DOCTOR-1), and its one repair that no other
+/// capability offers. Every read goes through the registries and is bounded per object:
+/// nothing scans the keyspace.
+#[async_trait]
+pub(crate) trait Diagnostics {
+    /// The store's clock (ms since the epoch), which leases and due times are kept by.
+    async fn clock_ms(&self) -> Result<u64>;
+
+    /// The settings of the store that bear on the guarantees. Never fails for a
+    /// setting the server refuses to show: that reading says why instead.
+    async fn server_settings(&self) -> Result<diagnostics::ServerSettings>;
+
+    /// One log of a topic: its length, groups, consumers holding entries and retries.
+    async fn log_health(
+        &self,
+        key: &StreamKey,
+        probe: &diagnostics::Probe,
+    ) -> Result<diagnostics::LogHealth>;
+
+    /// A topic's dead-letter queue: its length and how much of it is recent.
+    async fn dead_letter_health(
+        &self,
+        topic: &TopicName,
+        probe: &diagnostics::Probe,
+    ) -> Result<diagnostics::DeadLetterHealth>;
+
+    /// One job queue: overdue leases and the parked counter against the parked sets.
+    async fn queue_health(
+        &self,
+        queue: &QueueName,
+        probe: &diagnostics::Probe,
+    ) -> Result<diagnostics::QueueHealth>;
+
+    /// Sets a queue's parked counter to the jobs in the parked sets of its paused
+    /// names, atomically. Returns the counter before and after.
+    async fn recount_parked(&self, queue: &QueueName) -> Result<(i64, u64)>;
+
+    /// Entries pending on `consumer` (at most `limit`, oldest first) that have not been
+    /// delivered, reclaimed or kept alive for `min_idle`: what a repair may hand back
+    /// without taking an entry from a consumer that is still working on it.
+    async fn stale_pending(
+        &self,
+        key: &StreamKey,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        min_idle: Duration,
+        limit: usize,
+    ) -> Result<Vec<EntryRef>>;
+}
+
 /// Everything a backend provides. See the module docs.
 #[async_trait]
 pub(crate) trait Backend:
@@ -548,6 +599,7 @@ pub(crate) trait Backend:
     + DeadLetterStore
     + LiveChannels
     + Inspection
+    + Diagnostics
     + jobs::JobQueues
     + job_schedulers::JobSchedulers
     + flows::JobFlows

@@ -9,6 +9,7 @@
 //! `settle`, `recovery`, `dead_letters`, `live`; the data structures are in `state`.
 
 mod dead_letters;
+mod doctor;
 mod groups;
 mod inspect;
 mod jobs;

@@ -18,6 +18,7 @@
 mod acl;
 mod conn;
 mod dead_letters;
+mod doctor;
 mod endpoint;
 mod groups;
 mod idempotency;

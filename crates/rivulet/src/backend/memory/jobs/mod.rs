@@ -512,3 +512,24 @@ impl EventReader for MemEvents {
         Ok(self.after(after, limit).0)
     }
 }
+
+impl MemQueue {
+    /// For `rivulet doctor`: how many active jobs' leases expired before `before_ms`,
+    /// the earliest lease expiry, and the jobs parked (the memory backend keeps no
+    /// separate counter, so the count is the parked sets themselves).
+    pub(crate) fn lease_and_parked_health(&self, before_ms: u64) -> (u64, Option<u64>, u64) {
+        let active = self
+            .jobs
+            .values()
+            .filter(|j| j.info.state == JobState::Active);
+        let (mut expired, mut earliest) = (0u64, None::<u64>);
+        for j in active {
+            if j.lease_until < before_ms {
+                expired += 1;
+            }
+            earliest = Some(earliest.map_or(j.lease_until, |e| e.min(j.lease_until)));
+        }
+        let parked = self.parked.values().map(|s| s.len() as u64).sum();
+        (expired, earliest, parked)
+    }
+}

@@ -6,6 +6,7 @@
 mod cluster;
 mod connection;
 mod delivery;
+mod doctor;
 mod jobs;
 mod jobs_cluster;
 mod jobs_control;
