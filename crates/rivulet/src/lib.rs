@@ -20,6 +20,8 @@ pub mod name;
 mod outcome;
 pub mod retry;
 pub mod topic;
+mod trace;
+pub mod metrics;
 
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]

@@ -468,11 +468,41 @@ pub(crate) trait LiveChannels {
     ) -> Result<mpsc::Receiver<LiveMessage>>;
 }
 
+/// The sizes of one topic that live in the store, as the metrics collector samples them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TopicSample {
+    pub(crate) topic: Option<TopicName>,
+    /// Entries the topic's stream retains (acknowledged ones included, until trimmed).
+    pub(crate) length: u64,
+    /// Retries scheduled in the topic's retry set (all groups).
+    pub(crate) retries: u64,
+    /// Entries of the topic's dead-letter queue.
+    pub(crate) dead_letters: u64,
+    /// The groups on the topic's stream.
+    pub(crate) groups: Vec<GroupSample>,
+}
+
+/// One group of a [`TopicSample`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupSample {
+    pub(crate) group: String,
+    /// Entries of the topic's stream delivered to the group and not yet acknowledged.
+    pub(crate) pending: u64,
+    /// Entries of the topic's stream not yet delivered to the group; `None` when the
+    /// store cannot tell (Redis after some deletions).
+    pub(crate) lag: Option<u64>,
+}
+
 /// Looking at what exists, without scanning the keyspace.
 #[async_trait]
 pub(crate) trait Inspection {
     /// The topics rivulet has written to or subscribed to (the topic registry).
     async fn topics(&self) -> Result<Vec<TopicName>>;
+
+    /// The sizes of `topics`, in order, at bounded cost: on Redis one pipelined round
+    /// trip for all of them (on a cluster, one per topic, sent concurrently), four
+    /// commands per topic. A topic that does not exist samples as zeros.
+    async fn sample_topics(&self, topics: &[TopicName]) -> Result<Vec<TopicSample>>;
 }
 
 /// Everything a backend provides. See the module docs.

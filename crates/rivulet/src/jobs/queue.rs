@@ -581,6 +581,8 @@ impl AddJob<'_> {
             dedup,
             remove_on_complete: o.remove_on_complete,
             remove_on_fail: o.remove_on_fail,
+            // The adder's span, so the job's runs join its trace (B-PUB-3 for jobs).
+            trace: crate::trace::TraceContext::current(),
         })
     }
 

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use self::state::{State, Topic};
-use crate::backend::{AnyBackend, Backend, Inspection, Retention};
+use crate::backend::{AnyBackend, Backend, Inspection, Retention, TopicSample};
 use crate::error::Result;
 use crate::name::TopicName;
 use crate::topic::{TopicOptions, TrimReport};
@@ -110,5 +110,19 @@ impl Inspection for MemoryBackend {
             .collect();
         topics.sort();
         Ok(topics)
+    }
+
+    async fn sample_topics(&self, topics: &[TopicName]) -> Result<Vec<TopicSample>> {
+        let state = self.lock();
+        Ok(topics
+            .iter()
+            .map(|name| match state.topics.get(name) {
+                None => TopicSample {
+                    topic: Some(name.clone()),
+                    ..TopicSample::default()
+                },
+                Some(t) => t.sample(name),
+            })
+            .collect())
     }
 }

@@ -450,6 +450,12 @@ impl RedisBackend {
     }
 
     /// A clone of the shared connection.
+    /// Whether this backend talks to a Redis Cluster (a pipeline must then stay in one
+    /// slot).
+    fn is_cluster(&self) -> bool {
+        matches!(self.inner.target, Target::Cluster { .. })
+    }
+
     fn conn(&self) -> Result<Conn> {
         Ok(self.inner.shared.clone())
     }

@@ -224,6 +224,7 @@ impl WorkerBuilder {
         .start(&leases);
         let stats = Arc::new(Counters::default());
         let name = self.name.unwrap_or_else(default_worker_name);
+        let metrics = Arc::new(run::JobMetrics::new(shared.name.as_str()));
         let run = Run {
             shared,
             handler: self.handler,
@@ -237,6 +238,7 @@ impl WorkerBuilder {
             leases,
             stats: stats.clone(),
             stop: stop.clone(),
+            metrics,
         };
         let task = tokio::spawn(run.main(waiter, hints, done_for_good));
         Ok(Worker {
