@@ -58,15 +58,18 @@ pub struct Tick {
 #[derive(Debug)]
 pub struct CollectorHandle {
     stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Collector>>,
 }
 
 impl CollectorHandle {
-    /// Stops the collector and waits for its tick in progress.
-    pub async fn stop(mut self) {
+    /// Stops the collector (a tick in progress is abandoned: it only reads) and hands
+    /// it back, with what it remembers of the groups it saw, for a last
+    /// [`collect_once`](Collector::collect_once).
+    pub async fn stop(mut self) -> Option<Collector> {
         self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        match self.task.take() {
+            Some(task) => task.await.ok(),
+            None => None,
         }
     }
 }
@@ -146,11 +149,11 @@ impl Collector {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = token.cancelled() => return,
+                    _ = token.cancelled() => return self,
                     _ = tick.tick() => {}
                 }
                 tokio::select! {
-                    _ = token.cancelled() => return,
+                    _ = token.cancelled() => return self,
                     r = self.collect_once() => match r {
                         Ok(_) => {
                             failures.succeeded("the metrics collector");
