@@ -173,7 +173,10 @@ fn run_and_scrape(extra: &[&str]) {
 
     let topic = "orders:order:created";
     let published = sum(&s, "rivulet_published_total", &[("topic", topic)]);
-    assert_eq!(published as u64, summary["published"].as_u64().expect("published"));
+    assert_eq!(
+        published as u64,
+        summary["published"].as_u64().expect("published")
+    );
     // Every group: each message published ended handled ok, skipped as a duplicate,
     // dead-lettered or dropped, exactly once.
     let groups: std::collections::BTreeSet<String> = s
@@ -185,7 +188,11 @@ fn run_and_scrape(extra: &[&str]) {
     let mut dead_total = 0.0;
     for g in &groups {
         let tg = [("topic", topic), ("group", g.as_str())];
-        let ok = sum(&s, "rivulet_handled_total", &[tg[0], tg[1], ("outcome", "ok")]);
+        let ok = sum(
+            &s,
+            "rivulet_handled_total",
+            &[tg[0], tg[1], ("outcome", "ok")],
+        );
         let dup = sum(&s, "rivulet_duplicates_total", &tg);
         let dead = sum(&s, "rivulet_dead_lettered_total", &tg);
         let dropped = sum(&s, "rivulet_dropped_total", &tg);
@@ -213,7 +220,10 @@ fn run_and_scrape(extra: &[&str]) {
         published,
         "nothing trimmed in a run this small"
     );
-    assert_eq!(sum(&s, "rivulet_retries_scheduled", &[("topic", topic)]), 0.0);
+    assert_eq!(
+        sum(&s, "rivulet_retries_scheduled", &[("topic", topic)]),
+        0.0
+    );
 
     // Jobs: every job added ended completed, failed or cancelled, as the gauges of the
     // store and the settlement counters both say.

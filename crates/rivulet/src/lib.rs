@@ -16,12 +16,12 @@ pub mod live;
 mod log_limit;
 mod maintenance;
 pub mod message;
+pub mod metrics;
 pub mod name;
 mod outcome;
 pub mod retry;
 pub mod topic;
 mod trace;
-pub mod metrics;
 
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]

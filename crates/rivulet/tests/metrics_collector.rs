@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for, wait_until};
 use rivulet::metrics::{Collector, Prometheus};
-use rivulet::{AnyBackend, Bus, Delivery, Dispatch, HandlerError, MemoryBackend, Queue, RetryPolicy};
+use rivulet::{
+    AnyBackend, Bus, Delivery, Dispatch, HandlerError, MemoryBackend, Queue, RetryPolicy,
+};
 use tokio::sync::Semaphore;
 
 /// The one recorder of this test binary.
@@ -112,9 +114,11 @@ async fn gauges_mean_what_the_docs_say(backend: AnyBackend, p: &str) {
         .delay(Duration::from_secs(600))
         .await
         .expect("add");
-    wait_until("two handlers hold their entries", Duration::from_secs(10), || {
-        started.load(Ordering::SeqCst) == 2
-    })
+    wait_until(
+        "two handlers hold their entries",
+        Duration::from_secs(10),
+        || started.load(Ordering::SeqCst) == 2,
+    )
     .await;
     let dead_letters = bus.dead_letters(&dead).expect("dead letters");
     wait_for("two dead letters", Duration::from_secs(10), || async {
@@ -141,14 +145,23 @@ async fn gauges_mean_what_the_docs_say(backend: AnyBackend, p: &str) {
         let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         value(name, &l)
     };
-    assert_eq!(value("rivulet_stream_length", &[("topic", &held)]), Some(5.0));
+    assert_eq!(
+        value("rivulet_stream_length", &[("topic", &held)]),
+        Some(5.0)
+    );
     assert_eq!(get("rivulet_group_pending", &tg(&held)), Some(2.0));
     assert_eq!(get("rivulet_group_lag", &tg(&held)), Some(3.0));
     assert_eq!(get("rivulet_in_flight", &tg(&held)), Some(2.0));
-    assert_eq!(value("rivulet_dead_letters", &[("topic", &dead)]), Some(2.0));
+    assert_eq!(
+        value("rivulet_dead_letters", &[("topic", &dead)]),
+        Some(2.0)
+    );
     assert_eq!(get("rivulet_group_pending", &tg(&dead)), Some(0.0));
     assert_eq!(get("rivulet_group_lag", &tg(&dead)), Some(0.0));
-    assert_eq!(value("rivulet_dead_letters", &[("topic", &held)]), Some(0.0));
+    assert_eq!(
+        value("rivulet_dead_letters", &[("topic", &held)]),
+        Some(0.0)
+    );
     let jobs = |state: &str| value("rivulet_jobs", &[("queue", &queue_name), ("state", state)]);
     assert_eq!(jobs("waiting"), Some(2.0));
     assert_eq!(jobs("delayed"), Some(1.0));
@@ -191,7 +204,12 @@ async fn command_calls(url: &str) -> BTreeMap<String, u64> {
     info.lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
             Some((name.to_owned(), calls))
         })
         .collect()
@@ -268,9 +286,15 @@ async fn a_tick_costs_a_fixed_number_of_round_trips() {
             assert_eq!(delta(scan), 0, "{scan}");
         }
     }
-    assert_eq!(value("rivulet_stream_length", &[("topic", "cost.t7")]), Some(1.0));
     assert_eq!(
-        value("rivulet_jobs", &[("queue", "cost-q3"), ("state", "waiting")]),
+        value("rivulet_stream_length", &[("topic", "cost.t7")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "rivulet_jobs",
+            &[("queue", "cost-q3"), ("state", "waiting")]
+        ),
         Some(1.0)
     );
     bus.shutdown().await;

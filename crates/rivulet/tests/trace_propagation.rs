@@ -29,8 +29,8 @@ fn exporter() -> &'static InMemorySpanExporter {
             .with_simple_exporter(exporter.clone())
             .build();
         let tracer = provider.tracer("rivulet-tests");
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(tracer));
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
         tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
         exporter
     })
@@ -109,9 +109,11 @@ async fn one_trace_across_retries_dead_letter_and_replay(backend: AnyBackend, to
         .await
         .expect("publish");
     let dead = bus.dead_letters(topic).expect("dead letters");
-    wait_until("the message is dead-lettered", Duration::from_secs(10), || {
-        named(&spans_of(trace), "rivulet.dead_letter").len() == 1
-    })
+    wait_until(
+        "the message is dead-lettered",
+        Duration::from_secs(10),
+        || named(&spans_of(trace), "rivulet.dead_letter").len() == 1,
+    )
     .await;
     let letters = dead.list(None, 10).await.expect("list");
     assert_eq!(letters.len(), 1);
@@ -134,7 +136,10 @@ async fn one_trace_across_retries_dead_letter_and_replay(backend: AnyBackend, to
         .collect();
     assert_eq!(attempts, ["1", "2", "1"], "two attempts, then the replay");
     for s in &handles {
-        assert_eq!(s.parent_span_id, publish_id, "a handle span is the publish's child");
+        assert_eq!(
+            s.parent_span_id, publish_id,
+            "a handle span is the publish's child"
+        );
         assert_eq!(attr(s, "topic").as_deref(), Some(topic));
         assert_eq!(attr(s, "group").as_deref(), Some("g"));
     }

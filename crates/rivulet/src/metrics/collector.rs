@@ -131,7 +131,9 @@ impl Collector {
             return Err(Error::config("the collector's batch must be 1-1000"));
         }
         if self.max_objects == 0 {
-            return Err(Error::config("the collector's max_objects must be at least 1"));
+            return Err(Error::config(
+                "the collector's max_objects must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -235,10 +237,8 @@ impl Collector {
         };
         let t = topic.to_string();
         ::metrics::gauge!("rivulet_stream_length", "topic" => t.clone()).set(s.length as f64);
-        ::metrics::gauge!("rivulet_retries_scheduled", "topic" => t.clone())
-            .set(s.retries as f64);
-        ::metrics::gauge!("rivulet_dead_letters", "topic" => t.clone())
-            .set(s.dead_letters as f64);
+        ::metrics::gauge!("rivulet_retries_scheduled", "topic" => t.clone()).set(s.retries as f64);
+        ::metrics::gauge!("rivulet_dead_letters", "topic" => t.clone()).set(s.dead_letters as f64);
         let now: HashSet<String> = s.groups.iter().map(|g| g.group.clone()).collect();
         for g in &s.groups {
             let labels = [("topic", t.clone()), ("group", g.group.clone())];
@@ -265,7 +265,13 @@ fn take_turn<T: Clone>(names: &[T], cap: usize, cursor: &mut usize) -> Vec<T> {
         return names.to_vec();
     }
     let start = *cursor % names.len();
-    let picked = names.iter().cycle().skip(start).take(cap).cloned().collect();
+    let picked = names
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(cap)
+        .cloned()
+        .collect();
     *cursor = (start + cap) % names.len();
     picked
 }

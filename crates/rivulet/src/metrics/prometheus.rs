@@ -15,8 +15,8 @@ pub const HANDLER_BUCKETS: &[f64] = &[
 
 /// Histogram buckets (seconds) for job durations and wait times: 1 ms to 1 h.
 const JOB_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-    900.0, 3600.0,
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    3600.0,
 ];
 
 /// How often histograms are compacted when nobody scrapes.

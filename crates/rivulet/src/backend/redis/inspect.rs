@@ -45,7 +45,9 @@ fn decode_sample(topic: &TopicName, values: &[Value]) -> Result<TopicSample> {
             .iter()
             .filter_map(|g| {
                 let group = reply::field(g, "name").and_then(reply::string)?;
-                let pending = reply::field(g, "pending").and_then(reply::uint).unwrap_or(0);
+                let pending = reply::field(g, "pending")
+                    .and_then(reply::uint)
+                    .unwrap_or(0);
                 // Nil when Redis cannot tell (after deletions in the stream).
                 let lag = reply::field(g, "lag").and_then(reply::uint);
                 Some(GroupSample {
