@@ -197,6 +197,20 @@ async fn redis_gauges_mean_what_the_docs_say() {
     gauges_mean_what_the_docs_say(backend.into(), "redis").await;
 }
 
+/// On a cluster the topics and queues live in several slots: each is its own pipeline.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_gauges_mean_what_the_docs_say() {
+    let cluster = tokio::task::spawn_blocking(|| rivulet_testkit::RedisCluster::start(3))
+        .await
+        .expect("spawn_blocking")
+        .expect("start a 3-master cluster");
+    let backend = rivulet::RedisBackend::cluster(&cluster.urls())
+        .await
+        .expect("connect to the test cluster");
+    gauges_mean_what_the_docs_say(backend.into(), "cluster").await;
+}
+
 /// `INFO commandstats` calls per command.
 #[cfg(feature = "redis")]
 async fn command_calls(url: &str) -> BTreeMap<String, u64> {
