@@ -27,6 +27,10 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p rivulet --no-default-features --all-targets -- -D warnings
+cargo clippy -p rivulet --features prometheus,otel --all-targets -- -D warnings
 
 echo "==> cargo test"
 cargo test --workspace --no-fail-fast
+# Trace propagation needs the `otel` feature (the workspace enables `prometheus` through
+# the CLI, not `otel`).
+cargo test -p rivulet --features otel --test trace_propagation

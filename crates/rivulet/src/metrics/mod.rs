@@ -1,6 +1,6 @@
-//! Metrics (O-OBS-1): what rivulet records through the [`metrics`](::metrics) facade, a
+//! Metrics (O-OBS-1): what rivulet records through the [`metrics`] facade, a
 //! [`Collector`] that samples the sizes living in the store, and, with the `prometheus`
-//! feature, a Prometheus exporter ([`Prometheus`]).
+//! feature, a Prometheus exporter (`Prometheus`).
 //!
 //! Counters and histograms are recorded where things happen (publish, handle, settle);
 //! their handles bind to the recorder installed when a subscription or worker starts,
