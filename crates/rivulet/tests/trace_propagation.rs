@@ -129,6 +129,13 @@ async fn one_trace_across_retries_dead_letter_and_replay(backend: AnyBackend, to
     let publish = named(&spans, "rivulet.publish");
     assert_eq!(publish.len(), 1, "one publish span in the trace");
     let publish_id = publish[0].span_context.span_id();
+    assert!(attr(publish[0], "message_id").is_some());
+    assert_eq!(named(&spans, "test.root").len(), 1);
+    assert_eq!(
+        publish[0].parent_span_id,
+        named(&spans, "test.root")[0].span_context.span_id(),
+        "the publish is the caller's child"
+    );
     let handles = named(&spans, "rivulet.handle");
     let attempts: Vec<String> = handles
         .iter()
@@ -189,9 +196,21 @@ async fn one_trace_from_job_add_to_every_run(backend: AnyBackend, queue: &str) {
     })
     .await;
     let spans = spans_of(trace);
+    let add = named(&spans, "rivulet.job_add");
+    assert_eq!(add.len(), 1, "one add span in the trace");
+    assert_eq!(
+        add[0].parent_span_id, parent,
+        "the add is the caller's child"
+    );
+    assert_eq!(
+        attr(add[0], "job_id").as_deref(),
+        Some(added.id.to_string().as_str())
+    );
+    let add_id = add[0].span_context.span_id();
     let runs = named(&spans, "rivulet.job");
+    assert_eq!(runs.len(), 2);
     for (s, attempt) in runs.iter().zip(["1", "2"]) {
-        assert_eq!(s.parent_span_id, parent, "a run is the adder's child");
+        assert_eq!(s.parent_span_id, add_id, "a run is the add's child");
         assert_eq!(attr(s, "attempt").as_deref(), Some(attempt));
         assert_eq!(
             attr(s, "job_id").as_deref(),

@@ -111,6 +111,7 @@ impl<'a> Publish<'a> {
             Some(id) => (id?, true),
             None => (MessageId::generate(), false),
         };
+        tracing::Span::current().record("message_id", id.as_str());
         let envelope = Envelope::new(id, payload, headers);
         let mut out = self
             .bus
@@ -131,7 +132,11 @@ impl<'a> IntoFuture for Publish<'a> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Published>> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let span = tracing::debug_span!("rivulet.publish", topic = tracing::field::Empty);
+        let span = tracing::debug_span!(
+            "rivulet.publish",
+            topic = tracing::field::Empty,
+            message_id = tracing::field::Empty,
+        );
         if let Ok(t) = &self.topic {
             span.record("topic", t.as_str());
         }
