@@ -184,6 +184,53 @@ async fn gauges_mean_what_the_docs_say(backend: AnyBackend, p: &str) {
     bus.shutdown().await;
 }
 
+/// A job delayed by 400 ms waits from its run-at time, not from its add; its run's
+/// duration is recorded too.
+async fn job_wait_counts_from_the_run_at_time(backend: AnyBackend, queue_name: &str) {
+    prometheus();
+    let queue = Queue::builder(backend, queue_name).build().expect("queue");
+    let worker = queue
+        .worker(|_job: rivulet::Job<u32>| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        })
+        .block_timeout(Duration::from_millis(100))
+        .await
+        .expect("worker");
+    queue
+        .add("n", &1u32)
+        .delay(Duration::from_millis(400))
+        .await
+        .expect("add");
+    let q = [("queue", queue_name)];
+    wait_until("the job ran", Duration::from_secs(10), || {
+        value("rivulet_job_duration_seconds_count", &q) == Some(1.0)
+    })
+    .await;
+    assert_eq!(value("rivulet_job_wait_seconds_count", &q), Some(1.0));
+    let waited = value("rivulet_job_wait_seconds_sum", &q).expect("wait sum");
+    assert!(
+        waited < 0.3,
+        "waited {waited} s: counted from the add, not the run-at time"
+    );
+    let ran = value("rivulet_job_duration_seconds_sum", &q).expect("duration sum");
+    assert!((0.05..5.0).contains(&ran), "ran {ran} s");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_job_wait_counts_from_the_run_at_time() {
+    job_wait_counts_from_the_run_at_time(MemoryBackend::new().into(), "mem-wait").await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_job_wait_counts_from_the_run_at_time() {
+    let server = common::server().await;
+    let backend = common::backend(&server.url()).await;
+    job_wait_counts_from_the_run_at_time(backend.into(), "redis-wait").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_gauges_mean_what_the_docs_say() {
     gauges_mean_what_the_docs_say(MemoryBackend::new().into(), "mem").await;
