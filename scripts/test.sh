@@ -33,4 +33,4 @@ echo "==> cargo test"
 cargo test --workspace --no-fail-fast
 # Trace propagation needs the `otel` feature (the workspace enables `prometheus` through
 # the CLI, not `otel`).
-cargo test -p rivulet --features otel --test trace_propagation
+cargo test -p rivulet --features otel --lib --test trace_propagation trace
