@@ -4,9 +4,10 @@
 //! Each tick reads the topic and queue registries (one round trip each), then samples
 //! at most `max_objects` topics and queues, `batch` of them per pipelined round trip
 //! (on a cluster, the batch's per-slot pipelines are sent concurrently). With more
-//! objects than `max_objects`, consecutive ticks go round the registries. So a tick
-//! costs `2 + ceil(topics / batch) + ceil(queues / batch)` round trips and 4 commands
-//! per topic, 8 per queue; nothing scans the keyspace.
+//! objects than `max_objects`, consecutive ticks go round the registries (topics, then
+//! queues). So a tick costs `2 + ceil(topics / batch) + ceil(queues / batch)` round
+//! trips for the topics and queues it samples, and 4 commands per topic, 8 per queue;
+//! nothing scans the keyspace.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{AnyBackend, Backend, TopicSample};
 use crate::error::{Error, Result};
 use crate::jobs::JobState;
-use crate::name::TopicName;
+use crate::name::{QueueName, TopicName};
 
 /// Samples the store's sizes into gauges (see the module docs of [`crate::metrics`]).
 ///
@@ -30,10 +31,9 @@ pub struct Collector {
     every: Duration,
     batch: usize,
     max_objects: usize,
-    /// Where the next tick starts in each registry, when it holds more than
-    /// `max_objects`.
-    topic_cursor: usize,
-    queue_cursor: usize,
+    /// Where the next tick starts in the registries (topics, then queues), when they
+    /// hold more than `max_objects`.
+    cursor: usize,
     /// The groups each topic had at its last sample, so a vanished group's gauges are
     /// set to zero rather than left at their last value.
     groups: HashMap<TopicName, HashSet<String>>,
@@ -96,8 +96,7 @@ impl Collector {
             every: DEFAULT_EVERY,
             batch: DEFAULT_BATCH,
             max_objects: DEFAULT_MAX_OBJECTS,
-            topic_cursor: 0,
-            queue_cursor: 0,
+            cursor: 0,
             groups: HashMap::new(),
         }
     }
@@ -193,18 +192,20 @@ impl Collector {
             round_trips: 2,
             ..Tick::default()
         };
-        // The cap is shared in proportion, each registry getting at least one place
-        // when it is not empty.
-        let total = topics.len() + queues.len();
-        let (topic_cap, queue_cap) = if total <= self.max_objects {
-            (topics.len(), queues.len())
-        } else {
-            let t = (self.max_objects * topics.len() / total).max(usize::from(!topics.is_empty()));
-            let t = t.min(self.max_objects);
-            (t, (self.max_objects - t).min(queues.len()))
-        };
-        let topics = take_turn(&topics, topic_cap, &mut self.topic_cursor);
-        let queues = take_turn(&queues, queue_cap, &mut self.queue_cursor);
+        // Topics then queues, as one list the ticks go round, `max_objects` at a time.
+        let all: Vec<Object> = topics
+            .into_iter()
+            .map(Object::Topic)
+            .chain(queues.into_iter().map(Object::Queue))
+            .collect();
+        let mut topics = Vec::new();
+        let mut queues = Vec::new();
+        for o in take_turn(&all, self.max_objects, &mut self.cursor) {
+            match o {
+                Object::Topic(t) => topics.push(t),
+                Object::Queue(q) => queues.push(q),
+            }
+        }
         for chunk in topics.chunks(self.batch) {
             let samples = self.backend.sample_topics(chunk).await?;
             out.round_trips += 1;
@@ -256,6 +257,13 @@ impl Collector {
         }
         self.groups.insert(topic, now);
     }
+}
+
+/// A registered topic or queue.
+#[derive(Debug, Clone)]
+enum Object {
+    Topic(TopicName),
+    Queue(QueueName),
 }
 
 /// Up to `cap` names starting at `cursor` (wrapping), and the cursor moved past them.
