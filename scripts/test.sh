@@ -27,9 +27,11 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 # `dev-tools` puts the demo and the benchmark into the rivulet command (and runs their
 # tests); the production binary is built without it, so that is linted too.
-cargo clippy --workspace --all-targets --features rivulet-cli/dev-tools -- -D warnings
+cargo clippy --workspace --all-targets --features rivulet-cli/dev-tools,rivulet/otel -- -D warnings
 cargo clippy -p rivulet-cli --all-targets -- -D warnings
 cargo clippy -p rivulet --no-default-features --all-targets -- -D warnings
 
 echo "==> cargo test"
-cargo test --workspace --no-fail-fast --features rivulet-cli/dev-tools
+# One build for every test: the demo and bench (`dev-tools`) and trace propagation
+# (`otel`; `prometheus` comes on through the CLI) are in it.
+cargo test --workspace --no-fail-fast --features rivulet-cli/dev-tools,rivulet/otel

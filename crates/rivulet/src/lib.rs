@@ -18,10 +18,12 @@ pub mod live;
 mod log_limit;
 mod maintenance;
 pub mod message;
+pub mod metrics;
 pub mod name;
 mod outcome;
 pub mod retry;
 pub mod topic;
+mod trace;
 
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]

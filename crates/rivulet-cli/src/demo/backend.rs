@@ -45,6 +45,14 @@ impl DemoBackend {
         }
     }
 
+    /// The backend itself (for the metrics collector).
+    pub(crate) fn any(&self) -> rivulet::AnyBackend {
+        match &self.store {
+            Store::Memory(b) => b.clone().into(),
+            Store::Redis(b, _) => b.clone().into(),
+        }
+    }
+
     /// A job queue builder on this backend (the same backend, key prefix included, as
     /// the bus).
     pub(crate) fn queue(&self, name: &str) -> QueueBuilder {

@@ -22,6 +22,7 @@
 
 pub(crate) mod backend;
 mod jobs;
+mod metrics;
 mod plan;
 mod report;
 
@@ -86,6 +87,10 @@ pub(crate) struct DemoArgs {
     /// No banner or progress bar; only the summary.
     #[arg(long)]
     quiet: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187) during the run,
+    /// and after it until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs the demo; the exit code says whether the check passed.
@@ -102,6 +107,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     };
     let seed = args.seed.unwrap_or_else(rand::random);
     let backend = backend::open(args.redis.as_deref()).await?;
+    let mut exposed = match args.metrics_listen {
+        Some(addr) => Some(metrics::start(addr, &backend)?),
+        None => None,
+    };
     let plan = Plan::new(args.orders, poison, seed);
     let talk = !args.json && !args.quiet;
     if talk {
@@ -147,12 +156,23 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         }
     }
 
+    if let Some(exposed) = exposed.as_mut() {
+        exposed.last_sample().await?;
+    }
     if args.json {
         let json = serde_json::to_string(&summary)
             .map_err(|e| CliError::runtime(format!("encoding the summary: {e}")))?;
         println!("{json}");
     } else {
         print!("{}", report::render_text(&summary));
+    }
+    if let Some(exposed) = exposed
+        && !summary.interrupted
+    {
+        use std::io::Write;
+        // The summary is out before the wait (a script may read it and then scrape).
+        let _ = std::io::stdout().flush();
+        exposed.serve_until_ctrl_c(talk).await?;
     }
     Ok(if summary.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)

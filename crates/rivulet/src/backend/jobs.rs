@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Result;
 use crate::jobs::record::{JobCounts, JobEvent, JobInfo, JobState, Keep};
 use crate::name::{JobId, JobName, QueueName};
+use crate::trace::TraceContext;
 
 /// How a job's failed attempts are spaced, as stored with the job (the stalled-job check
 /// needs it without the worker): `base × multiplier^(attempt − 1)`, capped at `max_ms`.
@@ -96,6 +97,9 @@ pub(crate) struct NewJob {
     pub(crate) dedup: Option<Dedup>,
     pub(crate) remove_on_complete: bool,
     pub(crate) remove_on_fail: bool,
+    /// The trace context of the span that added it (the `traceparent` and `tracestate`
+    /// fields of the job's record), so its runs join the adder's trace.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// What an add came to.
@@ -130,6 +134,11 @@ pub(crate) struct Leased {
     /// The fencing token of this activation.
     pub(crate) token: u64,
     pub(crate) added_at_ms: u64,
+    /// When it became ready to run: its run-at time if it was delayed (the latest
+    /// promotion), else when it was added.
+    pub(crate) ready_at_ms: u64,
+    /// The trace context recorded at the add.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// How an activation ends.
@@ -457,6 +466,10 @@ pub(crate) trait JobQueues: Send + Sync {
 
     /// The queues of the registry.
     async fn queues(&self) -> Result<Vec<QueueName>>;
+
+    /// The counts of `queues`, in order, at bounded cost: on Redis one pipelined round
+    /// trip for all of them (on a cluster, one per queue, sent concurrently).
+    async fn sample_queues(&self, queues: &[QueueName]) -> Result<Vec<JobCounts>>;
 
     /// A waiter for new work on `queue`.
     async fn job_waiter(&self, queue: &QueueName) -> Result<Box<dyn JobWaiter>>;

@@ -506,6 +506,31 @@ pub(crate) trait LiveChannels {
     ) -> Result<mpsc::Receiver<LiveMessage>>;
 }
 
+/// The sizes of one topic that live in the store, as the metrics collector samples them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TopicSample {
+    pub(crate) topic: Option<TopicName>,
+    /// Entries the topic's stream retains (acknowledged ones included, until trimmed).
+    pub(crate) length: u64,
+    /// Retries scheduled in the topic's retry set (all groups).
+    pub(crate) retries: u64,
+    /// Entries of the topic's dead-letter queue.
+    pub(crate) dead_letters: u64,
+    /// The groups on the topic's stream.
+    pub(crate) groups: Vec<GroupSample>,
+}
+
+/// One group of a [`TopicSample`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupSample {
+    pub(crate) group: String,
+    /// Entries of the topic's stream delivered to the group and not yet acknowledged.
+    pub(crate) pending: u64,
+    /// Entries of the topic's stream not yet delivered to the group; `None` when the
+    /// store cannot tell (Redis after some deletions).
+    pub(crate) lag: Option<u64>,
+}
+
 /// Looking at what exists, without scanning the keyspace (the admin API, O-ADMIN-1).
 /// Every call costs O(groups and consumers of one topic) or O(limit), never O(backlog).
 #[async_trait]
@@ -535,6 +560,11 @@ pub(crate) trait Inspection {
         group: &GroupName,
         consumer: &ConsumerName,
     ) -> Result<bool>;
+
+    /// The sizes of `topics`, in order, at bounded cost: on Redis one pipelined round
+    /// trip for all of them (on a cluster, one per topic, sent concurrently), four
+    /// commands per topic. A topic that does not exist samples as zeros.
+    async fn sample_topics(&self, topics: &[TopicName]) -> Result<Vec<TopicSample>>;
 }
 
 /// The reads `rivulet doctor` needs (O-DOCTOR-1), and its one repair that no other

@@ -44,6 +44,9 @@ pub(crate) struct Held {
     /// the read loop has not received yet (its runtime is blocked): while the read is
     /// outstanding, whatever is pending on that consumer is kept alive too.
     reads: Mutex<HashMap<ConsumerName, Instant>>,
+    /// `rivulet_in_flight{topic, group}`: entries held by this subscription (read or
+    /// reclaimed, until their settlement is applied).
+    in_flight: metrics::Gauge,
 }
 
 /// The most entries pending on one reading consumer the keep-alive looks up per period.
@@ -59,9 +62,15 @@ struct Due {
 
 impl Held {
     pub(crate) fn new(key: StreamKey, group: GroupName) -> Self {
+        let in_flight = metrics::gauge!(
+            "rivulet_in_flight",
+            "topic" => key.topic.to_string(),
+            "group" => group.to_string()
+        );
         Held {
             key,
             group,
+            in_flight,
             entries: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
         }
@@ -108,7 +117,7 @@ impl Held {
                 },
             );
         }
-        metrics::gauge!("rivulet_in_flight").increment((map.len() - before) as f64);
+        self.in_flight.increment((map.len() - before) as f64);
     }
 
     /// The handler of `entry` starts.
@@ -129,7 +138,7 @@ impl Held {
     pub(crate) fn release(&self, entries: &[EntryRef]) {
         let mut map = lock(&self.entries);
         let removed = entries.iter().filter(|e| map.remove(e).is_some()).count();
-        metrics::gauge!("rivulet_in_flight").decrement(removed as f64);
+        self.in_flight.decrement(removed as f64);
     }
 
     /// The entries of `read` this subscription does not hold already.

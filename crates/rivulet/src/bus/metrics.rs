@@ -19,6 +19,7 @@ pub(crate) struct SubMetrics {
     pub(crate) reclaimed: Counter,
     pub(crate) missing: Counter,
     pub(crate) task_restarts: Counter,
+    pub(crate) dropped: Counter,
 }
 
 impl SubMetrics {
@@ -44,6 +45,7 @@ impl SubMetrics {
             reclaimed: metrics::counter!("rivulet_reclaimed_total", labels.clone()),
             missing: metrics::counter!("rivulet_reclaim_missing_total", labels.clone()),
             task_restarts: metrics::counter!("rivulet_task_restarts_total", labels.clone()),
+            dropped: metrics::counter!("rivulet_dropped_total", labels.clone()),
             labels,
         }
     }

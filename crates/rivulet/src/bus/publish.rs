@@ -101,13 +101,18 @@ impl<'a> Publish<'a> {
             return Err(e);
         }
         check_headers(&self.common.headers)?;
+        let mut headers = self.common.headers;
+        // After the check: the two trace headers rivulet adds never make a valid
+        // publish fail.
+        crate::trace::inject(&mut headers);
         let topic = self.topic?;
         let payload = self.payload?;
         let (id, idempotent) = match self.id {
             Some(id) => (id?, true),
             None => (MessageId::generate(), false),
         };
-        let envelope = Envelope::new(id, payload, self.common.headers);
+        tracing::Span::current().record("message_id", id.as_str());
+        let envelope = Envelope::new(id, payload, headers);
         let mut out = self
             .bus
             .write(
@@ -127,7 +132,11 @@ impl<'a> IntoFuture for Publish<'a> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Published>> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let span = tracing::debug_span!("rivulet.publish", topic = tracing::field::Empty);
+        let span = tracing::debug_span!(
+            "rivulet.publish",
+            topic = tracing::field::Empty,
+            message_id = tracing::field::Empty,
+        );
         if let Ok(t) = &self.topic {
             span.record("topic", t.as_str());
         }
@@ -168,6 +177,8 @@ impl<'a> PublishBatch<'a> {
             return Err(e);
         }
         check_headers(&self.common.headers)?;
+        let mut headers = self.common.headers;
+        crate::trace::inject(&mut headers);
         let topic = self.topic?;
         let payloads = self.payloads?;
         if payloads.is_empty() {
@@ -175,7 +186,7 @@ impl<'a> PublishBatch<'a> {
         }
         let envelopes = payloads
             .into_iter()
-            .map(|p| Envelope::new(MessageId::generate(), p, self.common.headers.clone()))
+            .map(|p| Envelope::new(MessageId::generate(), p, headers.clone()))
             .collect();
         self.bus
             .write(&topic, envelopes, false, self.common.wait_replicas)
@@ -188,10 +199,11 @@ impl<'a> IntoFuture for PublishBatch<'a> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Vec<Published>>> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(
-            self.run()
-                .instrument(tracing::debug_span!("rivulet.publish_batch")),
-        )
+        let span = tracing::debug_span!("rivulet.publish_batch", topic = tracing::field::Empty);
+        if let Ok(t) = &self.topic {
+            span.record("topic", t.as_str());
+        }
+        Box::pin(self.run().instrument(span))
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::record::{JobCounts, JobInfo, JobState, Keep};
 use crate::backend::jobs::{
@@ -659,12 +660,15 @@ impl AddJob<'_> {
             dedup,
             remove_on_complete: o.remove_on_complete,
             remove_on_fail: o.remove_on_fail,
+            // The adder's span, so the job's runs join its trace (B-PUB-3 for jobs).
+            trace: crate::trace::TraceContext::current(),
         })
     }
 
     async fn run(self) -> Result<Enqueued> {
         let queue = self.queue;
         let job = self.into_new_job()?;
+        tracing::Span::current().record("job_id", job.id.as_str());
         let mut added = queue.add_bulk_new(vec![job]).await?;
         added
             .pop()
@@ -690,6 +694,14 @@ impl<'a> IntoFuture for AddJob<'a> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Enqueued>> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
+        // The span whose context the job's record keeps (with `otel`): its runs are its
+        // children.
+        let span = tracing::debug_span!(
+            "rivulet.job_add",
+            queue = %self.queue.shared.name,
+            job_name = %self.name,
+            job_id = tracing::field::Empty,
+        );
+        Box::pin(self.run().instrument(span))
     }
 }

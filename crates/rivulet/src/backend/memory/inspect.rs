@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use super::MemoryBackend;
 use super::state::{Log, Seq, Stream, parse_id, seq_to_id};
 use crate::admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingLog, TopicInfo};
-use crate::backend::{Inspection, Lane, StreamKey};
+use crate::backend::{Inspection, Lane, StreamKey, TopicSample};
 use crate::deadline::millis;
 use crate::error::Result;
 use crate::message::EntryId;
@@ -150,5 +150,19 @@ impl Inspection for MemoryBackend {
             .and_then(|t| t.stream_ref(key.kind).groups.get(group))
             .is_some_and(|g| g.pending.values().any(|p| p.consumer == *consumer));
         Ok(!holds)
+    }
+
+    async fn sample_topics(&self, topics: &[TopicName]) -> Result<Vec<TopicSample>> {
+        let state = self.lock();
+        Ok(topics
+            .iter()
+            .map(|name| match state.topics.get(name) {
+                None => TopicSample {
+                    topic: Some(name.clone()),
+                    ..TopicSample::default()
+                },
+                Some(t) => t.sample(name),
+            })
+            .collect())
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use crate::backend::{EntryRef, Lane, LiveMessage, StreamKind};
+use crate::backend::{EntryRef, GroupSample, Lane, LiveMessage, StreamKind, TopicSample};
 use crate::dead_letter::DeadLetter;
 use crate::message::{EntryId, Envelope, Published, now_ms};
 use crate::name::{ConsumerName, GroupName, TopicName};
@@ -167,6 +167,43 @@ pub(super) struct Topic {
 }
 
 impl Topic {
+    /// The sizes the metrics collector reads, with the meaning Redis gives them: length
+    /// is what the stream retains, pending and lag count the main log only (a group's
+    /// retry lane is not part of either).
+    pub(super) fn sample(&self, name: &TopicName) -> TopicSample {
+        let mut groups: Vec<GroupSample> = self
+            .main
+            .groups
+            .iter()
+            .map(|(group, g)| GroupSample {
+                group: group.to_string(),
+                pending: g.pending.keys().filter(|e| e.lane == Lane::Main).count() as u64,
+                lag: Some(
+                    self.main
+                        .log
+                        .entries
+                        .range((
+                            std::ops::Bound::Excluded(g.cursor),
+                            std::ops::Bound::Unbounded,
+                        ))
+                        .count() as u64,
+                ),
+            })
+            .collect();
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        TopicSample {
+            topic: Some(name.clone()),
+            length: self.main.log.entries.len() as u64,
+            retries: self
+                .retries
+                .values()
+                .filter(|r| r.kind == StreamKind::Main)
+                .count() as u64,
+            dead_letters: self.dead_letters.log.entries.len() as u64,
+            groups,
+        }
+    }
+
     pub(super) fn new() -> Self {
         Topic {
             main: Stream::default(),

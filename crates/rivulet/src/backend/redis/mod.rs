@@ -450,6 +450,12 @@ impl RedisBackend {
         &self.inner.prefix
     }
 
+    /// Whether this backend talks to a Redis Cluster (a pipeline must then stay in one
+    /// slot, and a script in one slot).
+    fn is_cluster(&self) -> bool {
+        matches!(self.inner.target, Target::Cluster { .. })
+    }
+
     /// A clone of the shared connection.
     fn conn(&self) -> Result<Conn> {
         Ok(self.inner.shared.clone())

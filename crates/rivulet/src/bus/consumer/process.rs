@@ -21,6 +21,7 @@ use crate::handler::DeliveryMeta;
 use crate::idempotency::Claim;
 use crate::message::{EntryId, Envelope, now_ms};
 use crate::outcome::{self, Decision, Outcome, panic_message};
+use crate::trace::TraceContext;
 
 /// Handles a batch concurrently. Returns the batch's entries (held until their
 /// settlements have been applied) and the settlements to apply: successes to
@@ -266,8 +267,13 @@ impl Ctx<'_> {
             group = %sub.group,
             message_id = %env.message_id,
             attempt = env.attempt,
+            entry_id = %self.entry.id,
             traceparent = env.headers.get(crate::message::TRACEPARENT).map(String::as_str),
         );
+        // Every attempt is a child of the publisher's span (B-PUB-3).
+        if let Some(cx) = TraceContext::from_headers(&env.headers) {
+            cx.adopt(&span);
+        }
         let cancel = self.shared.abort.child_token();
         let handler = sub.handler.clone();
         let started = Instant::now();
@@ -351,6 +357,7 @@ impl Ctx<'_> {
         if !sub.retry.dead_letter {
             tracing::error!(topic = %sub.key.topic, group = %sub.group, message_id = %env.message_id, %reason, %error, "message dropped (dead-lettering is off)");
             Counters::add(&sub.counters.dropped, 1);
+            sub.metrics.dropped.increment(1);
             return Settle::Ack(self.entry.clone());
         }
         let dead = DeadLetter {
@@ -367,10 +374,22 @@ impl Ctx<'_> {
             published_at_ms: env.published_at_ms,
             dead_at_ms: now_ms(),
         };
+        let span = tracing::info_span!(
+            "rivulet.dead_letter",
+            topic = %sub.key.topic,
+            group = %sub.group,
+            message_id = %env.message_id,
+            attempt = env.attempt,
+            reason = %reason,
+        );
+        if let Some(cx) = TraceContext::from_headers(&env.headers) {
+            cx.adopt(&span);
+        }
         match self
             .shared
             .backend
             .dead_letter(&sub.key, &sub.group, &self.entry, self.generation, &dead)
+            .instrument(span)
             .await
         {
             Ok(()) => {

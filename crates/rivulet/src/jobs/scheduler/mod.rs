@@ -148,6 +148,8 @@ pub(crate) fn tick_job(s: &StoredScheduler, tick_ms: u64) -> Result<NewJob> {
         dedup: None,
         remove_on_complete: o.remove_on_complete,
         remove_on_fail: o.remove_on_fail,
+        // A tick is added by a runner, not inside a caller's span: it starts its own trace.
+        trace: None,
     })
 }
 

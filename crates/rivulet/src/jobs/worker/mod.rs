@@ -241,6 +241,7 @@ impl WorkerBuilder {
         );
         let stats = Arc::new(Counters::default());
         let name = self.name.unwrap_or_else(default_worker_name);
+        let metrics = Arc::new(run::JobMetrics::new(shared.name.as_str()));
         let run = Run {
             shared,
             handler: self.handler,
@@ -254,6 +255,7 @@ impl WorkerBuilder {
             leases,
             stats: stats.clone(),
             stop: stop.clone(),
+            metrics,
         };
         let task = tokio::spawn(run.main(waiter, hints, done_for_good));
         let schedulers = self

@@ -12,6 +12,7 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Counters, Erased};
 use crate::backend::jobs::{Fetch, JobWaiter, Leased, Settle, Settled, Settlement};
@@ -41,6 +42,28 @@ pub(super) struct Run {
     pub(super) leases: Arc<Leases>,
     pub(super) stats: Arc<Counters>,
     pub(super) stop: CancellationToken,
+    pub(super) metrics: Arc<JobMetrics>,
+}
+
+/// The worker's metric handles, registered once (O-OBS-1).
+#[derive(Debug)]
+pub(super) struct JobMetrics {
+    /// `rivulet_job_duration_seconds{queue}`: how long handlers ran.
+    duration: metrics::Histogram,
+    /// `rivulet_job_wait_seconds{queue}`: from ready to the start of the first attempt.
+    wait: metrics::Histogram,
+    /// `rivulet_jobs_in_flight{queue}`: jobs this process is running.
+    in_flight: metrics::Gauge,
+}
+
+impl JobMetrics {
+    pub(super) fn new(queue: &str) -> Self {
+        JobMetrics {
+            duration: metrics::histogram!("rivulet_job_duration_seconds", "queue" => queue.to_owned()),
+            wait: metrics::histogram!("rivulet_job_wait_seconds", "queue" => queue.to_owned()),
+            in_flight: metrics::gauge!("rivulet_jobs_in_flight", "queue" => queue.to_owned()),
+        }
+    }
 }
 
 /// The in-flight blocking wait for work (it is never abandoned half way: a blocking
@@ -325,8 +348,32 @@ impl Run {
         let handler = self.handler.clone();
         let policy = self.policy_of(&leased);
         let timeout = leased.timeout_ms.map(Duration::from_millis);
+        if leased.attempt == 1 {
+            // By this host's clock against the store's: a skew reads as a wait of 0.
+            let waited = crate::message::now_ms().saturating_sub(leased.ready_at_ms);
+            self.metrics.wait.record(waited as f64 / 1000.0);
+        }
+        let span = tracing::info_span!(
+            "rivulet.job",
+            queue = %self.shared.name,
+            job_name = %leased.name,
+            job_id = %leased.id,
+            attempt = leased.attempt,
+            traceparent = leased.trace.as_ref().map(|t| t.traceparent.as_str()),
+        );
+        // Every run is a child of the span that added the job.
+        if let Some(cx) = &leased.trace {
+            cx.adopt(&span);
+        }
+        let metrics = self.metrics.clone();
+        metrics.in_flight.increment(1.0);
         tokio::spawn(async move {
-            let how = run_one(handler, leased.data, act.clone(), timeout, &policy).await;
+            let started = tokio::time::Instant::now();
+            let how = run_one(handler, leased.data, act.clone(), timeout, &policy)
+                .instrument(span)
+                .await;
+            metrics.duration.record(started.elapsed().as_secs_f64());
+            metrics.in_flight.decrement(1.0);
             let _ = done.send(Settle {
                 id: act.id.clone(),
                 token: act.token,

@@ -422,6 +422,14 @@ impl JobQueues for MemoryBackend {
         Ok(names)
     }
 
+    async fn sample_queues(&self, queues: &[QueueName]) -> Result<Vec<JobCounts>> {
+        let mut out = Vec::with_capacity(queues.len());
+        for q in queues {
+            out.push(self.counts(q).await?);
+        }
+        Ok(out)
+    }
+
     async fn job_waiter(&self, queue: &QueueName) -> Result<Box<dyn JobWaiter>> {
         let mut state = self.lock();
         let work = queue_mut(&mut state.queues, queue).work.clone();

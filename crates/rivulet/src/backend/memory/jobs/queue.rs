@@ -47,6 +47,9 @@ pub(super) struct MemJob {
     pub(super) remove_on_complete: bool,
     pub(super) remove_on_fail: bool,
     pub(super) logs: VecDeque<String>,
+    /// The due time of its latest promotion from delayed.
+    pub(super) ready_at_ms: Option<u64>,
+    pub(super) trace: Option<crate::trace::TraceContext>,
 }
 
 impl MemJob {
@@ -237,6 +240,8 @@ impl MemQueue {
             remove_on_complete: j.remove_on_complete,
             remove_on_fail: j.remove_on_fail,
             logs: VecDeque::new(),
+            ready_at_ms: None,
+            trace: j.trace.clone(),
         };
         self.jobs.insert(j.id.clone(), job);
         self.link(&j.id);
@@ -265,7 +270,9 @@ impl MemQueue {
             .map(|(_, _, id)| id.clone())
             .collect();
         for id in due {
-            self.move_to(&id, JobState::Waiting, |j| j.info.run_at_ms = None);
+            self.move_to(&id, JobState::Waiting, |j| {
+                j.ready_at_ms = j.info.run_at_ms.take();
+            });
             let attempt = self.jobs.get(&id).map_or(0, |j| j.info.attempt);
             self.event(
                 s,
@@ -318,6 +325,8 @@ impl MemQueue {
                 timeout_ms: j.timeout_ms,
                 token: j.token,
                 added_at_ms: j.info.added_at_ms,
+                ready_at_ms: j.ready_at_ms.unwrap_or(j.info.added_at_ms),
+                trace: j.trace.clone(),
             };
             let attempt = leased.attempt;
             out.push(leased);

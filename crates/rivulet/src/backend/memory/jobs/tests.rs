@@ -31,6 +31,7 @@ fn new_job(id: &str) -> NewJob {
         dedup: None,
         remove_on_complete: false,
         remove_on_fail: false,
+        trace: None,
     }
 }
 

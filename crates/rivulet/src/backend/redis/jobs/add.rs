@@ -40,7 +40,7 @@ fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, jobs: &[NewJob]) -> redis
     cmd
 }
 
-/// The 16 arguments of one job.
+/// The 18 arguments of one job.
 pub(super) fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
     let (dedup, ttl) = match &job.dedup {
         Some(d) => (d.key.as_str(), opt(d.ttl_ms)),
@@ -62,6 +62,12 @@ pub(super) fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
         .arg(ttl)
         .arg(flag(job.remove_on_complete))
         .arg(flag(job.remove_on_fail));
+    match &job.trace {
+        Some(t) => cmd
+            .arg(t.traceparent.as_str())
+            .arg(t.tracestate.as_deref().unwrap_or("")),
+        None => cmd.arg("").arg(""),
+    };
 }
 
 pub(super) fn decode_added(v: &Value) -> Result<Added> {

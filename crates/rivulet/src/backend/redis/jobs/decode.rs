@@ -11,6 +11,7 @@ use crate::backend::redis::reply::{self, RawEntry};
 use crate::error::{Error, Result};
 use crate::jobs::record::{JobEvent, JobInfo};
 use crate::name::{JobId, JobName};
+use crate::trace::TraceContext;
 
 fn protocol(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Protocol(format!("malformed {what}: {detail}"))
@@ -137,6 +138,18 @@ pub(super) fn leased(v: &Value) -> Result<Leased> {
         },
         token: n(9, "token")?,
         added_at_ms: n(10, "added_at")?,
+        // Written by this version; absent from jobs leased by an older one.
+        ready_at_ms: match text(items.get(11), WHAT).ok().filter(|s| !s.is_empty()) {
+            Some(s) => number(&s, WHAT, "ready_at")?,
+            None => n(10, "added_at")?,
+        },
+        trace: text(items.get(12), WHAT)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|traceparent| TraceContext {
+                traceparent,
+                tracestate: text(items.get(13), WHAT).ok().filter(|s| !s.is_empty()),
+            }),
     })
 }
 

@@ -31,7 +31,7 @@ use super::invocation;
 use crate::backend::flows::{FlowAdded, FlowNode, JobFlows, member, on_fail_word, parse_member};
 use crate::backend::jobs::Added;
 use crate::backend::redis::RedisBackend;
-use crate::backend::redis::conn::{Target, check_value, evalsha, pipeline_with_scripts};
+use crate::backend::redis::conn::{check_value, evalsha, pipeline_with_scripts};
 use crate::backend::redis::reply;
 use crate::backend::redis::scripts::SCRIPTS;
 use crate::error::{Error, Result};
@@ -51,10 +51,6 @@ struct Note {
 }
 
 impl RedisBackend {
-    fn is_cluster(&self) -> bool {
-        matches!(self.inner.target, Target::Cluster { .. })
-    }
-
     /// The `EVALSHA` of `jobs_flow_add.lua` for nodes of one queue.
     fn flow_add_cmd(&self, nodes: &[&FlowNode]) -> Option<redis::Cmd> {
         let first = nodes.first()?;

@@ -277,6 +277,10 @@ impl JobQueues for RedisBackend {
         self.jobs_queues().await
     }
 
+    async fn sample_queues(&self, queues: &[QueueName]) -> Result<Vec<JobCounts>> {
+        self.jobs_sample(queues).await
+    }
+
     async fn job_waiter(&self, queue: &QueueName) -> Result<Box<dyn JobWaiter>> {
         Ok(Box::new(
             wait::RedisJobWaiter::open(self.clone(), &self.queue_keys(queue)).await?,

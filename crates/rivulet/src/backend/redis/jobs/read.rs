@@ -27,6 +27,47 @@ fn parse_cursor(c: &str) -> Result<(String, String)> {
     Ok((score.to_owned(), id.to_owned()))
 }
 
+/// Commands of [`push_counts`] per queue.
+const COUNT_COMMANDS: usize = JobState::ALL.len() + 1;
+
+/// The commands reading one queue's counts: a `ZCARD` per state in `JobState::ALL`
+/// order, then the parked count.
+fn push_counts(pipe: &mut redis::Pipeline, keys: &super::keys::QueueKeys) {
+    for state in JobState::ALL {
+        pipe.cmd("ZCARD").arg(keys.state_set(state.as_str()));
+    }
+    pipe.cmd("HGET").arg(keys.meta()).arg("parked");
+}
+
+fn decode_counts(values: &[Value]) -> Result<JobCounts> {
+    if values.len() != COUNT_COMMANDS {
+        return Err(Error::Protocol(format!(
+            "{} replies to {COUNT_COMMANDS} job count commands",
+            values.len()
+        )));
+    }
+    let n = |i: usize| -> Result<u64> {
+        match &values[i] {
+            Value::Nil => Ok(0),
+            // A negative count (never written by rivulet) reads as 0, as before.
+            v => crate::backend::redis::reply::int(v)
+                .map(|i| u64::try_from(i).unwrap_or(0))
+                .ok_or_else(|| crate::backend::redis::reply::unexpected("job count", v)),
+        }
+    };
+    let parked = n(7)?;
+    Ok(JobCounts {
+        waiting: n(0)? + parked,
+        parked,
+        delayed: n(1)?,
+        active: n(2)?,
+        completed: n(3)?,
+        failed: n(4)?,
+        cancelled: n(5)?,
+        waiting_children: n(6)?,
+    })
+}
+
 impl RedisBackend {
     pub(super) async fn jobs_job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
         let keys = self.queue_keys(queue);
@@ -61,27 +102,39 @@ impl RedisBackend {
     }
 
     pub(super) async fn jobs_counts(&self, queue: &QueueName) -> Result<JobCounts> {
-        let keys = self.queue_keys(queue);
         let mut pipe = redis::pipe();
-        // In `JobState::ALL` order, as the tuple below reads them.
-        for state in JobState::ALL {
-            pipe.cmd("ZCARD").arg(keys.state_set(state.as_str()));
-        }
-        pipe.cmd("HGET").arg(keys.meta()).arg("parked");
+        push_counts(&mut pipe, &self.queue_keys(queue));
         let mut conn = self.conn()?;
-        let (w, d, a, c, f, x, wc, parked): (u64, u64, u64, u64, u64, u64, u64, Option<i64>) =
-            pipe.query_async(&mut conn).await?;
-        let parked = u64::try_from(parked.unwrap_or(0)).unwrap_or(0);
-        Ok(JobCounts {
-            waiting: w + parked,
-            parked,
-            delayed: d,
-            active: a,
-            completed: c,
-            failed: f,
-            cancelled: x,
-            waiting_children: wc,
-        })
+        let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+        decode_counts(&values)
+    }
+
+    /// The counts of many queues: one pipeline (on a cluster, one per queue, sent
+    /// concurrently: a pipeline must stay in one slot).
+    pub(super) async fn jobs_sample(&self, queues: &[QueueName]) -> Result<Vec<JobCounts>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn()?;
+        if self.is_cluster() {
+            let calls = queues.iter().map(|q| {
+                let mut conn = conn.clone();
+                let mut pipe = redis::pipe();
+                push_counts(&mut pipe, &self.queue_keys(q));
+                async move {
+                    let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+                    decode_counts(&values)
+                }
+            });
+            return futures::future::try_join_all(calls).await;
+        }
+        let mut pipe = redis::pipe();
+        for q in queues {
+            push_counts(&mut pipe, &self.queue_keys(q));
+        }
+        let mut conn = conn;
+        let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+        values.chunks(COUNT_COMMANDS).map(decode_counts).collect()
     }
 
     pub(super) async fn jobs_list(

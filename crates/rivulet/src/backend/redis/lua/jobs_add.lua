@@ -2,12 +2,12 @@
 -- keys and the first arguments). add_jobs sends batches of at most 100 jobs, all in one
 -- pipeline. O(jobs).
 --
--- ARGV[7] how many jobs, then 16 arguments per job: id, name, data, priority,
+-- ARGV[7] how many jobs, then 18 arguments per job: id, name, data, priority,
 -- lifo 0|1, delay ms, run-at ms or '', max attempts, backoff base ms, multiplier,
 -- backoff max ms, timeout ms or '', dedup key or '', dedup ttl ms or '',
--- remove on complete 0|1, remove on fail 0|1.
+-- remove on complete 0|1, remove on fail 0|1, traceparent or '', tracestate or ''.
 -- Returns one item per job: {'existing', id} or {'new', id, state}.
-local PER_JOB = 16
+local PER_JOB = 18
 local woke = false
 
 -- A new job's place among waiting jobs: waiting, or parked when its name is paused.
@@ -60,6 +60,8 @@ local function add_one(a)
     'added_at', num(NOW), 'cancel_requested', 0,
     'remove_on_complete', ARGV[a + 14], 'remove_on_fail', ARGV[a + 15])
   if ARGV[a + 11] ~= '' then redis.call('HSET', jk, 'timeout', ARGV[a + 11]) end
+  if ARGV[a + 16] ~= '' then redis.call('HSET', jk, 'traceparent', ARGV[a + 16]) end
+  if ARGV[a + 17] ~= '' then redis.call('HSET', jk, 'tracestate', ARGV[a + 17]) end
   if dedup ~= '' then
     local ttl = '0'
     if dedup_ttl ~= '' then ttl = '1' end

@@ -8,7 +8,7 @@
 -- is always handled whole).
 -- Returns {settled states, leased jobs, next due ms or '', paused 0|1}; a leased job is
 -- {id, name, data, attempt, max attempts, backoff base, multiplier, backoff max,
--- timeout or '', token, added at}.
+-- timeout or '', token, added at, ready at or '', traceparent or '', tracestate or ''}.
 local worker, limit, lease_ms = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local promote_limit = tonumber(ARGV[10])
 local settled = settle_all(12, tonumber(ARGV[11]))
@@ -18,6 +18,8 @@ if promote_limit > 0 then
   for _, id in ipairs(due) do
     local jk = job_key(id)
     if redis.call('EXISTS', jk) == 1 then
+      -- ready_at: when it became ready (its due time), for the wait-time metric.
+      redis.call('HSET', jk, 'ready_at', redis.call('HGET', jk, 'run_at') or num(NOW))
       redis.call('HDEL', jk, 'run_at')
       link_waiting(id)
       event('added', id, redis.call('HGET', jk, 'attempt'), 'promoted')
@@ -40,7 +42,8 @@ if not paused and limit > 0 then
       local id, score = popped[i], popped[i + 1]
       local jk = job_key(id)
       local f = redis.call('HMGET', jk, 'name', 'data', 'max_attempts', 'backoff_base',
-        'backoff_mult', 'backoff_max', 'timeout', 'added_at', 'attempts_made')
+        'backoff_mult', 'backoff_max', 'timeout', 'added_at', 'attempts_made', 'ready_at',
+        'traceparent', 'tracestate')
       local name = f[1]
       if not name then
         -- No record: nothing to lease (popped, so it is gone from waiting too).
@@ -57,7 +60,8 @@ if not paused and limit > 0 then
           'worker', worker)
         redis.call('ZADD', K.active, num(NOW + lease_ms), id)
         jobs[#jobs + 1] = { id, name, f[2] or '', num(attempt), f[3] or '', f[4] or '',
-          f[5] or '', f[6] or '', f[7] or '', num(token), f[8] or '' }
+          f[5] or '', f[6] or '', f[7] or '', num(token), f[8] or '', f[10] or '',
+          f[11] or '', f[12] or '' }
         event('active', id, attempt)
       end
     end

@@ -3,7 +3,7 @@
 -- reuses, comes before this file). The caller adds the depths in order, parents first.
 -- O(nodes + children).
 --
--- ARGV[7] how many nodes; then per node the 16 arguments of jobs_add.lua, then:
+-- ARGV[7] how many nodes; then per node the 18 arguments of jobs_add.lua, then:
 -- parent tag or '', parent queue, parent id, this node as its parent names it, on-fail
 -- word, direct 0|1, the parent queue's events cap, how many children, the children
 -- (`<queue>/<id>` each).
