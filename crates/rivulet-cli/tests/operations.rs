@@ -661,6 +661,80 @@ fn trim_and_safe_group_and_consumer_deletes() {
 }
 
 #[test]
+fn schedulers_with_their_next_and_last_runs() {
+    let server = server();
+    let url = server.url();
+    runtime().block_on(async {
+        let backend = RedisBackend::connect(&url).await.expect("connect");
+        let q = Queue::new(backend, "reports").expect("queue");
+        q.scheduler("nightly")
+            .cron("0 30 2 * * *")
+            .tz("Europe/Berlin")
+            .job("report", &serde_json::json!({"kind": "nightly"}))
+            .upsert()
+            .await
+            .expect("upsert nightly");
+        q.scheduler("hourly")
+            .every(Duration::from_secs(3600))
+            .upsert()
+            .await
+            .expect("upsert hourly");
+    });
+
+    let t = rivulet(&url, &["schedulers", "reports"]).ok();
+    let lines: Vec<&str> = t.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", t.stdout);
+    assert!(lines[0].starts_with("ID"), "{}", t.stdout);
+    // Sorted by id; neither has fired yet, both fire in the future.
+    assert!(lines[1].starts_with("hourly"), "{}", t.stdout);
+    assert!(lines[2].starts_with("nightly"), "{}", t.stdout);
+    assert!(lines[2].contains("Europe/Berlin"), "{}", t.stdout);
+    assert!(
+        lines
+            .iter()
+            .skip(1)
+            .all(|l| l.contains(" in ") && l.contains("never"))
+    );
+
+    let j = rivulet(&url, &["--json", "schedulers", "reports"])
+        .ok()
+        .json();
+    let all = j["schedulers"].as_array().expect("schedulers");
+    assert_eq!(all.len(), 2, "{j}");
+    let nightly = &all[1];
+    assert_eq!(
+        (
+            nightly["id"].as_str(),
+            nightly["kind"].as_str(),
+            nightly["schedule"].as_str(),
+            nightly["tz"].as_str(),
+            nightly["job_name"].as_str(),
+            nightly["job_data"]["kind"].as_str(),
+        ),
+        (
+            Some("nightly"),
+            Some("cron"),
+            Some("0 30 2 * * *"),
+            Some("Europe/Berlin"),
+            Some("report"),
+            Some("nightly")
+        )
+    );
+    assert!(nightly["last_run_ms"].is_null() && nightly["last_job"].is_null());
+    let hourly = &all[0];
+    assert_eq!(
+        (hourly["kind"].as_str(), hourly["schedule"].as_u64()),
+        (Some("every"), Some(3_600_000))
+    );
+    let next = hourly["next_run_ms"].as_u64().expect("next run");
+    // The next multiple of an hour since the epoch.
+    assert_eq!(next % 3_600_000, 0, "{hourly}");
+
+    let none = rivulet(&url, &["schedulers", "elsewhere"]).ok();
+    assert_eq!(none.stdout, "No schedulers on queue elsewhere.\n");
+}
+
+#[test]
 fn queues_and_jobs() {
     let server = server();
     let url = server.url();

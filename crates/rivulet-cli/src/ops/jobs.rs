@@ -1,12 +1,13 @@
-//! `queues`, `jobs list|show|retry|cancel|promote|remove`, `queue pause|resume`.
+//! `queues`, `jobs list|show|retry|cancel|promote|remove`, `queue pause|resume`,
+//! `schedulers`.
 
 use clap::Subcommand;
 use rivulet::admin::QueueInfo;
-use rivulet::{CancelOutcome, JobCounts, JobId, JobInfo, JobState};
+use rivulet::{CancelOutcome, JobCounts, JobId, JobInfo, JobState, Schedule, SchedulerInfo};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::render::{Table, age_ms, count, progress, since, size};
+use super::render::{Table, age_ms, count, now_ms, progress, since, size};
 use crate::error::CliError;
 
 #[derive(Debug, Subcommand)]
@@ -440,5 +441,71 @@ pub(crate) async fn queue(ctx: &Ctx, c: QueueCommand) -> Result<(), CliError> {
             None => format!("Queue {queue} is {word}.\n"),
         },
     );
+    Ok(())
+}
+
+fn scheduler_json(s: &SchedulerInfo) -> Value {
+    let (kind, value, tz) = match &s.schedule {
+        Schedule::Cron { expr, tz } => ("cron", json!(expr), json!(tz)),
+        Schedule::Every(d) => (
+            "every",
+            json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Value::Null,
+        ),
+        // A kind of schedule newer than this command: its text form only.
+        other => ("other", json!(other.to_string()), Value::Null),
+    };
+    json!({
+        "id": s.id,
+        "kind": kind,
+        // A cron expression, or the interval in ms.
+        "schedule": value,
+        "tz": tz,
+        "job_name": s.job_name.as_str(),
+        "job_data": as_json(&s.job_data),
+        "next_run_ms": s.next_run_ms,
+        "last_run_ms": s.last_run_ms,
+        "last_job": s.last_job.as_ref().map(JobId::as_str),
+        "version": s.version,
+    })
+}
+
+/// `rivulet schedulers Q`: a queue's job schedulers with their next and last runs.
+pub(crate) async fn schedulers(ctx: &Ctx, queue: &str) -> Result<(), CliError> {
+    let list = ctx.admin.queue(queue)?.schedulers().await?;
+    let doc = json!({
+        "queue": queue,
+        "schedulers": list.iter().map(scheduler_json).collect::<Vec<_>>(),
+    });
+    ctx.print(doc, || {
+        let mut t = Table::new(&["ID", "SCHEDULE", "JOB", "NEXT RUN", "LAST RUN", "LAST JOB"]);
+        let now = now_ms();
+        for s in &list {
+            let next = match s.next_run_ms {
+                None => "none left".to_owned(),
+                Some(at) if at >= now => format!("in {}", age_ms(Some(at - now))),
+                Some(at) => format!("due {} ago", age_ms(Some(now - at))),
+            };
+            let last = match s.last_run_ms {
+                None => "never".to_owned(),
+                Some(at) => format!("{} ago", since(Some(at))),
+            };
+            t.row(vec![
+                s.id.clone(),
+                s.schedule.to_string(),
+                s.job_name.to_string(),
+                next,
+                last,
+                s.last_job
+                    .as_ref()
+                    .map_or("-".to_owned(), ToString::to_string),
+            ]);
+        }
+        if t.is_empty() {
+            format!("No schedulers on queue {queue}.\n")
+        } else {
+            t.render()
+        }
+    });
     Ok(())
 }

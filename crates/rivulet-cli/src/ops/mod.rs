@@ -109,6 +109,11 @@ pub(crate) enum OpsCommand {
     /// Pause or resume a queue or one job name.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// A queue's job schedulers: schedule, next and last run, the last job added.
+    Schedulers {
+        /// The queue.
+        queue: String,
+    },
 }
 
 /// The context of one command: the admin API and how to print.
@@ -209,5 +214,6 @@ async fn run_on(g: Globals, command: OpsCommand) -> Result<(), CliError> {
         OpsCommand::Queues => jobs::queues(&ctx).await,
         OpsCommand::Jobs(c) => jobs::run(&ctx, c).await,
         OpsCommand::Queue(c) => jobs::queue(&ctx, c).await,
+        OpsCommand::Schedulers { queue } => jobs::schedulers(&ctx, &queue).await,
     }
 }
