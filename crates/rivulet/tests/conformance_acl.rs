@@ -67,3 +67,4 @@ async fn fixture() -> Acl {
 
 conformance_suite!(fixture());
 jobs_suite!(fixture());
+limits_suite!(fixture());

@@ -41,3 +41,4 @@ async fn fixture() -> Cluster {
 
 conformance_suite!(fixture());
 jobs_suite!(fixture());
+limits_suite!(fixture());

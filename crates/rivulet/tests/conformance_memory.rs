@@ -21,3 +21,4 @@ impl conformance::Fixture for Memory {
 
 conformance_suite!(async { Memory(MemoryBackend::new()) });
 jobs_suite!(async { Memory(MemoryBackend::new()) });
+limits_suite!(async { Memory(MemoryBackend::new()) });

@@ -39,3 +39,4 @@ async fn fixture() -> Redis {
 
 conformance_suite!(fixture());
 jobs_suite!(fixture());
+limits_suite!(fixture());

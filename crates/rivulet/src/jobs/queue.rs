@@ -15,7 +15,7 @@ use crate::backend::jobs::{
 };
 use crate::backend::{AnyBackend, Backend};
 use crate::error::{Error, Result};
-use crate::name::{JobId, JobName, QueueName};
+use crate::name::{JobGroup, JobId, JobName, QueueName};
 use crate::retry::{MAX_RETRY_DELAY, RetryPolicy};
 
 /// The highest priority number (the lowest priority): 2²¹ − 1. Priority 0 runs first.
@@ -407,6 +407,7 @@ struct JobOptions {
     lifo: bool,
     remove_on_complete: bool,
     remove_on_fail: bool,
+    group: Option<String>,
 }
 
 /// A job being added: options, then `.await` (or hand it to [`Queue::add_bulk`]).
@@ -507,6 +508,13 @@ impl AddJob<'_> {
         self
     }
 
+    /// Adds the job to a group (a tenant, J-8): groups take turns, each under the
+    /// queue's group limits (see [`crate::jobs::limits`]).
+    pub fn group(mut self, group: &str) -> Self {
+        self.opts.group = Some(group.to_owned());
+        self
+    }
+
     fn into_new_job(self) -> Result<NewJob> {
         let shared = &self.queue.shared;
         let name = JobName::new(self.name)?;
@@ -553,6 +561,7 @@ impl AddJob<'_> {
                 })
             }
         };
+        let group = o.group.map(JobGroup::new).transpose()?;
         let id = match o.id {
             Some(id) => JobId::new(id)?,
             None => JobId::generate(),
@@ -581,6 +590,7 @@ impl AddJob<'_> {
             dedup,
             remove_on_complete: o.remove_on_complete,
             remove_on_fail: o.remove_on_fail,
+            group,
         })
     }
 

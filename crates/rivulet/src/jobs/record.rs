@@ -265,11 +265,18 @@ pub enum JobEventKind {
     Removed,
     /// Given back by a stopping worker, waiting again.
     Released,
+    /// Its handler met a rate limit: back to delayed for the delay in the detail (ms),
+    /// its attempt not spent (J-7).
+    RateLimited,
+    /// A job group was paused; `job` holds the group's name, the detail is `group`.
+    GroupPaused,
+    /// A job group was resumed; `job` holds the group's name, the detail is `group`.
+    GroupResumed,
 }
 
 impl JobEventKind {
     /// Every kind.
-    pub const ALL: [JobEventKind; 11] = [
+    pub const ALL: [JobEventKind; 14] = [
         JobEventKind::Added,
         JobEventKind::Delayed,
         JobEventKind::Active,
@@ -281,6 +288,9 @@ impl JobEventKind {
         JobEventKind::Cancelled,
         JobEventKind::Removed,
         JobEventKind::Released,
+        JobEventKind::RateLimited,
+        JobEventKind::GroupPaused,
+        JobEventKind::GroupResumed,
     ];
 
     /// The wire name of the kind.
@@ -297,6 +307,9 @@ impl JobEventKind {
             JobEventKind::Cancelled => "cancelled",
             JobEventKind::Removed => "removed",
             JobEventKind::Released => "released",
+            JobEventKind::RateLimited => "rate-limited",
+            JobEventKind::GroupPaused => "group-paused",
+            JobEventKind::GroupResumed => "group-resumed",
         }
     }
 }
@@ -328,7 +341,7 @@ pub struct JobEvent {
     pub id: String,
     /// What happened.
     pub kind: JobEventKind,
-    /// To which job.
+    /// To which job (for group events: the group's name).
     pub job: JobId,
     /// The job's attempt at the time (0 when not meaningful).
     pub attempt: u32,

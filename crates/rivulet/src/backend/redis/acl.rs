@@ -59,6 +59,7 @@ const COMMANDS: &[&str] = &[
     "+hgetall",
     "+scard",
     "+zpopmin",
+    "+zremrangebyscore",
     "+zrank",
     "+lpush",
     "+rpush",

@@ -27,7 +27,8 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) release: Script,
     pub(crate) renew: Script,
-    /// The scripts of the job queues (`lua/jobs_*.lua`, each with `lua/jobs_lib.lua` in front).
+    /// The scripts of the job queues (`lua/jobs_*.lua`, each with `lua/jobs_lib.lua` and
+    /// `lua/jobs_limits_lib.lua` in front).
     pub(crate) jobs: JobScripts,
 }
 
@@ -44,6 +45,7 @@ pub(crate) struct JobScripts {
     pub(crate) progress: Script,
     pub(crate) log: Script,
     pub(crate) list: Script,
+    pub(crate) group: Script,
 }
 
 /// A job script: the shared library, then the script's own body.
@@ -51,6 +53,8 @@ macro_rules! job_script {
     ($file:literal) => {
         Script::new(concat!(
             include_str!("lua/jobs_lib.lua"),
+            "\n",
+            include_str!("lua/jobs_limits_lib.lua"),
             "\n",
             include_str!(concat!("lua/", $file))
         ))
@@ -86,5 +90,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         progress: job_script!("jobs_progress.lua"),
         log: job_script!("jobs_log.lua"),
         list: job_script!("jobs_list.lua"),
+        group: job_script!("jobs_group.lua"),
     },
 });

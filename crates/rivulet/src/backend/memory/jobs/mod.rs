@@ -5,6 +5,7 @@
 //! The data and its transitions are in `queue`; this file maps the seam's steps onto
 //! them, and provides the waiter and the event reader.
 
+mod limits;
 mod queue;
 #[cfg(test)]
 mod tests;
@@ -28,7 +29,8 @@ use crate::backend::jobs::{
 };
 use crate::error::{Error, Result};
 use crate::jobs::record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState};
-use crate::name::{JobId, JobName, QueueName};
+use crate::jobs::limits::{GroupCounts, Limits};
+use crate::name::{JobGroup, JobId, JobName, QueueName};
 
 fn queue_mut<'a>(
     queues: &'a mut HashMap<QueueName, MemQueue>,
@@ -66,16 +68,19 @@ impl JobQueues for MemoryBackend {
             .map(|st| q.settle_one(st, now, settings))
             .collect();
         q.promote(now, fetch.promote_limit, settings);
-        let jobs = if q.paused {
-            Vec::new()
+        let (jobs, limited_until_ms) = if q.paused || fetch.limit == 0 {
+            (Vec::new(), None)
+        } else if q.limited(now) {
+            q.lease_limited(fetch, now, settings)
         } else {
-            q.lease(fetch, now, settings)
+            (q.lease(fetch, now, settings), None)
         };
         Ok(Fetched {
             settled,
             jobs,
             next_due_ms: q.next_due(),
             paused: q.paused,
+            limited_until_ms,
         })
     }
 
@@ -112,8 +117,16 @@ impl JobQueues for MemoryBackend {
                 if q.jobs.get(id).is_some_and(|j| j.info.cancel_requested) {
                     return Renewal::Cancel;
                 }
+                // In place: not a move out of active (which would count as leaving it).
                 let until = now.saturating_add(lease_ms);
-                q.move_to(id, JobState::Active, |j| j.lease_until = until);
+                if let Some(j) = q.jobs.get_mut(id) {
+                    let old = j.key();
+                    j.lease_until = until;
+                    let new = j.key();
+                    let active = q.set(JobState::Active);
+                    active.remove(&old);
+                    active.insert(new);
+                }
                 Renewal::Renewed
             })
             .collect())
@@ -275,7 +288,15 @@ impl JobQueues for MemoryBackend {
             Some(n) => {
                 q.paused_names.remove(n);
                 if let Some(parked) = q.parked.remove(n) {
-                    q.set(JobState::Waiting).extend(parked);
+                    let now = now_ms();
+                    for key in parked {
+                        match q.group_of(&key.2) {
+                            Some(g) => q.group_link_waiting(&g, key, now),
+                            None => {
+                                q.set(JobState::Waiting).insert(key);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -324,7 +345,7 @@ impl JobQueues for MemoryBackend {
         let n = |s: JobState| q.sets.get(&s).map_or(0, |set| set.len() as u64);
         let parked: u64 = q.parked.values().map(|p| p.len() as u64).sum();
         Ok(JobCounts {
-            waiting: n(JobState::Waiting) + parked,
+            waiting: n(JobState::Waiting) + parked + q.lim.grouped_waiting,
             parked,
             delayed: n(JobState::Delayed),
             active: n(JobState::Active),
@@ -388,6 +409,40 @@ impl JobQueues for MemoryBackend {
             backend: self.clone(),
             queue: queue.clone(),
         }))
+    }
+
+    async fn set_limits(&self, queue: &QueueName, limits: &Limits) -> Result<()> {
+        let mut state = self.lock();
+        queue_mut(&mut state.queues, queue).set_limits(*limits);
+        Ok(())
+    }
+
+    async fn limits(&self, queue: &QueueName) -> Result<Limits> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .map_or_else(Limits::default, |q| q.lim.limits))
+    }
+
+    async fn pause_group(
+        &self,
+        queue: &QueueName,
+        group: &JobGroup,
+        paused: bool,
+        settings: &QueueSettings,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let mut state = self.lock();
+        Ok(queue_mut(&mut state.queues, queue).pause_group(group, paused, now, settings))
+    }
+
+    async fn group_counts(&self, queue: &QueueName, group: &JobGroup) -> Result<GroupCounts> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .map_or_else(GroupCounts::default, |q| q.lim.counts(group)))
     }
 }
 

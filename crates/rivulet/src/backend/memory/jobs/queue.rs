@@ -11,7 +11,9 @@ use crate::backend::jobs::{
     StoredBackoff,
 };
 use crate::jobs::record::{JobEvent, JobEventKind, JobInfo, JobState, Keep, short_detail};
-use crate::name::{JobId, JobName};
+use crate::name::{JobGroup, JobId, JobName};
+
+use super::limits::Limited;
 
 pub(super) type Key = (i64, i64, JobId);
 
@@ -47,6 +49,7 @@ pub(super) struct MemJob {
     pub(super) remove_on_complete: bool,
     pub(super) remove_on_fail: bool,
     pub(super) logs: VecDeque<String>,
+    pub(super) group: Option<JobGroup>,
 }
 
 impl MemJob {
@@ -78,6 +81,8 @@ pub(crate) struct MemQueue {
     pub(super) cancel_hints: Vec<mpsc::Sender<JobId>>,
     pub(super) work: Arc<Notify>,
     pub(super) new_events: Arc<Notify>,
+    /// Limits and groups (J-7, J-8).
+    pub(super) lim: Limited,
 }
 
 impl MemQueue {
@@ -114,6 +119,7 @@ impl MemQueue {
         let key = job.key();
         let state = job.info.state;
         let name = job.info.name.clone();
+        let group = job.group.clone();
         if state == JobState::Waiting
             && let Some(p) = self.parked.get_mut(&name)
             && p.remove(&key)
@@ -123,7 +129,15 @@ impl MemQueue {
             }
             return;
         }
-        self.set(state).remove(&key);
+        if state == JobState::Waiting
+            && let Some(g) = &group
+        {
+            self.group_unlink_waiting(g, &key, now_ms());
+            return;
+        }
+        if self.set(state).remove(&key) && state == JobState::Active {
+            self.left_active(group.as_ref(), now_ms());
+        }
     }
 
     /// Puts a job (unlinked) into `state`'s set, with its fields already set.
@@ -132,9 +146,14 @@ impl MemQueue {
         let key = job.key();
         let state = job.info.state;
         let name = job.info.name.clone();
+        let group = job.group.clone();
         if state == JobState::Waiting {
             if self.paused_names.contains(&name) {
                 self.parked.entry(name).or_default().insert(key);
+                return;
+            }
+            if let Some(g) = group {
+                self.group_link_waiting(&g, key, now_ms());
                 return;
             }
             wake(&self.work);
@@ -233,6 +252,7 @@ impl MemQueue {
             remove_on_complete: j.remove_on_complete,
             remove_on_fail: j.remove_on_fail,
             logs: VecDeque::new(),
+            group: j.group.clone(),
         };
         self.jobs.insert(j.id.clone(), job);
         self.link(&j.id);
@@ -277,49 +297,60 @@ impl MemQueue {
         let mut out = Vec::new();
         // Jobs of paused names met on the way are parked, a bounded number per step.
         let mut skips = f.limit.saturating_mul(4).saturating_add(16);
-        while out.len() < f.limit {
+        while out.len() < f.limit && skips > 0 {
             let Some(key) = self.set(JobState::Waiting).iter().next().cloned() else {
                 break;
             };
-            let id = key.2.clone();
-            let name = self.jobs.get(&id).map(|j| j.info.name.clone());
-            if let Some(name) = name.filter(|n| self.paused_names.contains(n)) {
-                if skips == 0 {
-                    break;
-                }
-                skips -= 1;
-                self.set(JobState::Waiting).remove(&key);
-                self.parked.entry(name).or_default().insert(key);
-                continue;
+            match self.lease_key(key, f, now, s) {
+                Some(leased) => out.push(leased),
+                None => skips -= 1,
             }
-            let lease_until = now.saturating_add(f.lease_ms);
-            let worker = f.worker.clone();
-            self.move_to(&id, JobState::Active, |j| {
-                j.token += 1;
-                j.lease_until = lease_until;
-                j.info.attempt = j.attempts_made + 1;
-                j.info.started_at_ms = Some(now);
-                j.info.worker = Some(worker);
-            });
-            let Some(j) = self.jobs.get(&id) else {
-                continue;
-            };
-            let leased = Leased {
-                id: id.clone(),
-                name: j.info.name.clone(),
-                data: j.info.data.clone(),
-                attempt: j.info.attempt,
-                max_attempts: j.info.max_attempts,
-                backoff: j.backoff,
-                timeout_ms: j.timeout_ms,
-                token: j.token,
-                added_at_ms: j.info.added_at_ms,
-            };
-            let attempt = leased.attempt;
-            out.push(leased);
-            self.event(s, JobEventKind::Active, &id, attempt, None);
         }
         out
+    }
+
+    /// Leases the waiting job at `key` (in waiting or in its group's set), or parks it
+    /// when its name is paused (`None`).
+    pub(super) fn lease_key(
+        &mut self,
+        key: Key,
+        f: &Fetch,
+        now: u64,
+        s: &QueueSettings,
+    ) -> Option<Leased> {
+        let id = key.2.clone();
+        let Some(name) = self.jobs.get(&id).map(|j| j.info.name.clone()) else {
+            self.set(JobState::Waiting).remove(&key);
+            return None;
+        };
+        if self.paused_names.contains(&name) {
+            self.unlink(&id);
+            self.parked.entry(name).or_default().insert(key);
+            return None;
+        }
+        let lease_until = now.saturating_add(f.lease_ms);
+        let worker = f.worker.clone();
+        self.move_to(&id, JobState::Active, |j| {
+            j.token += 1;
+            j.lease_until = lease_until;
+            j.info.attempt = j.attempts_made + 1;
+            j.info.started_at_ms = Some(now);
+            j.info.worker = Some(worker);
+        });
+        let j = self.jobs.get(&id)?;
+        let leased = Leased {
+            id: id.clone(),
+            name: j.info.name.clone(),
+            data: j.info.data.clone(),
+            attempt: j.info.attempt,
+            max_attempts: j.info.max_attempts,
+            backoff: j.backoff,
+            timeout_ms: j.timeout_ms,
+            token: j.token,
+            added_at_ms: j.info.added_at_ms,
+        };
+        self.event(s, JobEventKind::Active, &id, leased.attempt, None);
+        Some(leased)
     }
 
     pub(super) fn next_due(&mut self) -> Option<u64> {
@@ -446,6 +477,31 @@ impl MemQueue {
             Settlement::Retry { delay_ms, error } => {
                 self.retry(&st.id, *delay_ms, error.clone(), now, s);
                 Settled::Applied(self.state_of(&st.id))
+            }
+            Settlement::RateLimited { delay_ms } => {
+                let (d, g) = (*delay_ms, self.group_of(&st.id));
+                self.hold(g.as_ref(), d, now);
+                let state = if d == 0 {
+                    JobState::Waiting
+                } else {
+                    JobState::Delayed
+                };
+                let run_at = now.saturating_add(d);
+                self.move_to(&st.id, state, |j| {
+                    j.info.worker = None;
+                    if d > 0 {
+                        j.info.run_at_ms = Some(run_at);
+                    }
+                });
+                let attempt = self.jobs.get(&st.id).map_or(0, |j| j.info.attempt);
+                self.event(
+                    s,
+                    JobEventKind::RateLimited,
+                    &st.id,
+                    attempt,
+                    Some(d.to_string()),
+                );
+                Settled::Applied(state)
             }
             Settlement::Release => {
                 self.move_to(&st.id, JobState::Waiting, |j| {

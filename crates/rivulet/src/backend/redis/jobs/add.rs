@@ -40,7 +40,7 @@ fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, jobs: &[NewJob]) -> redis
     cmd
 }
 
-/// The 16 arguments of one job.
+/// The 17 arguments of one job.
 fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
     let (dedup, ttl) = match &job.dedup {
         Some(d) => (d.key.as_str(), opt(d.ttl_ms)),
@@ -61,7 +61,8 @@ fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
         .arg(dedup)
         .arg(ttl)
         .arg(flag(job.remove_on_complete))
-        .arg(flag(job.remove_on_fail));
+        .arg(flag(job.remove_on_fail))
+        .arg(job.group.as_ref().map_or("", |g| g.as_str()));
 }
 
 fn decode_added(v: &Value) -> Result<Added> {

@@ -47,6 +47,7 @@ mod decode;
 mod fetch;
 mod hints;
 pub(crate) mod keys;
+mod limits;
 mod read;
 mod wait;
 
@@ -64,7 +65,8 @@ use crate::backend::jobs::{
 use crate::deadline::millis;
 use crate::error::Result;
 use crate::jobs::record::{JobCounts, JobInfo, JobState};
-use crate::name::{JobId, JobName, QueueName};
+use crate::jobs::limits::{GroupCounts, Limits};
+use crate::name::{JobGroup, JobId, JobName, QueueName};
 
 use self::keys::QueueKeys;
 
@@ -266,5 +268,27 @@ impl JobQueues for RedisBackend {
         Ok(Box::new(
             wait::RedisEventReader::open(self.clone(), &self.queue_keys(queue)).await?,
         ))
+    }
+
+    async fn set_limits(&self, queue: &QueueName, limits: &Limits) -> Result<()> {
+        self.jobs_set_limits(queue, limits).await
+    }
+
+    async fn limits(&self, queue: &QueueName) -> Result<Limits> {
+        self.jobs_limits(queue).await
+    }
+
+    async fn pause_group(
+        &self,
+        queue: &QueueName,
+        group: &JobGroup,
+        paused: bool,
+        settings: &QueueSettings,
+    ) -> Result<bool> {
+        self.jobs_pause_group(queue, group, paused, settings).await
+    }
+
+    async fn group_counts(&self, queue: &QueueName, group: &JobGroup) -> Result<GroupCounts> {
+        self.jobs_group_counts(queue, group).await
     }
 }

@@ -2,16 +2,16 @@
 -- keys and the first arguments). add_jobs sends batches of at most 100 jobs, all in one
 -- pipeline. O(jobs).
 --
--- ARGV[7] how many jobs, then 16 arguments per job: id, name, data, priority,
+-- ARGV[7] how many jobs, then 17 arguments per job: id, name, data, priority,
 -- lifo 0|1, delay ms, run-at ms or '', max attempts, backoff base ms, multiplier,
 -- backoff max ms, timeout ms or '', dedup key or '', dedup ttl ms or '',
--- remove on complete 0|1, remove on fail 0|1.
+-- remove on complete 0|1, remove on fail 0|1, group or ''.
 -- Returns one item per job: {'existing', id} or {'new', id, state}.
-local PER_JOB = 16
+local PER_JOB = 17
 local woke = false
 
 -- A new job's place among waiting jobs: waiting, or parked when its name is paused.
-local function place_waiting(id, name, score)
+local function place_waiting(id, name, score, group)
   local jk = job_key(id)
   if redis.call('SISMEMBER', K.paused_names, name) == 1 then
     redis.call('ZADD', parked_key(name), score, id)
@@ -20,6 +20,10 @@ local function place_waiting(id, name, score)
     return
   end
   redis.call('HSET', jk, 'state', 'waiting')
+  if group ~= '' then
+    G.link_waiting(group, id, score)
+    return
+  end
   redis.call('ZADD', K.waiting, score, id)
   woke = true
 end
@@ -60,6 +64,8 @@ local function add_one(a)
     'added_at', num(NOW), 'cancel_requested', 0,
     'remove_on_complete', ARGV[a + 14], 'remove_on_fail', ARGV[a + 15])
   if ARGV[a + 11] ~= '' then redis.call('HSET', jk, 'timeout', ARGV[a + 11]) end
+  local group = ARGV[a + 16] or ''
+  if group ~= '' then redis.call('HSET', jk, 'group', group) end
   if dedup ~= '' then
     local ttl = '0'
     if dedup_ttl ~= '' then ttl = '1' end
@@ -70,7 +76,7 @@ local function add_one(a)
     event('delayed', id, 0, num(run_at))
     return { 'new', id, 'delayed' }
   end
-  place_waiting(id, name, score)
+  place_waiting(id, name, score, group)
   event('added', id, 0)
   return { 'new', id, 'waiting' }
 end
