@@ -56,8 +56,8 @@ fn from_fields(v: &[Option<u64>]) -> Limits {
 impl RedisBackend {
     pub(super) async fn jobs_set_limits(&self, queue: &QueueName, limits: &Limits) -> Result<()> {
         let keys = self.queue_keys(queue);
+        // One HSET writes every field at once; no MULTI (not in the ACL rules).
         let mut pipe = redis::pipe();
-        pipe.atomic();
         let hset = pipe.cmd("HSET").arg(keys.meta());
         for (f, v) in FIELDS.iter().zip(fields(limits)) {
             hset.arg(*f).arg(v);
