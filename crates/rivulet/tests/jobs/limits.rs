@@ -19,6 +19,7 @@ macro_rules! limits_suite {
             a_rate_limit_holds_across_workers_and_wakes_them_when_the_window_opens,
             groups_take_turns_with_each_other_and_with_ungrouped_jobs,
             a_group_cap_holds_and_frees_on_every_settle_path,
+            released_and_cancelled_active_jobs_free_their_group,
             a_paused_group_waits_while_others_run,
             a_rate_limited_handler_keeps_its_attempt_and_holds_its_group,
             group_counts_follow_add_cancel_remove_and_runs,
@@ -230,6 +231,54 @@ pub async fn a_group_cap_holds_and_frees_on_every_settle_path(f: &dyn Fixture) {
     let gc = q.group_counts("t").await.expect("group counts");
     assert_eq!((gc.waiting, gc.active), (0, 0), "{gc:?}");
     worker.shutdown().await;
+}
+
+pub async fn released_and_cancelled_active_jobs_free_their_group(f: &dyn Fixture) {
+    let name = queue_name("gfree");
+    let q = queue(f, &name).await;
+    q.set_limits(Limits::new().group_concurrency(1))
+        .await
+        .expect("limits");
+    // Released: a stopping worker gives back the job that holds "s"'s only place.
+    let hung = fast(q.worker(|_job: Job<u32>| async move {
+        std::future::pending::<()>().await;
+        Ok(())
+    }))
+    .drain_timeout(Duration::from_millis(50))
+    .await
+    .expect("worker");
+    let first = q.add("s", &1u32).group("s").await.expect("add").id;
+    wait_state(&q, &first, JobState::Active).await;
+    let second = q.add("s", &2u32).group("s").await.expect("add").id;
+    assert_eq!(q.group_counts("s").await.expect("counts").active, 1);
+    hung.shutdown().await;
+    assert_eq!(q.group_counts("s").await.expect("counts").active, 0);
+    let q2 = queue(f, &name).await;
+    let ok = fast(q2.worker(|job: Job<u32>| async move {
+        // "c": waits for its cancellation, then returns Ok (it still ends cancelled).
+        if *job.data() == 10 {
+            job.cancellation().cancelled().await;
+        }
+        Ok(())
+    }))
+    .concurrency(4)
+    .await
+    .expect("worker");
+    wait_state(&q, &first, JobState::Completed).await;
+    wait_state(&q, &second, JobState::Completed).await;
+    // Cancelled while active: the group's place is freed too.
+    let c = q.add("c", &10u32).group("c").await.expect("add").id;
+    let after = q.add("c", &11u32).group("c").await.expect("add").id;
+    wait_state(&q, &c, JobState::Active).await;
+    assert_eq!(q.job(&after).await.expect("job").expect("exists").state, JobState::Waiting);
+    q.cancel(&c).await.expect("cancel");
+    wait_state(&q, &c, JobState::Cancelled).await;
+    wait_state(&q, &after, JobState::Completed).await;
+    for g in ["s", "c"] {
+        let gc = q.group_counts(g).await.expect("counts");
+        assert_eq!((gc.waiting, gc.active), (0, 0), "{g}: {gc:?}");
+    }
+    ok.shutdown().await;
 }
 
 pub async fn a_paused_group_waits_while_others_run(f: &dyn Fixture) {

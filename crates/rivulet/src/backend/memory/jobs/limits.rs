@@ -177,6 +177,11 @@ impl MemQueue {
         was
     }
 
+    /// A job of group `g` becomes active (leased).
+    pub(super) fn group_entered_active(&mut self, g: &JobGroup) {
+        self.lim.groups.entry(g.clone()).or_default().active += 1;
+    }
+
     /// A job (of group `g`, if any) leaves active.
     pub(super) fn left_active(&mut self, g: Option<&JobGroup>, now: u64) {
         if let Some(g) = g
@@ -322,11 +327,10 @@ impl MemQueue {
                     match key {
                         Some(key) => {
                             if let Some(l) = self.lease_key(key, f, now, s) {
-                                if let Some(m) = self.lim.groups.get_mut(&g) {
-                                    m.active += 1;
-                                    if self.lim.limits.group_rate.is_some() {
-                                        m.stamps.push_back(now);
-                                    }
+                                if self.lim.limits.group_rate.is_some()
+                                    && let Some(m) = self.lim.groups.get_mut(&g)
+                                {
+                                    m.stamps.push_back(now);
                                 }
                                 out.push(l);
                             }

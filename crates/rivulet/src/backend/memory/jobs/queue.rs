@@ -158,6 +158,11 @@ impl MemQueue {
             }
             wake(&self.work);
         }
+        if state == JobState::Active
+            && let Some(g) = group
+        {
+            self.group_entered_active(&g);
+        }
         self.set(state).insert(key);
     }
 

@@ -47,6 +47,7 @@ pub(super) fn job(id: &str, name: &str) -> NewJob {
         dedup: None,
         remove_on_complete: false,
         remove_on_fail: false,
+        group: None,
     }
 }
 
