@@ -170,7 +170,10 @@ async fn a_rate_limit_holds_for_four_worker_processes() {
     // The children's stamps come after the store's lease by a few ms each; the store's
     // own start stamps (`started_at`, by the store's clock) are exact.
     let most = most_in_window(&in_run, 1000 - 25);
-    assert!(most <= N as usize, "{most} starts within one second (limit {N})");
+    assert!(
+        most <= N as usize,
+        "{most} starts within one second (limit {N})"
+    );
     let mut store: Vec<u64> = Vec::new();
     let mut cursor = None;
     loop {
@@ -186,7 +189,10 @@ async fn a_rate_limit_holds_for_four_worker_processes() {
     }
     store.sort_unstable();
     let exact = most_in_window(&store, 1000);
-    assert!(exact <= N as usize, "{exact} leases within one second (limit {N})");
+    assert!(
+        exact <= N as usize,
+        "{exact} leases within one second (limit {N})"
+    );
     // Throughput: at least 90 % of N in every second of the run.
     let mut per_second = vec![0usize; 10];
     for t in &in_run {
@@ -267,7 +273,10 @@ async fn fairness(big: u32, small: u32) -> Fair {
         if done {
             break;
         }
-        assert!(Instant::now() < deadline, "the small tenants never finished");
+        assert!(
+            Instant::now() < deadline,
+            "the small tenants never finished"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let small_done_ms = t0.elapsed().as_millis() as u64;
@@ -282,7 +291,11 @@ async fn fairness(big: u32, small: u32) -> Fair {
 fn check_fairness(big: u32, small: u32, fair: &Fair) {
     let order = &fair.order;
     let small_starts = order.iter().filter(|g| *g != "a").count();
-    assert_eq!(small_starts, (small * 4) as usize, "each small job ran once");
+    assert_eq!(
+        small_starts,
+        (small * 4) as usize,
+        "each small job ran once"
+    );
     // Round robin: while every tenant has work, 10 starts in a row hold at most 4 of
     // tenant a (2 places of 10, which free in any order).
     let busy = order
@@ -297,7 +310,11 @@ fn check_fairness(big: u32, small: u32, fair: &Fair) {
     // And every small tenant started in each stretch of 20.
     for (i, w) in order[..busy].windows(20).enumerate() {
         for t in ["b", "c", "d", "e"] {
-            assert!(w.iter().any(|g| g == t), "starts {i}..{}: no {t}: {w:?}", i + 20);
+            assert!(
+                w.iter().any(|g| g == t),
+                "starts {i}..{}: no {t}: {w:?}",
+                i + 20
+            );
         }
     }
     let a_started = order.len() - small_starts;

@@ -51,8 +51,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::jobs::record::{JobCounts, JobEvent, JobInfo, JobState, Keep};
 use crate::jobs::limits::{GroupCounts, Limits};
+use crate::jobs::record::{JobCounts, JobEvent, JobInfo, JobState, Keep};
 use crate::name::{JobGroup, JobId, JobName, QueueName};
 
 /// How a job's failed attempts are spaced, as stored with the job (the stalled-job check

@@ -11,7 +11,9 @@ use rivulet::{ErrorKind, HandlerError, Job, JobEventKind, JobState, Limits, Rate
 
 use super::{Fixture, WAIT, fast, queue, queue_name, wait_finished, wait_state};
 
-/// Generates one `#[tokio::test]` per behaviour, each with a fresh fixture from `$make`.
+/// Generates one `#[tokio::test]` per behaviour, each with a fresh fixture from `$make`
+/// (not every file that runs the jobs suite runs this one: TLS does not).
+#[allow(unused_macros)]
 macro_rules! limits_suite {
     ($make:expr) => {
         limits_suite!(@tests $make;
@@ -138,8 +140,14 @@ pub async fn a_rate_limit_holds_across_workers_and_wakes_them_when_the_window_op
     s.sort();
     assert_eq!(s.len(), 16);
     // 16 starts at 5 per 400 ms need three full windows after the first.
-    assert!(took >= per * 3 - Duration::from_millis(50), "too fast: {took:?}");
-    assert!(took < Duration::from_secs(4), "woken late (a lost wake-up?): {took:?}");
+    assert!(
+        took >= per * 3 - Duration::from_millis(50),
+        "too fast: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "woken late (a lost wake-up?): {took:?}"
+    );
     // Any 5 + 1 starts span a window (less the handlers' start jitter).
     for w in s.windows(6) {
         let span = w[5] - w[0];
@@ -157,7 +165,9 @@ pub async fn groups_take_turns_with_each_other_and_with_ungrouped_jobs(f: &dyn F
     let q = queue(f, &queue_name("turns")).await;
     q.pause().await.expect("pause");
     // A big tenant first, then two small ones and a few ungrouped jobs.
-    let big: Vec<_> = (0..40u32).map(|i| q.add("t", &("a", i)).group("a")).collect();
+    let big: Vec<_> = (0..40u32)
+        .map(|i| q.add("t", &("a", i)).group("a"))
+        .collect();
     q.add_bulk(big).await.expect("add");
     for i in 0..3u32 {
         q.add("t", &("b", i)).group("b").await.expect("add");
@@ -187,7 +197,11 @@ pub async fn groups_take_turns_with_each_other_and_with_ungrouped_jobs(f: &dyn F
         *first.entry(g.as_str()).or_default() += 1;
     }
     for g in ["a", "b", "c", "-"] {
-        assert_eq!(first.get(g), Some(&3), "3 turns each in 3 rounds: {order:?}");
+        assert_eq!(
+            first.get(g),
+            Some(&3),
+            "3 turns each in 3 rounds: {order:?}"
+        );
     }
     // And the rest is the big tenant alone.
     assert!(order[12..].iter().all(|g| g == "a"), "{order:?}");
@@ -226,7 +240,11 @@ pub async fn a_group_cap_holds_and_frees_on_every_settle_path(f: &dyn Fixture) {
     wait_finished(&q).await;
     let c = q.counts().await.expect("counts");
     assert_eq!((c.completed, c.failed), (12, 6));
-    assert!(gauge.max() <= 2, "at most 2 of the group at once: {}", gauge.max());
+    assert!(
+        gauge.max() <= 2,
+        "at most 2 of the group at once: {}",
+        gauge.max()
+    );
     assert_eq!(gauge.max(), 2);
     let gc = q.group_counts("t").await.expect("group counts");
     assert_eq!((gc.waiting, gc.active), (0, 0), "{gc:?}");
@@ -270,7 +288,10 @@ pub async fn released_and_cancelled_active_jobs_free_their_group(f: &dyn Fixture
     let c = q.add("c", &10u32).group("c").await.expect("add").id;
     let after = q.add("c", &11u32).group("c").await.expect("add").id;
     wait_state(&q, &c, JobState::Active).await;
-    assert_eq!(q.job(&after).await.expect("job").expect("exists").state, JobState::Waiting);
+    assert_eq!(
+        q.job(&after).await.expect("job").expect("exists").state,
+        JobState::Waiting
+    );
     q.cancel(&c).await.expect("cancel");
     wait_state(&q, &c, JobState::Cancelled).await;
     wait_state(&q, &after, JobState::Completed).await;
@@ -350,8 +371,18 @@ pub async fn a_rate_limited_handler_keeps_its_attempt_and_holds_its_group(f: &dy
         .id;
     wait_state(&q, &x1, JobState::Delayed).await;
     // Its group is held: a second job of it waits too; another group runs.
-    let x2 = q.add("l", &"x2".to_owned()).group("x").await.expect("add").id;
-    let y = q.add("l", &"y".to_owned()).group("y").await.expect("add").id;
+    let x2 = q
+        .add("l", &"x2".to_owned())
+        .group("x")
+        .await
+        .expect("add")
+        .id;
+    let y = q
+        .add("l", &"y".to_owned())
+        .group("y")
+        .await
+        .expect("add")
+        .id;
     wait_state(&q, &y, JobState::Completed).await;
     wait_state(&q, &x1, JobState::Completed).await;
     wait_state(&q, &x2, JobState::Completed).await;
@@ -360,13 +391,19 @@ pub async fn a_rate_limited_handler_keeps_its_attempt_and_holds_its_group(f: &dy
     assert_eq!(done.attempt, 1);
     let s = starts.lock().expect("lock").clone();
     let at = |n: &str| -> Vec<Instant> {
-        s.iter().filter(|(d, _, _)| d == n).map(|(_, _, t)| *t).collect()
+        s.iter()
+            .filter(|(d, _, _)| d == n)
+            .map(|(_, _, t)| *t)
+            .collect()
     };
     let (x1s, x2s, ys) = (at("x1"), at("x2"), at("y"));
     assert_eq!(x1s.len(), 2);
     assert!(s.iter().all(|(_, a, _)| *a == 1), "{s:?}");
     assert!(x1s[1] - x1s[0] >= hold - Duration::from_millis(20));
-    assert!(x2s[0] - x1s[0] >= hold - Duration::from_millis(20), "x2 waited for the hold");
+    assert!(
+        x2s[0] - x1s[0] >= hold - Duration::from_millis(20),
+        "x2 waited for the hold"
+    );
     assert!(ys[0] < x1s[1], "the other group was not held");
     let mut events = q.events(None).await.expect("events");
     let all = events.drain_now().await.expect("events");

@@ -91,9 +91,7 @@ impl Limited {
         let Some(m) = self.groups.get_mut(g) else {
             return false;
         };
-        let out = m.paused
-            || m.waiting.is_empty()
-            || cap.is_some_and(|c| m.active >= u64::from(c));
+        let out = m.paused || m.waiting.is_empty() || cap.is_some_and(|c| m.active >= u64::from(c));
         if out {
             self.take_out(g);
             self.forget_if_idle(g);
@@ -144,11 +142,13 @@ impl Limited {
     }
 
     pub(super) fn counts(&self, g: &JobGroup) -> GroupCounts {
-        self.groups.get(g).map_or_else(GroupCounts::default, |m| GroupCounts {
-            waiting: m.waiting.len() as u64,
-            active: m.active,
-            paused: m.paused,
-        })
+        self.groups
+            .get(g)
+            .map_or_else(GroupCounts::default, |m| GroupCounts {
+                waiting: m.waiting.len() as u64,
+                active: m.active,
+                paused: m.paused,
+            })
     }
 }
 

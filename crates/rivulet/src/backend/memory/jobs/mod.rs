@@ -28,8 +28,8 @@ use crate::backend::jobs::{
     QueueSettings, Removed, Renewal, Settle, Settled, Stalled,
 };
 use crate::error::{Error, Result};
-use crate::jobs::record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState};
 use crate::jobs::limits::{GroupCounts, Limits};
+use crate::jobs::record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState};
 use crate::name::{JobGroup, JobId, JobName, QueueName};
 
 fn queue_mut<'a>(

@@ -180,7 +180,10 @@ async fn a_stalled_grouped_job_frees_its_groups_place() {
         if !st.returned.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the lease never ran out");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never ran out"
+        );
         tokio::task::yield_now().await;
     }
     let c = b.group_counts(&q, &g).await.expect("counts");

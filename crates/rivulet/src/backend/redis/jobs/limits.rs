@@ -43,7 +43,12 @@ fn from_fields(v: &[Option<u64>]) -> Limits {
     let at = |i: usize| v.get(i).copied().flatten().unwrap_or(0);
     let cap = |n: u64| (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX));
     let rate = |m: u64, ms: u64| {
-        (m > 0 && ms > 0).then(|| Rate::new(u32::try_from(m).unwrap_or(u32::MAX), Duration::from_millis(ms)))
+        (m > 0 && ms > 0).then(|| {
+            Rate::new(
+                u32::try_from(m).unwrap_or(u32::MAX),
+                Duration::from_millis(ms),
+            )
+        })
     };
     let mut l = Limits::new();
     l.concurrency = cap(at(0));

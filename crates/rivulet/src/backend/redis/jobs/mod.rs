@@ -64,8 +64,8 @@ use crate::backend::jobs::{
 };
 use crate::deadline::millis;
 use crate::error::Result;
-use crate::jobs::record::{JobCounts, JobInfo, JobState};
 use crate::jobs::limits::{GroupCounts, Limits};
+use crate::jobs::record::{JobCounts, JobInfo, JobState};
 use crate::name::{JobGroup, JobId, JobName, QueueName};
 
 use self::keys::QueueKeys;

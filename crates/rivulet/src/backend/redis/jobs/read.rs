@@ -67,9 +67,21 @@ impl RedisBackend {
         for state in JobState::ALL {
             pipe.cmd("ZCARD").arg(keys.state_set(state.as_str()));
         }
-        pipe.cmd("HMGET").arg(keys.meta()).arg("parked").arg("gwaiting");
+        pipe.cmd("HMGET")
+            .arg(keys.meta())
+            .arg("parked")
+            .arg("gwaiting");
         let mut conn = self.conn()?;
-        type Row = (u64, u64, u64, u64, u64, u64, u64, (Option<i64>, Option<i64>));
+        type Row = (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            (Option<i64>, Option<i64>),
+        );
         let (w, d, a, c, f, x, wc, (parked, grouped)): Row = pipe.query_async(&mut conn).await?;
         let parked = u64::try_from(parked.unwrap_or(0)).unwrap_or(0);
         // Waiting jobs of groups are in their groups' sets (jobs_limits_lib.lua).

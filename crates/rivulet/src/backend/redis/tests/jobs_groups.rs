@@ -27,7 +27,10 @@ async fn a_stalled_grouped_job_frees_its_groups_place() {
     // The 1 ms lease runs out; the check takes it back to the group's waiting set.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let s = b.check_stalled(&queue(q), 1, 10, &settings()).await.unwrap();
+        let s = b
+            .check_stalled(&queue(q), 1, 10, &settings())
+            .await
+            .unwrap();
         if !s.returned.is_empty() {
             assert_eq!(s.returned, vec![jid("a")]);
             break;
@@ -49,5 +52,8 @@ async fn a_stalled_grouped_job_frees_its_groups_place() {
         .query_async(&mut b.conn().unwrap())
         .await
         .unwrap();
-    assert!(ready.is_empty(), "a group at its cap is out of the rotation");
+    assert!(
+        ready.is_empty(),
+        "a group at its cap is out of the rotation"
+    );
 }
