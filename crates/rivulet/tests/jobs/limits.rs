@@ -20,6 +20,7 @@ macro_rules! limits_suite {
             a_concurrency_cap_holds_across_workers,
             a_rate_limit_holds_across_workers_and_wakes_them_when_the_window_opens,
             groups_take_turns_with_each_other_and_with_ungrouped_jobs,
+            a_group_rate_limit_holds_per_group,
             a_group_cap_holds_and_frees_on_every_settle_path,
             released_and_cancelled_active_jobs_free_their_group,
             a_paused_group_waits_while_others_run,
@@ -205,6 +206,65 @@ pub async fn groups_take_turns_with_each_other_and_with_ungrouped_jobs(f: &dyn F
     }
     // And the rest is the big tenant alone.
     assert!(order[12..].iter().all(|g| g == "a"), "{order:?}");
+    worker.shutdown().await;
+}
+
+pub async fn a_group_rate_limit_holds_per_group(f: &dyn Fixture) {
+    let q = queue(f, &queue_name("grate")).await;
+    let per = Duration::from_millis(300);
+    q.set_limits(Limits::new().group_rate(Rate::new(3, per)))
+        .await
+        .expect("limits");
+    assert_eq!(
+        q.limits().await.expect("limits").group_rate,
+        Some(Rate::new(3, per))
+    );
+    q.pause().await.expect("pause");
+    for i in 0..7u32 {
+        q.add("g", &("a", i)).group("a").await.expect("add");
+        q.add("g", &("b", i)).group("b").await.expect("add");
+    }
+    let starts: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let s = starts.clone();
+    let worker = fast(q.worker(move |job: Job<(String, u32)>| {
+        let s = s.clone();
+        async move {
+            s.lock()
+                .expect("lock")
+                .push((job.data().0.clone(), Instant::now()));
+            Ok(())
+        }
+    }))
+    .concurrency(8)
+    .block_timeout(Duration::from_secs(5))
+    .await
+    .expect("worker");
+    let t0 = Instant::now();
+    q.resume().await.expect("resume");
+    wait_finished(&q).await;
+    let took = t0.elapsed();
+    let s = starts.lock().expect("lock").clone();
+    for g in ["a", "b"] {
+        let at: Vec<Instant> = s.iter().filter(|(n, _)| n == g).map(|(_, t)| *t).collect();
+        assert_eq!(at.len(), 7);
+        // Any 3 + 1 starts of one group span its window.
+        for w in at.windows(4) {
+            assert!(
+                w[3] - w[0] >= per - Duration::from_millis(60),
+                "{g}: {:?}",
+                w[3] - w[0]
+            );
+        }
+    }
+    // 7 per group at 3 per window: two windows after the first, both groups at once.
+    assert!(
+        took >= per * 2 - Duration::from_millis(50),
+        "too fast: {took:?}"
+    );
+    assert!(
+        took < per * 2 + Duration::from_millis(1500),
+        "woken late: {took:?}"
+    );
     worker.shutdown().await;
 }
 
