@@ -283,7 +283,8 @@ impl Queue {
 
     /// Jobs in `state`, a page of at most `limit` at a time: pass the previous page's
     /// `next` as `cursor`. Waiting jobs come in run order (jobs parked by a paused name
-    /// are not listed until it resumes), delayed ones by due time, active ones by lease
+    /// are not listed until it resumes, and jobs of job groups wait in their groups' sets
+    /// and are not listed: see [`group_counts`](Self::group_counts)), delayed ones by due time, active ones by lease
     /// expiry, finished ones by finish time (oldest first).
     pub async fn jobs(
         &self,

@@ -18,7 +18,9 @@
 //! Waiting jobs of paused names are moved to `/parked/<name>` by the fetch that meets
 //! them (or, like the memory store, at once when they become waiting while their name is
 //! paused); [`JobQueues::list_jobs`] for `Waiting` lists `/waiting` only (parked jobs are
-//! counted in `waiting` and `parked`, not listed), like the memory store.
+//! counted in `waiting` and `parked`, not listed), like the memory store. Waiting jobs of
+//! job groups live in their groups' sets (`/group/<g>/waiting`, see
+//! `lua/jobs_limits_lib.lua`), counted in `waiting`, not listed either.
 //!
 //! Where this store differs from the memory store (the reference):
 //!
