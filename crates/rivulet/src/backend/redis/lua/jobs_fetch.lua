@@ -32,7 +32,8 @@ if promote_limit > 0 then
   end
 end
 
-local paused = redis.call('HGET', K.meta, 'paused') == '1'
+-- One read of the meta hash: the pause flag and the limits.
+local paused = G.limits().paused
 local jobs = {}
 local names_paused = false
 if not paused and limit > 0 then names_paused = redis.call('SCARD', K.paused_names) > 0 end
@@ -84,7 +85,7 @@ end
 if not paused and limit > 0 then
   local skips = limit * 4 + 16
   local L = G.limits()
-  LIMITED = L.any or redis.call('EXISTS', GK.ready, GK.timed) > 0
+  LIMITED = L.any or (L.grouped and redis.call('EXISTS', GK.ready, GK.timed) > 0)
   if not LIMITED then
     -- The fast path: no limits, no groups.
     while #jobs < limit and skips > 0 do

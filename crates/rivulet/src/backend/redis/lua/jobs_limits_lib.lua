@@ -11,7 +11,8 @@
 --   P/group/<g>/waiting     sorted set: the group's waiting jobs, scored like waiting
 --   P/group/<g>/rate        sorted set: the group's start stamps in its rate window
 -- and meta fields `cap`, `rate_max`, `rate_ms`, `group_cap`, `group_rate_max`,
--- `group_rate_ms` (the limits, 0 = none), `held` (the queue held until, ms), `rot` (the
+-- `group_rate_ms` (the limits, 0 = none), `held` (the queue held until, ms), `grouped`
+-- (1 once a job group was used: only then do fetches look for ready groups), `rot` (the
 -- rotation counter), `uturn` (the ungrouped jobs' place in the rotation), `gwaiting`
 -- (grouped waiting jobs, for counts).
 local GK = {
@@ -29,10 +30,11 @@ local LIMITS
 function G.limits()
   if LIMITS then return LIMITS end
   local h = redis.call('HMGET', K.meta, 'cap', 'rate_max', 'rate_ms', 'group_cap',
-    'group_rate_max', 'group_rate_ms', 'held')
+    'group_rate_max', 'group_rate_ms', 'held', 'paused', 'grouped')
   local n = function(i) return tonumber(h[i]) or 0 end
   LIMITS = { cap = n(1), rate_max = n(2), rate_ms = n(3), group_cap = n(4),
-    group_rate_max = n(5), group_rate_ms = n(6), held = n(7) }
+    group_rate_max = n(5), group_rate_ms = n(6), held = n(7), paused = h[8] == '1',
+    grouped = h[9] == '1' }
   LIMITS.any = LIMITS.cap > 0 or LIMITS.rate_max > 0 or LIMITS.held > NOW
   return LIMITS
 end
@@ -91,6 +93,12 @@ end
 
 -- A job of group `g` becomes waiting (not parked) at `score`.
 function G.link_waiting(g, id, score)
+  local L = G.limits()
+  if not L.grouped then
+    -- From now on fetches look for ready groups (a queue never grouped need not).
+    redis.call('HSET', K.meta, 'grouped', '1')
+    L.grouped = true
+  end
   if redis.call('ZADD', group_waiting_key(g), score, id) == 1 then
     redis.call('HINCRBY', K.meta, 'gwaiting', 1)
   end
