@@ -33,6 +33,7 @@ pub struct HandlerError {
     kind: FailureKind,
     message: String,
     retry_after: Option<Duration>,
+    rate_limited: bool,
 }
 
 impl HandlerError {
@@ -42,7 +43,27 @@ impl HandlerError {
             kind: FailureKind::Retryable,
             message: error.to_string(),
             retry_after: None,
+            rate_limited: false,
         }
+    }
+
+    /// The handler met a rate limit (say, an upstream answered 429): try again in
+    /// `delay` (at most 7 days). For a job (J-7) this is **not a failed attempt**: the job
+    /// goes back delayed with its attempt count unchanged, and its group (an ungrouped
+    /// job: its whole queue) leases nothing for `delay`, in every process. For a bus
+    /// message it is a retryable failure with [`retry_after`](Self::retry_after)`(delay)`.
+    pub fn rate_limited(delay: Duration) -> Self {
+        HandlerError {
+            kind: FailureKind::Retryable,
+            message: format!("rate limited, retry in {}", crate::deadline::human(delay)),
+            retry_after: Some(delay),
+            rate_limited: true,
+        }
+    }
+
+    /// Whether the handler met a rate limit ([`rate_limited`](Self::rate_limited)).
+    pub fn is_rate_limited(&self) -> bool {
+        self.rate_limited
     }
 
     /// A failure that sends the message straight to the dead-letter queue.
@@ -51,6 +72,7 @@ impl HandlerError {
             kind: FailureKind::Permanent,
             message: error.to_string(),
             retry_after: None,
+            rate_limited: false,
         }
     }
 

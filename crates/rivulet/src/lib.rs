@@ -44,9 +44,12 @@ pub use jobs::{
     SchedulerRunner, SchedulerRunnerBuilder, SchedulerRunnerStats, SchedulerUpsert, Worker,
     WorkerBuilder, WorkerStats,
 };
+pub use jobs::{GroupCounts, Limits, Rate};
 pub use live::{Live, LiveSubscriber};
 pub use message::{EntryId, Headers, MessageId, Published};
-pub use name::{ConsumerName, GroupName, HandlerName, JobId, JobName, QueueName, TopicName};
+pub use name::{
+    ConsumerName, GroupName, HandlerName, JobGroup, JobId, JobName, QueueName, TopicName,
+};
 pub use retry::RetryPolicy;
 pub use topic::{Backpressure, StartFrom, TopicOptions, TrimReport};
 

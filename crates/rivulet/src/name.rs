@@ -120,6 +120,12 @@ name_type!(
     "job name"
 );
 name_type!(
+    /// A job group (a tenant, J-8): jobs added with `.group(..)` take turns with other
+    /// groups, under the group's concurrency cap and rate limit; pausable per group.
+    JobGroup,
+    "job group"
+);
+name_type!(
     /// A job's id: generated (a UUID v7, so ids sort by creation time) or chosen by the
     /// caller, which makes adding idempotent.
     JobId,

@@ -72,3 +72,4 @@ admin_suite!(fixture());
 jobs_suite!(fixture());
 schedulers_suite!(fixture());
 flows_suite!(fixture());
+limits_suite!(fixture());

@@ -26,3 +26,4 @@ admin_suite!(async { Memory(MemoryBackend::new()) });
 jobs_suite!(async { Memory(MemoryBackend::new()) });
 schedulers_suite!(async { Memory(MemoryBackend::new()) });
 flows_suite!(async { Memory(MemoryBackend::new()) });
+limits_suite!(async { Memory(MemoryBackend::new()) });

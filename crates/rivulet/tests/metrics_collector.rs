@@ -353,7 +353,7 @@ async fn a_tick_costs_a_fixed_number_of_round_trips() {
         assert_eq!(delta("xlen"), 2 * t);
         assert_eq!(delta("xinfo|groups"), t);
         assert_eq!(delta("zcard"), t + 7 * q);
-        assert_eq!(delta("hget"), q);
+        assert_eq!(delta("hget"), 2 * q);
         // The two registry reads, and the INFO of this test.
         assert_eq!(delta("smembers"), 2);
         for scan in ["keys", "scan", "sscan", "zscan", "hscan"] {

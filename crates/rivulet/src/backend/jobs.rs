@@ -34,6 +34,14 @@
 //! * **Events** (J-15): every transition appends its events to the queue's stream, capped
 //!   at about `events_cap` entries; they carry no data or result.
 //! * **Counts** (J-16): read in O(1) per state from structure sizes or counters.
+//! * **Limits and groups** (J-7, J-8, see [`crate::jobs::limits`]): a fetch leases at
+//!   most the room under the queue's concurrency cap (its active jobs) and its rate
+//!   window (starts in the last period), and none while the queue is held by a
+//!   rate-limited settlement; the reply says when a window or hold opens. Grouped jobs
+//!   wait in their group's order (the waiting order above); groups with waiting jobs,
+//!   room under the group cap and window, and not paused, take turns with each other
+//!   and with the ungrouped jobs (which take part in the rotation as one member), one
+//!   job per turn.
 
 use std::time::Duration;
 
@@ -43,8 +51,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
+use crate::jobs::limits::{GroupCounts, Limits};
 use crate::jobs::record::{JobCounts, JobEvent, JobInfo, JobState, Keep};
-use crate::name::{JobId, JobName, QueueName};
+use crate::name::{JobGroup, JobId, JobName, QueueName};
 use crate::trace::TraceContext;
 
 /// How a job's failed attempts are spaced, as stored with the job (the stalled-job check
@@ -100,6 +109,8 @@ pub(crate) struct NewJob {
     /// The trace context of the span that added it (the `traceparent` and `tracestate`
     /// fields of the job's record), so its runs join the adder's trace.
     pub(crate) trace: Option<TraceContext>,
+    /// The job's group (J-8), if any.
+    pub(crate) group: Option<JobGroup>,
 }
 
 /// What an add came to.
@@ -153,6 +164,10 @@ pub(crate) enum Settlement {
     /// Given back by a stopping worker, not counted as an attempt or a stall: waiting
     /// again at its place.
     Release,
+    /// The handler met a rate limit (J-7): back to delayed for `delay_ms` (waiting at
+    /// once for 0) without spending the attempt; the job's group (the queue, for an
+    /// ungrouped job) leases nothing for that long.
+    RateLimited { delay_ms: u64 },
 }
 
 /// One settlement of one activation.
@@ -213,6 +228,9 @@ pub(crate) struct Fetched {
     pub(crate) next_due_ms: Option<u64>,
     /// Whether the whole queue is paused.
     pub(crate) paused: bool,
+    /// When a limit that held back work opens again (a rate window, a hold), if any:
+    /// the worker fetches again then (J-7).
+    pub(crate) limited_until_ms: Option<u64>,
 }
 
 /// What a lease renewal found for one activation.
@@ -476,4 +494,24 @@ pub(crate) trait JobQueues: Send + Sync {
 
     /// A reader of `queue`'s events.
     async fn event_reader(&self, queue: &QueueName) -> Result<Box<dyn EventReader>>;
+
+    /// Stores the queue's limits (J-7, J-8), replacing the previous ones, and wakes its
+    /// workers.
+    async fn set_limits(&self, queue: &QueueName, limits: &Limits) -> Result<()>;
+
+    /// The queue's stored limits.
+    async fn limits(&self, queue: &QueueName) -> Result<Limits>;
+
+    /// Pauses (`true`) or resumes a group; `false` when it was so already. Appends a
+    /// `group-paused` / `group-resumed` event when it changed.
+    async fn pause_group(
+        &self,
+        queue: &QueueName,
+        group: &JobGroup,
+        paused: bool,
+        settings: &QueueSettings,
+    ) -> Result<bool>;
+
+    /// A group's counts, in O(1).
+    async fn group_counts(&self, queue: &QueueName, group: &JobGroup) -> Result<GroupCounts>;
 }

@@ -17,7 +17,7 @@ use crate::backend::jobs::{
 };
 use crate::backend::{AnyBackend, Backend};
 use crate::error::{Error, Result};
-use crate::name::{JobId, JobName, QueueName};
+use crate::name::{JobGroup, JobId, JobName, QueueName};
 use crate::retry::{MAX_RETRY_DELAY, RetryPolicy};
 
 /// The highest priority number (the lowest priority): 2²¹ − 1. Priority 0 runs first.
@@ -288,7 +288,8 @@ impl Queue {
 
     /// Jobs in `state`, a page of at most `limit` at a time: pass the previous page's
     /// `next` as `cursor`. Waiting jobs come in run order (jobs parked by a paused name
-    /// are not listed until it resumes), delayed ones by due time, active ones by lease
+    /// are not listed until it resumes, and jobs of job groups wait in their groups' sets
+    /// and are not listed: see [`group_counts`](Self::group_counts)), delayed ones by due time, active ones by lease
     /// expiry, finished ones by finish time (oldest first).
     pub async fn jobs(
         &self,
@@ -469,6 +470,7 @@ struct JobOptions {
     lifo: bool,
     remove_on_complete: bool,
     remove_on_fail: bool,
+    group: Option<String>,
 }
 
 /// A job being added: options, then `.await` (or hand it to [`Queue::add_bulk`]).
@@ -586,6 +588,13 @@ impl AddJob<'_> {
         self.opts.id = Some(id.to_string());
     }
 
+    /// Adds the job to a group (a tenant, J-8): groups take turns, each under the
+    /// queue's group limits (see [`crate::jobs::limits`]).
+    pub fn group(mut self, group: &str) -> Self {
+        self.opts.group = Some(group.to_owned());
+        self
+    }
+
     pub(crate) fn into_new_job(self) -> Result<NewJob> {
         let shared = &self.queue.shared;
         let name = JobName::new(self.name)?;
@@ -632,6 +641,7 @@ impl AddJob<'_> {
                 })
             }
         };
+        let group = o.group.map(JobGroup::new).transpose()?;
         let id = match o.id {
             Some(id) => JobId::new(id)?,
             None => JobId::generate(),
@@ -662,6 +672,7 @@ impl AddJob<'_> {
             remove_on_fail: o.remove_on_fail,
             // The adder's span, so the job's runs join its trace (B-PUB-3 for jobs).
             trace: crate::trace::TraceContext::current(),
+            group,
         })
     }
 

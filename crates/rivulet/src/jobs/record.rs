@@ -273,11 +273,18 @@ pub enum JobEventKind {
     WaitingChildren,
     /// A flow's parent has no pending child left and is waiting now (J-9).
     ChildrenCompleted,
+    /// Its handler met a rate limit: back to delayed for the delay in the detail (ms),
+    /// its attempt not spent (J-7).
+    RateLimited,
+    /// A job group was paused; `job` holds the group's name, the detail is `group`.
+    GroupPaused,
+    /// A job group was resumed; `job` holds the group's name, the detail is `group`.
+    GroupResumed,
 }
 
 impl JobEventKind {
     /// Every kind.
-    pub const ALL: [JobEventKind; 14] = [
+    pub const ALL: [JobEventKind; 17] = [
         JobEventKind::Added,
         JobEventKind::Delayed,
         JobEventKind::Active,
@@ -292,6 +299,9 @@ impl JobEventKind {
         JobEventKind::SchedulerFired,
         JobEventKind::WaitingChildren,
         JobEventKind::ChildrenCompleted,
+        JobEventKind::RateLimited,
+        JobEventKind::GroupPaused,
+        JobEventKind::GroupResumed,
     ];
 
     /// The wire name of the kind.
@@ -311,6 +321,9 @@ impl JobEventKind {
             JobEventKind::SchedulerFired => "scheduler-fired",
             JobEventKind::WaitingChildren => "waiting-children",
             JobEventKind::ChildrenCompleted => "children-completed",
+            JobEventKind::RateLimited => "rate-limited",
+            JobEventKind::GroupPaused => "group-paused",
+            JobEventKind::GroupResumed => "group-resumed",
         }
     }
 }
@@ -342,7 +355,7 @@ pub struct JobEvent {
     pub id: String,
     /// What happened.
     pub kind: JobEventKind,
-    /// To which job.
+    /// To which job (for group events: the group's name).
     pub job: JobId,
     /// The job's attempt at the time (0 when not meaningful).
     pub attempt: u32,

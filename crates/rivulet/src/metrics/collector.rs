@@ -6,7 +6,7 @@
 //! (on a cluster, the batch's per-slot pipelines are sent concurrently). With more
 //! objects than `max_objects`, consecutive ticks go round the registries (topics, then
 //! queues). So a tick costs `2 + ceil(topics / batch) + ceil(queues / batch)` round
-//! trips for the topics and queues it samples, and 4 commands per topic, 8 per queue;
+//! trips for the topics and queues it samples, and 4 commands per topic, 9 per queue;
 //! nothing scans the keyspace.
 
 use std::collections::{HashMap, HashSet};

@@ -66,6 +66,10 @@ macro_rules! jobs_suite {
     };
 }
 
+/// Limits and groups (J-7, J-8): their own suite, `limits_suite!`.
+#[macro_use]
+pub mod limits;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A queue name unique to this test run.

@@ -60,6 +60,7 @@ const COMMANDS: &[&str] = &[
     "+hgetall",
     "+scard",
     "+zpopmin",
+    "+zremrangebyscore",
     "+zrank",
     "+lpush",
     "+rpush",

@@ -28,7 +28,8 @@ pub(crate) struct Scripts {
     pub(crate) release: Script,
     pub(crate) renew: Script,
     pub(crate) delete_consumer: Script,
-    /// The scripts of the job queues (`lua/jobs_*.lua`, each with `lua/jobs_lib.lua` in front).
+    /// The scripts of the job queues (`lua/jobs_*.lua`, each with `lua/jobs_lib.lua`,
+    /// `lua/jobs_limits_lib.lua` and `lua/jobs_flow_lib.lua` in front).
     pub(crate) jobs: JobScripts,
 }
 
@@ -51,6 +52,7 @@ pub(crate) struct JobScripts {
     pub(crate) flow_take: Script,
     pub(crate) flow_apply: Script,
     pub(crate) flow_ack: Script,
+    pub(crate) group: Script,
 }
 
 /// A job script: the shared library and its flow part, then the script's own body.
@@ -58,6 +60,8 @@ macro_rules! job_script {
     ($($file:literal),+) => {
         Script::new(concat!(
             include_str!("lua/jobs_lib.lua"),
+            "\n",
+            include_str!("lua/jobs_limits_lib.lua"),
             "\n",
             include_str!("lua/jobs_flow_lib.lua"),
             $("\n", include_str!(concat!("lua/", $file))),+
@@ -104,5 +108,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         flow_take: job_script!("jobs_flow_take.lua"),
         flow_apply: job_script!("jobs_flow_apply.lua"),
         flow_ack: job_script!("jobs_flow_ack.lua"),
+        group: job_script!("jobs_group.lua"),
     },
 });

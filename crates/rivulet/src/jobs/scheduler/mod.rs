@@ -150,6 +150,7 @@ pub(crate) fn tick_job(s: &StoredScheduler, tick_ms: u64) -> Result<NewJob> {
         remove_on_fail: o.remove_on_fail,
         // A tick is added by a runner, not inside a caller's span: it starts its own trace.
         trace: None,
+        group: None,
     })
 }
 

@@ -124,7 +124,11 @@ impl Run {
                         failures.succeeded("the job fetch");
                         backoff = Duration::from_millis(50);
                         self.count_settled(&fetch.settle, &fetched.settled);
-                        next_due = fetched.next_due_ms;
+                        // A limit that held work back opens like a due job: a timer.
+                        next_due = match (fetched.next_due_ms, fetched.limited_until_ms) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
                         due_miss.fetched(next_due);
                         let full = fetched.jobs.len() == free;
                         for leased in fetched.jobs {
@@ -509,6 +513,14 @@ async fn run_one(
             }
         }
     };
+    if let Ok(Err(Failure::Handler(e))) = &run
+        && e.is_rate_limited()
+    {
+        let delay = e.requested_delay().unwrap_or(Duration::ZERO);
+        return Settlement::RateLimited {
+            delay_ms: crate::deadline::millis(delay),
+        };
+    }
     let mut result = Bytes::new();
     let outcome = Outcome::of(run.map(|r| {
         r.map(|bytes| {

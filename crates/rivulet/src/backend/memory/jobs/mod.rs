@@ -6,6 +6,7 @@
 //! them, and provides the waiter and the event reader.
 
 mod flows;
+mod limits;
 mod queue;
 mod schedulers;
 #[cfg(test)]
@@ -30,8 +31,9 @@ use crate::backend::jobs::{
     QueueSettings, Removed, Renewal, Requeue, Requeued, Settle, Settled, Stalled,
 };
 use crate::error::{Error, Result};
+use crate::jobs::limits::{GroupCounts, Limits};
 use crate::jobs::record::{JobCounts, JobEvent, JobEventKind, JobInfo, JobState};
-use crate::name::{JobId, JobName, QueueName};
+use crate::name::{JobGroup, JobId, JobName, QueueName};
 
 fn queue_mut<'a>(
     queues: &'a mut HashMap<QueueName, MemQueue>,
@@ -69,10 +71,12 @@ impl JobQueues for MemoryBackend {
             .map(|st| q.settle_one(st, now, settings))
             .collect();
         q.promote(now, fetch.promote_limit, settings);
-        let jobs = if q.paused {
-            Vec::new()
+        let (jobs, limited_until_ms) = if q.paused || fetch.limit == 0 {
+            (Vec::new(), None)
+        } else if q.limited(now) {
+            q.lease_limited(fetch, now, settings)
         } else {
-            q.lease(fetch, now, settings)
+            (q.lease(fetch, now, settings), None)
         };
         flows::deliver(&mut state.queues, queue);
         let q = queue_mut(&mut state.queues, queue);
@@ -81,6 +85,7 @@ impl JobQueues for MemoryBackend {
             jobs,
             next_due_ms: q.next_due(),
             paused: q.paused,
+            limited_until_ms,
         })
     }
 
@@ -119,8 +124,16 @@ impl JobQueues for MemoryBackend {
                 if q.jobs.get(id).is_some_and(|j| j.info.cancel_requested) {
                     return Renewal::Cancel;
                 }
+                // In place: not a move out of active (which would count as leaving it).
                 let until = now.saturating_add(lease_ms);
-                q.move_to(id, JobState::Active, |j| j.lease_until = until);
+                if let Some(j) = q.jobs.get_mut(id) {
+                    let old = j.key();
+                    j.lease_until = until;
+                    let new = j.key();
+                    let active = q.set(JobState::Active);
+                    active.remove(&old);
+                    active.insert(new);
+                }
                 Renewal::Renewed
             })
             .collect())
@@ -320,7 +333,15 @@ impl JobQueues for MemoryBackend {
             Some(n) => {
                 q.paused_names.remove(n);
                 if let Some(parked) = q.parked.remove(n) {
-                    q.set(JobState::Waiting).extend(parked);
+                    let now = now_ms();
+                    for key in parked {
+                        match q.group_of(&key.2) {
+                            Some(g) => q.group_link_waiting(&g, key, now),
+                            None => {
+                                q.set(JobState::Waiting).insert(key);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -369,7 +390,7 @@ impl JobQueues for MemoryBackend {
         let n = |s: JobState| q.sets.get(&s).map_or(0, |set| set.len() as u64);
         let parked: u64 = q.parked.values().map(|p| p.len() as u64).sum();
         Ok(JobCounts {
-            waiting: n(JobState::Waiting) + parked,
+            waiting: n(JobState::Waiting) + parked + q.lim.grouped_waiting,
             parked,
             delayed: n(JobState::Delayed),
             active: n(JobState::Active),
@@ -441,6 +462,40 @@ impl JobQueues for MemoryBackend {
             backend: self.clone(),
             queue: queue.clone(),
         }))
+    }
+
+    async fn set_limits(&self, queue: &QueueName, limits: &Limits) -> Result<()> {
+        let mut state = self.lock();
+        queue_mut(&mut state.queues, queue).set_limits(*limits);
+        Ok(())
+    }
+
+    async fn limits(&self, queue: &QueueName) -> Result<Limits> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .map_or_else(Limits::default, |q| q.lim.limits))
+    }
+
+    async fn pause_group(
+        &self,
+        queue: &QueueName,
+        group: &JobGroup,
+        paused: bool,
+        settings: &QueueSettings,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let mut state = self.lock();
+        Ok(queue_mut(&mut state.queues, queue).pause_group(group, paused, now, settings))
+    }
+
+    async fn group_counts(&self, queue: &QueueName, group: &JobGroup) -> Result<GroupCounts> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .map_or_else(GroupCounts::default, |q| q.lim.counts(group)))
     }
 }
 

@@ -11,7 +11,9 @@ use crate::backend::jobs::{
     Settlement, Stalled, StoredBackoff,
 };
 use crate::jobs::record::{JobEvent, JobEventKind, JobInfo, JobState, Keep, short_detail};
-use crate::name::{JobId, JobName};
+use crate::name::{JobGroup, JobId, JobName};
+
+use super::limits::Limited;
 
 pub(super) type Key = (i64, i64, JobId);
 
@@ -50,6 +52,7 @@ pub(super) struct MemJob {
     /// The due time of its latest promotion from delayed.
     pub(super) ready_at_ms: Option<u64>,
     pub(super) trace: Option<crate::trace::TraceContext>,
+    pub(super) group: Option<JobGroup>,
 }
 
 impl MemJob {
@@ -85,6 +88,8 @@ pub(crate) struct MemQueue {
     /// The queue's job schedulers (J-4), in `schedulers.rs`.
     pub(super) schedulers: super::MemSchedulers,
     pub(super) flows: super::flows::Flows,
+    /// Limits and groups (J-7, J-8).
+    pub(super) lim: Limited,
 }
 
 impl MemQueue {
@@ -121,6 +126,7 @@ impl MemQueue {
         let key = job.key();
         let state = job.info.state;
         let name = job.info.name.clone();
+        let group = job.group.clone();
         if state == JobState::Waiting
             && let Some(p) = self.parked.get_mut(&name)
             && p.remove(&key)
@@ -130,7 +136,15 @@ impl MemQueue {
             }
             return;
         }
-        self.set(state).remove(&key);
+        if state == JobState::Waiting
+            && let Some(g) = &group
+        {
+            self.group_unlink_waiting(g, &key, now_ms());
+            return;
+        }
+        if self.set(state).remove(&key) && state == JobState::Active {
+            self.left_active(group.as_ref(), now_ms());
+        }
     }
 
     /// Puts a job (unlinked) into `state`'s set, with its fields already set.
@@ -139,12 +153,22 @@ impl MemQueue {
         let key = job.key();
         let state = job.info.state;
         let name = job.info.name.clone();
+        let group = job.group.clone();
         if state == JobState::Waiting {
             if self.paused_names.contains(&name) {
                 self.parked.entry(name).or_default().insert(key);
                 return;
             }
+            if let Some(g) = group {
+                self.group_link_waiting(&g, key, now_ms());
+                return;
+            }
             wake(&self.work);
+        }
+        if state == JobState::Active
+            && let Some(g) = group
+        {
+            self.group_entered_active(&g);
         }
         self.set(state).insert(key);
     }
@@ -242,6 +266,7 @@ impl MemQueue {
             logs: VecDeque::new(),
             ready_at_ms: None,
             trace: j.trace.clone(),
+            group: j.group.clone(),
         };
         self.jobs.insert(j.id.clone(), job);
         self.link(&j.id);
@@ -288,51 +313,62 @@ impl MemQueue {
         let mut out = Vec::new();
         // Jobs of paused names met on the way are parked, a bounded number per step.
         let mut skips = f.limit.saturating_mul(4).saturating_add(16);
-        while out.len() < f.limit {
+        while out.len() < f.limit && skips > 0 {
             let Some(key) = self.set(JobState::Waiting).iter().next().cloned() else {
                 break;
             };
-            let id = key.2.clone();
-            let name = self.jobs.get(&id).map(|j| j.info.name.clone());
-            if let Some(name) = name.filter(|n| self.paused_names.contains(n)) {
-                if skips == 0 {
-                    break;
-                }
-                skips -= 1;
-                self.set(JobState::Waiting).remove(&key);
-                self.parked.entry(name).or_default().insert(key);
-                continue;
+            match self.lease_key(key, f, now, s) {
+                Some(leased) => out.push(leased),
+                None => skips -= 1,
             }
-            let lease_until = now.saturating_add(f.lease_ms);
-            let worker = f.worker.clone();
-            self.move_to(&id, JobState::Active, |j| {
-                j.token += 1;
-                j.lease_until = lease_until;
-                j.info.attempt = j.attempts_made + 1;
-                j.info.started_at_ms = Some(now);
-                j.info.worker = Some(worker);
-            });
-            let Some(j) = self.jobs.get(&id) else {
-                continue;
-            };
-            let leased = Leased {
-                id: id.clone(),
-                name: j.info.name.clone(),
-                data: j.info.data.clone(),
-                attempt: j.info.attempt,
-                max_attempts: j.info.max_attempts,
-                backoff: j.backoff,
-                timeout_ms: j.timeout_ms,
-                token: j.token,
-                added_at_ms: j.info.added_at_ms,
-                ready_at_ms: j.ready_at_ms.unwrap_or(j.info.added_at_ms),
-                trace: j.trace.clone(),
-            };
-            let attempt = leased.attempt;
-            out.push(leased);
-            self.event(s, JobEventKind::Active, &id, attempt, None);
         }
         out
+    }
+
+    /// Leases the waiting job at `key` (in waiting or in its group's set), or parks it
+    /// when its name is paused (`None`).
+    pub(super) fn lease_key(
+        &mut self,
+        key: Key,
+        f: &Fetch,
+        now: u64,
+        s: &QueueSettings,
+    ) -> Option<Leased> {
+        let id = key.2.clone();
+        let Some(name) = self.jobs.get(&id).map(|j| j.info.name.clone()) else {
+            self.set(JobState::Waiting).remove(&key);
+            return None;
+        };
+        if self.paused_names.contains(&name) {
+            self.unlink(&id);
+            self.parked.entry(name).or_default().insert(key);
+            return None;
+        }
+        let lease_until = now.saturating_add(f.lease_ms);
+        let worker = f.worker.clone();
+        self.move_to(&id, JobState::Active, |j| {
+            j.token += 1;
+            j.lease_until = lease_until;
+            j.info.attempt = j.attempts_made + 1;
+            j.info.started_at_ms = Some(now);
+            j.info.worker = Some(worker);
+        });
+        let j = self.jobs.get(&id)?;
+        let leased = Leased {
+            id: id.clone(),
+            name: j.info.name.clone(),
+            data: j.info.data.clone(),
+            attempt: j.info.attempt,
+            max_attempts: j.info.max_attempts,
+            backoff: j.backoff,
+            timeout_ms: j.timeout_ms,
+            token: j.token,
+            added_at_ms: j.info.added_at_ms,
+            ready_at_ms: j.ready_at_ms.unwrap_or(j.info.added_at_ms),
+            trace: j.trace.clone(),
+        };
+        self.event(s, JobEventKind::Active, &id, leased.attempt, None);
+        Some(leased)
     }
 
     pub(super) fn next_due(&mut self) -> Option<u64> {
@@ -499,6 +535,31 @@ impl MemQueue {
             Settlement::Retry { delay_ms, error } => {
                 self.retry(&st.id, *delay_ms, error.clone(), now, s);
                 Settled::Applied(self.state_of(&st.id))
+            }
+            Settlement::RateLimited { delay_ms } => {
+                let (d, g) = (*delay_ms, self.group_of(&st.id));
+                self.hold(g.as_ref(), d, now);
+                let state = if d == 0 {
+                    JobState::Waiting
+                } else {
+                    JobState::Delayed
+                };
+                let run_at = now.saturating_add(d);
+                self.move_to(&st.id, state, |j| {
+                    j.info.worker = None;
+                    if d > 0 {
+                        j.info.run_at_ms = Some(run_at);
+                    }
+                });
+                let attempt = self.jobs.get(&st.id).map_or(0, |j| j.info.attempt);
+                self.event(
+                    s,
+                    JobEventKind::RateLimited,
+                    &st.id,
+                    attempt,
+                    Some(d.to_string()),
+                );
+                Settled::Applied(state)
             }
             Settlement::Release => {
                 self.move_to(&st.id, JobState::Waiting, |j| {

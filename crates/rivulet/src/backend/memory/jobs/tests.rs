@@ -32,6 +32,7 @@ fn new_job(id: &str) -> NewJob {
         remove_on_complete: false,
         remove_on_fail: false,
         trace: None,
+        group: None,
     }
 }
 
@@ -151,4 +152,47 @@ async fn stalls_past_the_limit_are_failed_attempts() {
     );
     let job = b.job(&q, &id).await.expect("job").expect("exists");
     assert_eq!((job.stalls, job.attempt), (3, 2));
+}
+
+/// J-8: a stalled grouped job gives its group's place back (the group cap counts it no
+/// longer) and runs again.
+#[tokio::test]
+async fn a_stalled_grouped_job_frees_its_groups_place() {
+    use crate::jobs::limits::Limits;
+    use crate::name::JobGroup;
+    let b = MemoryBackend::new();
+    let q = QueueName::new("q").expect("queue");
+    let s = default_settings();
+    let g = JobGroup::new("t").expect("group");
+    b.set_limits(&q, &Limits::new().group_concurrency(1))
+        .await
+        .expect("limits");
+    let mut jobs = vec![new_job("a"), new_job("b")];
+    for j in &mut jobs {
+        j.group = Some(g.clone());
+    }
+    b.add_jobs(&q, &jobs, &s).await.expect("add");
+    let first = b.fetch(&q, &fetch(5, 1, vec![]), &s).await.expect("fetch");
+    assert_eq!(first.jobs.len(), 1, "the group's cap is 1");
+    assert_eq!(b.group_counts(&q, &g).await.expect("counts").active, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = b.check_stalled(&q, 1, 10, &s).await.expect("stalled");
+        if !st.returned.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never ran out"
+        );
+        tokio::task::yield_now().await;
+    }
+    let c = b.group_counts(&q, &g).await.expect("counts");
+    assert_eq!((c.waiting, c.active), (2, 0));
+    let again = b
+        .fetch(&q, &fetch(5, 60_000, vec![]), &s)
+        .await
+        .expect("fetch");
+    assert_eq!(again.jobs.len(), 1);
+    assert_eq!(again.jobs[0].id.as_str(), "a");
 }

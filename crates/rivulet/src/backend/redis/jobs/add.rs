@@ -40,7 +40,7 @@ fn add_cmd(keys: &QueueKeys, settings: &QueueSettings, jobs: &[NewJob]) -> redis
     cmd
 }
 
-/// The 18 arguments of one job.
+/// The 19 arguments of one job.
 pub(super) fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
     let (dedup, ttl) = match &job.dedup {
         Some(d) => (d.key.as_str(), opt(d.ttl_ms)),
@@ -68,6 +68,7 @@ pub(super) fn job_args(cmd: &mut redis::Cmd, job: &NewJob) {
             .arg(t.tracestate.as_deref().unwrap_or("")),
         None => cmd.arg("").arg(""),
     };
+    cmd.arg(job.group.as_ref().map_or("", |g| g.as_str()));
 }
 
 pub(super) fn decode_added(v: &Value) -> Result<Added> {

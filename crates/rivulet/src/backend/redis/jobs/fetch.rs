@@ -23,6 +23,7 @@ fn settle_args(inv: &mut ScriptInvocation<'_>, settle: &[Settle]) {
             Settlement::Retry { delay_ms, error } => ("retry", error.as_bytes(), *delay_ms),
             Settlement::Fail { error } => ("fail", error.as_bytes(), 0),
             Settlement::Release => ("release", b"", 0),
+            Settlement::RateLimited { delay_ms } => ("limited", b"", *delay_ms),
         };
         inv.arg(s.id.as_str())
             .arg(s.token)
@@ -78,10 +79,11 @@ impl RedisBackend {
         let mut conn = self.conn()?;
         let v: Value = inv.invoke_async(&mut conn).await?;
         let items = array_of(&v, "job fetch")?;
-        let [settled, jobs, next_due, paused] = items else {
+        let [settled, jobs, next_due, paused, limited] = items else {
             return Err(reply::unexpected("job fetch", &v));
         };
         let next_due = text(Some(next_due), "job fetch")?;
+        let limited = text(Some(limited), "job fetch")?;
         Ok(Fetched {
             settled: decode_settled(settled, fetch.settle.len())?,
             jobs: array_of(jobs, "job fetch")?
@@ -99,6 +101,15 @@ impl RedisBackend {
                 )
             },
             paused: text(Some(paused), "job fetch")? == "1",
+            limited_until_ms: if limited.is_empty() {
+                None
+            } else {
+                Some(
+                    limited
+                        .parse::<u64>()
+                        .map_err(|_| reply::unexpected("job fetch", &v))?,
+                )
+            },
         })
     }
 

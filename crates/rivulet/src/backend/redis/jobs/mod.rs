@@ -18,7 +18,9 @@
 //! Waiting jobs of paused names are moved to `/parked/<name>` by the fetch that meets
 //! them (or, like the memory store, at once when they become waiting while their name is
 //! paused); [`JobQueues::list_jobs`] for `Waiting` lists `/waiting` only (parked jobs are
-//! counted in `waiting` and `parked`, not listed), like the memory store.
+//! counted in `waiting` and `parked`, not listed), like the memory store. Waiting jobs of
+//! job groups live in their groups' sets (`/group/<g>/waiting`, see
+//! `lua/jobs_limits_lib.lua`), counted in `waiting`, not listed either.
 //!
 //! Where this store differs from the memory store (the reference):
 //!
@@ -48,6 +50,7 @@ mod fetch;
 mod flows;
 mod hints;
 pub(crate) mod keys;
+mod limits;
 mod read;
 mod schedulers;
 mod wait;
@@ -65,8 +68,9 @@ use crate::backend::jobs::{
 };
 use crate::deadline::millis;
 use crate::error::Result;
+use crate::jobs::limits::{GroupCounts, Limits};
 use crate::jobs::record::{JobCounts, JobInfo, JobState};
-use crate::name::{JobId, JobName, QueueName};
+use crate::name::{JobGroup, JobId, JobName, QueueName};
 
 use self::keys::QueueKeys;
 
@@ -291,5 +295,27 @@ impl JobQueues for RedisBackend {
         Ok(Box::new(
             wait::RedisEventReader::open(self.clone(), &self.queue_keys(queue)).await?,
         ))
+    }
+
+    async fn set_limits(&self, queue: &QueueName, limits: &Limits) -> Result<()> {
+        self.jobs_set_limits(queue, limits).await
+    }
+
+    async fn limits(&self, queue: &QueueName) -> Result<Limits> {
+        self.jobs_limits(queue).await
+    }
+
+    async fn pause_group(
+        &self,
+        queue: &QueueName,
+        group: &JobGroup,
+        paused: bool,
+        settings: &QueueSettings,
+    ) -> Result<bool> {
+        self.jobs_pause_group(queue, group, paused, settings).await
+    }
+
+    async fn group_counts(&self, queue: &QueueName, group: &JobGroup) -> Result<GroupCounts> {
+        self.jobs_group_counts(queue, group).await
     }
 }

@@ -28,15 +28,17 @@ fn parse_cursor(c: &str) -> Result<(String, String)> {
 }
 
 /// Commands of [`push_counts`] per queue.
-const COUNT_COMMANDS: usize = JobState::ALL.len() + 1;
+const COUNT_COMMANDS: usize = JobState::ALL.len() + 2;
 
 /// The commands reading one queue's counts: a `ZCARD` per state in `JobState::ALL`
-/// order, then the parked count.
+/// order, then the parked count and the count of waiting jobs in job groups' sets
+/// (`gwaiting`, kept by jobs_limits_lib.lua).
 fn push_counts(pipe: &mut redis::Pipeline, keys: &super::keys::QueueKeys) {
     for state in JobState::ALL {
         pipe.cmd("ZCARD").arg(keys.state_set(state.as_str()));
     }
     pipe.cmd("HGET").arg(keys.meta()).arg("parked");
+    pipe.cmd("HGET").arg(keys.meta()).arg("gwaiting");
 }
 
 fn decode_counts(values: &[Value]) -> Result<JobCounts> {
@@ -56,8 +58,10 @@ fn decode_counts(values: &[Value]) -> Result<JobCounts> {
         }
     };
     let parked = n(7)?;
+    // Waiting jobs of groups are in their groups' sets, not in `waiting`.
+    let grouped = n(8)?;
     Ok(JobCounts {
-        waiting: n(0)? + parked,
+        waiting: n(0)? + parked + grouped,
         parked,
         delayed: n(1)?,
         active: n(2)?,

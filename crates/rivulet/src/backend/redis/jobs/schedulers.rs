@@ -2,8 +2,8 @@
 //!
 //! Per queue, in its slot: `{…}/schedulers`, a sorted set of scheduler ids by next fire
 //! time (ms), and `{…}/scheduler/<id>`, a hash per scheduler (`docs/wire-format.md`).
-//! A fire is `jobs_lib.lua` + `jobs_flow_lib.lua` + `jobs_scheduler_fire.lua` +
-//! `jobs_add.lua` as one script:
+//! A fire is the job libraries (`jobs_lib.lua`, `jobs_limits_lib.lua`,
+//! `jobs_flow_lib.lua`) + `jobs_scheduler_fire.lua` + `jobs_add.lua` as one script:
 //! the compare-and-set and the job's add in one atomic step, one script per due
 //! scheduler, all of a pass in one pipeline.
 
@@ -39,6 +39,8 @@ static SCRIPTS: LazyLock<SchedulerScripts> = LazyLock::new(|| SchedulerScripts {
     read: Script::new(include_str!("../lua/jobs_scheduler_read.lua")),
     fire: Script::new(concat!(
         include_str!("../lua/jobs_lib.lua"),
+        "\n",
+        include_str!("../lua/jobs_limits_lib.lua"),
         "\n",
         include_str!("../lua/jobs_flow_lib.lua"),
         "\n",

@@ -2,16 +2,17 @@
 -- keys and the first arguments). add_jobs sends batches of at most 100 jobs, all in one
 -- pipeline. O(jobs).
 --
--- ARGV[7] how many jobs, then 18 arguments per job: id, name, data, priority,
+-- ARGV[7] how many jobs, then 19 arguments per job: id, name, data, priority,
 -- lifo 0|1, delay ms, run-at ms or '', max attempts, backoff base ms, multiplier,
 -- backoff max ms, timeout ms or '', dedup key or '', dedup ttl ms or '',
--- remove on complete 0|1, remove on fail 0|1, traceparent or '', tracestate or ''.
+-- remove on complete 0|1, remove on fail 0|1, traceparent or '', tracestate or '',
+-- group or ''.
 -- Returns one item per job: {'existing', id} or {'new', id, state}.
-local PER_JOB = 18
+local PER_JOB = 19
 local woke = false
 
 -- A new job's place among waiting jobs: waiting, or parked when its name is paused.
-local function place_waiting(id, name, score)
+local function place_waiting(id, name, score, group)
   local jk = job_key(id)
   if redis.call('SISMEMBER', K.paused_names, name) == 1 then
     redis.call('ZADD', parked_key(name), score, id)
@@ -20,6 +21,10 @@ local function place_waiting(id, name, score)
     return
   end
   redis.call('HSET', jk, 'state', 'waiting')
+  if group ~= '' then
+    G.link_waiting(group, id, score)
+    return
+  end
   redis.call('ZADD', K.waiting, score, id)
   woke = true
 end
@@ -62,6 +67,8 @@ local function add_one(a)
   if ARGV[a + 11] ~= '' then redis.call('HSET', jk, 'timeout', ARGV[a + 11]) end
   if ARGV[a + 16] ~= '' then redis.call('HSET', jk, 'traceparent', ARGV[a + 16]) end
   if ARGV[a + 17] ~= '' then redis.call('HSET', jk, 'tracestate', ARGV[a + 17]) end
+  local group = ARGV[a + 18] or ''
+  if group ~= '' then redis.call('HSET', jk, 'group', group) end
   if dedup ~= '' then
     local ttl = '0'
     if dedup_ttl ~= '' then ttl = '1' end
@@ -72,7 +79,7 @@ local function add_one(a)
     event('delayed', id, 0, num(run_at))
     return { 'new', id, 'delayed' }
   end
-  place_waiting(id, name, score)
+  place_waiting(id, name, score, group)
   event('added', id, 0)
   return { 'new', id, 'waiting' }
 end

@@ -1,5 +1,6 @@
 -- Flows (J-9): the part of every job script that links children to parents. Follows
--- jobs_lib.lua (it defines the hooks declared there). Not a script on its own.
+-- jobs_lib.lua and jobs_limits_lib.lua (it defines the hooks declared in the first, and
+-- swaps the second's keys when it acts in another queue). Not a script on its own.
 --
 -- A parent `p` of a queue with tag T has `T/deps/<p>` (a set of pending children, each
 -- `<queue>/<id>`), `T/results/<p>` (child -> result JSON) and `T/failures/<p>` (child ->
@@ -29,11 +30,13 @@ end
 -- another slot; see docs/decisions.md, "Flows").
 local function in_queue(T, cap, fn)
   if T == P then return fn() end
-  local k, p, c = K, P, EVENTS_CAP
+  local k, p, c, gk, lim = K, P, EVENTS_CAP, GK, LIMITS
   K, P = keys_of(T), T
+  -- The limits library's keys and cached limits are the other queue's too.
+  GK, LIMITS = G.keys_of(T), nil
   EVENTS_CAP = math.max(tonumber(cap) or EVENTS_CAP, 1)
   local r = fn()
-  K, P, EVENTS_CAP = k, p, c
+  K, P, EVENTS_CAP, GK, LIMITS = k, p, c, gk, lim
   return r
 end
 

@@ -34,6 +34,8 @@ local TOUCHED = {}
 local MAX_PRIORITY = 2097151 -- 2^21 - 1: priority * 2^32 + 2^32 stays below 2^53
 -- Flow hooks, defined in jobs_flow_lib.lua (which follows this file in every script).
 local flow_finished, flow_deleted
+-- Limits and groups (J-7, J-8): filled by jobs_limits_lib.lua, which follows this file.
+local G = {}
 
 local function num(n)
   return string.format('%.0f', n)
@@ -89,7 +91,7 @@ end
 -- Takes a job out of the set of its state (or its parked set).
 local function unlink(id)
   local jk = job_key(id)
-  local h = redis.call('HMGET', jk, 'state', 'parked', 'name')
+  local h = redis.call('HMGET', jk, 'state', 'parked', 'name', 'group')
   local state = h[1]
   if not state then return end
   if state == 'waiting' and h[2] == '1' then
@@ -99,20 +101,30 @@ local function unlink(id)
     redis.call('HDEL', jk, 'parked')
     return
   end
+  if state == 'waiting' and h[4] then
+    G.unlink_waiting(h[4], id)
+    return
+  end
   local set = K[state]
-  if set then redis.call('ZREM', set, id) end
+  if set and redis.call('ZREM', set, id) == 1 and state == 'active' then
+    G.left_active(h[4] or false)
+  end
 end
 
 -- Puts a job into waiting at its place (parked when its name is paused).
 local function link_waiting(id)
   unlink(id)
   local jk = job_key(id)
-  local h = redis.call('HMGET', jk, 'name', 'score')
+  local h = redis.call('HMGET', jk, 'name', 'score', 'group')
   redis.call('HSET', jk, 'state', 'waiting')
   if h[1] and redis.call('SISMEMBER', K.paused_names, h[1]) == 1 then
     redis.call('ZADD', parked_key(h[1]), h[2], id)
     redis.call('HSET', jk, 'parked', '1')
     redis.call('HINCRBY', K.meta, 'parked', 1)
+    return
+  end
+  if h[3] then
+    G.link_waiting(h[3], id, h[2])
     return
   end
   redis.call('ZADD', K.waiting, h[2], id)
@@ -252,7 +264,7 @@ end
 local function settle_one(id, token, how, payload, delay)
   local jk = job_key(id)
   local h = redis.call('HMGET', jk, 'state', 'token', 'cancel_requested', 'attempt', 'error',
-    'remove_on_complete', 'dedup', 'dedup_ttl')
+    'remove_on_complete', 'dedup', 'dedup_ttl', 'group')
   if h[1] ~= 'active' or h[2] ~= token then return 'lost' end
   if h[3] == '1' then
     if not h[5] then redis.call('HSET', jk, 'error', 'cancelled while active') end
@@ -262,6 +274,7 @@ local function settle_one(id, token, how, payload, delay)
   if how == 'complete' then
     -- The common case, with what was read above: no second look at the record.
     redis.call('ZREM', K.active, id)
+    G.left_active(h[9] or false)
     redis.call('HSET', jk, 'result', payload)
     if h[5] then redis.call('HDEL', jk, 'error') end
     finish_out(id, 'completed', h[4], nil, h[6], h[7], h[8])
@@ -277,6 +290,16 @@ local function settle_one(id, token, how, payload, delay)
     link_waiting(id)
     event('released', id, h[4])
     return 'waiting'
+  elseif how == 'limited' then
+    -- Rate limited: back without spending the attempt, and its group (or the queue)
+    -- held for the delay.
+    local d = tonumber(delay) or 0
+    redis.call('HDEL', jk, 'worker')
+    G.hold(h[9] or false, d)
+    if d <= 0 then link_waiting(id) else link_delayed(id, NOW + d) end
+    event('rate-limited', id, h[4], num(d))
+    if d <= 0 then return 'waiting' end
+    return 'delayed'
   end
   return redis.error_reply('unknown settlement ' .. tostring(how))
 end

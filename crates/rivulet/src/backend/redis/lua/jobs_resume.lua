@@ -24,7 +24,12 @@ for i = 1, #items, 2 do
   local id, score = items[i], items[i + 1]
   redis.call('ZREM', pk, id)
   redis.call('HDEL', job_key(id), 'parked')
-  redis.call('ZADD', K.waiting, score, id)
+  local group = redis.call('HGET', job_key(id), 'group')
+  if group then
+    G.link_waiting(group, id, score)
+  else
+    redis.call('ZADD', K.waiting, score, id)
+  end
   moved = moved + 1
 end
 if moved > 0 then redis.call('HINCRBY', K.meta, 'parked', -moved) end

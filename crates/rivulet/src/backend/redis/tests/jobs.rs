@@ -48,6 +48,7 @@ pub(super) fn job(id: &str, name: &str) -> NewJob {
         remove_on_complete: false,
         remove_on_fail: false,
         trace: None,
+        group: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod jobs;
 mod jobs_cluster;
 mod jobs_control;
 mod jobs_faults;
+mod jobs_groups;
 mod limits;
 mod live;
 mod recovery;
