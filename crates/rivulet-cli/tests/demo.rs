@@ -108,11 +108,43 @@ fn check_jobs(v: &Value) {
     assert!(j["jobs_per_second"].as_f64().is_some_and(|x| x > 0.0));
 }
 
+/// The orchestration part of a 300-order run: rate limit, tenant groups, flow, scheduler.
+fn check_orchestration(v: &Value) {
+    let o = &v["orchestration"];
+    assert_eq!(o["check"]["ok"], true, "{o}");
+    let r = &o["receipts"];
+    assert_eq!((u(r, "/jobs"), u(r, "/completed")), (300, 300), "{r}");
+    assert!(u(r, "/max_starts_in_a_second") <= u(r, "/rate_limit_per_second"));
+    let tenants = r["tenants"].as_array().expect("tenants");
+    // Half the receipts are the big tenant's, the others spread over six small ones.
+    assert_eq!(tenants.len(), 7, "{r}");
+    let big = tenants
+        .iter()
+        .find(|t| t["tenant"] == "tenant-big")
+        .expect("the big tenant");
+    assert_eq!(u(big, "/jobs"), 150);
+    for t in tenants {
+        assert!(u(t, "/max_running") <= u(r, "/tenant_cap"), "{t}");
+        assert!(
+            t["finished_ms"].as_f64() <= big["finished_ms"].as_f64(),
+            "a small tenant finished after the big one: {r}"
+        );
+    }
+    let f = &o["flow"];
+    assert_eq!((u(f, "/parent_runs"), u(f, "/results_seen")), (1, 3), "{f}");
+    assert_eq!(u(f, "/total_cents"), u(f, "/expected_cents"));
+    let s = &o["scheduler"];
+    assert!(u(s, "/jobs") >= 1, "{s}");
+    assert_eq!(u(s, "/jobs"), u(s, "/distinct_ticks"));
+    assert_eq!(u(s, "/misaligned"), 0);
+}
+
 #[test]
 fn json_summary_accounts_for_every_message() {
     let v = check_json_run(&[]);
     assert_eq!(v["backend"], "memory");
     check_jobs(&v);
+    check_orchestration(&v);
 }
 
 #[test]
@@ -130,6 +162,7 @@ fn json_summary_on_a_throw_away_redis() {
         "{v}"
     );
     check_jobs(&v);
+    check_orchestration(&v);
 }
 
 #[test]
@@ -150,9 +183,12 @@ fn text_summary_ends_with_the_check() {
         "{stdout}"
     );
     assert!(
-        stdout
-            .trim_end()
-            .ends_with("check: jobs added = completed + failed + cancelled (queue counts): OK"),
+        stdout.contains("check: jobs added = completed + failed + cancelled (queue counts): OK"),
+        "{stdout}"
+    );
+    let last = stdout.trim_end().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("receipts: at most") && last.contains("one job per tick"),
         "{stdout}"
     );
     // --quiet: no banner, no progress bar.

@@ -160,6 +160,17 @@ impl JobsPlan {
     pub(crate) fn len(&self) -> u64 {
         self.invoices.len() as u64
     }
+
+    /// The orders, once each, in plan order (for the orchestration part).
+    pub(crate) fn orders(&self) -> Vec<super::orchestration::OrderRef> {
+        self.invoices
+            .iter()
+            .map(|p| super::orchestration::OrderRef {
+                order_id: p.invoice.order_id,
+                amount_cents: p.invoice.amount_cents,
+            })
+            .collect()
+    }
 }
 
 /// What the jobs pipeline measured. Serialized as the summary's `jobs` object.

@@ -23,6 +23,7 @@
 pub(crate) mod backend;
 mod jobs;
 mod metrics;
+mod orchestration;
 mod plan;
 mod report;
 
@@ -147,12 +148,26 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
                 jobs::QUEUE
             );
         }
+        let orders = invoices.orders();
         let progress = progress_bar(bars, invoices.len(), "finished");
         let report = jobs::run(&backend, invoices, &progress).await;
         progress.finish_and_clear();
         match report? {
             Some(report) => summary.jobs = Some(report),
             None => summary.interrupted = true,
+        }
+        if !summary.interrupted {
+            if talk {
+                eprintln!(
+                    "rivulet demo: receipts on queue {} (rate-limited, tenant groups), a \
+                     settlement flow, a heartbeat scheduler",
+                    orchestration::RECEIPTS
+                );
+            }
+            match orchestration::run(&backend, &orders).await? {
+                Some(report) => summary.orchestration = Some(report),
+                None => summary.interrupted = true,
+            }
         }
     }
 
@@ -176,7 +191,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     }
     Ok(if summary.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
-    } else if summary.check.ok && summary.jobs.as_ref().is_some_and(|j| j.check.ok) {
+    } else if summary.check.ok
+        && summary.jobs.as_ref().is_some_and(|j| j.check.ok)
+        && summary.orchestration.as_ref().is_some_and(|o| o.check.ok)
+    {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)
@@ -551,6 +569,7 @@ async fn pipeline(
         interrupted: ending == Ending::Interrupted,
         check,
         jobs: None,
+        orchestration: None,
     })
 }
 

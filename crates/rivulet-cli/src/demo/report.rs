@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::jobs::JobsReport;
+use super::orchestration::OrchestrationReport;
 use crate::error::CliError;
 
 /// Everything the demo measured. Serialized as is for `--json`.
@@ -40,6 +41,9 @@ pub(crate) struct Summary {
     pub(crate) check: Check,
     /// The jobs pipeline that runs after the bus's (`None` when interrupted before it).
     pub(crate) jobs: Option<JobsReport>,
+    /// Rate limits, tenant groups, a flow and a scheduler, after the jobs pipeline
+    /// (`None` when interrupted before it).
+    pub(crate) orchestration: Option<OrchestrationReport>,
 }
 
 /// What the demo put into the workload on purpose.
@@ -336,12 +340,77 @@ fn write_text(out: &mut String, s: &Summary) -> std::fmt::Result {
         writeln!(out)?;
         write_jobs(out, j)?;
     }
+    if let Some(o) = &s.orchestration {
+        writeln!(out)?;
+        write_orchestration(out, o)?;
+    }
     writeln!(out)?;
     writeln!(out, "{}", s.check.message)?;
     if let Some(j) = &s.jobs {
         writeln!(out, "{}", j.check.message)?;
     }
+    if let Some(o) = &s.orchestration {
+        writeln!(out, "{}", o.check.message)?;
+    }
     Ok(())
+}
+
+fn write_orchestration(out: &mut String, o: &OrchestrationReport) -> std::fmt::Result {
+    let row = |out: &mut String, k: &str, v: String| writeln!(out, "    {k:<20}{v}");
+    writeln!(out, "  orchestration")?;
+    let r = &o.receipts;
+    row(
+        out,
+        "rate limit",
+        format!(
+            "queue {}: {} receipts, at most {} started in any second (limit {}/s)",
+            r.queue, r.jobs, r.max_starts_in_a_second, r.rate_limit_per_second
+        ),
+    )?;
+    let tenants: Vec<String> = r
+        .tenants
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} jobs, max {} running, done at {:.0} ms",
+                t.tenant, t.jobs, t.max_running, t.finished_ms
+            )
+        })
+        .collect();
+    row(
+        out,
+        "tenant groups",
+        format!("cap {} each, taking turns", r.tenant_cap),
+    )?;
+    for t in tenants {
+        writeln!(out, "      {t}")?;
+    }
+    let f = &o.flow;
+    row(
+        out,
+        "flow",
+        format!(
+            "a settlement on {} waited for {} statements on {}; it ran {} time(s), read {} \
+             results, total {} cents (expected {})",
+            f.parent_queue,
+            f.children,
+            f.children_queue,
+            f.parent_runs,
+            f.results_seen,
+            f.total_cents,
+            f.expected_cents
+        ),
+    )?;
+    let sc = &o.scheduler;
+    row(
+        out,
+        "scheduler",
+        format!(
+            "every {} ms on {}: {} jobs, {} distinct ticks",
+            sc.every_ms, sc.queue, sc.jobs, sc.distinct_ticks
+        ),
+    )?;
+    row(out, "elapsed", format!("{:.3} s", o.elapsed_ms / 1000.0))
 }
 
 fn write_jobs(out: &mut String, j: &JobsReport) -> std::fmt::Result {
