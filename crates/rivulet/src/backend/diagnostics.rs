@@ -26,6 +26,7 @@ pub(crate) enum ServerSettings {
     /// The store has no such settings (the memory backend).
     NotApplicable,
     /// What the server said.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Read {
         /// `CONFIG GET appendonly`.
         appendonly: Reading<String>,

@@ -51,6 +51,7 @@ pub(crate) struct FlowNode {
     /// The children this node waits for (empty: a leaf, added waiting).
     pub(crate) children: Vec<ChildRef>,
     /// 0 for the root.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) depth: usize,
 }
 
@@ -78,11 +79,13 @@ pub(crate) trait JobFlows: Send + Sync {
 }
 
 /// `<queue>/<id>`: a child as its parent's pending set names it (`/` is in no name).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn member(child: &ChildRef) -> String {
     format!("{}/{}", child.queue, child.id)
 }
 
 /// The child a member names.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn parse_member(m: &str) -> Option<ChildRef> {
     let (q, id) = m.split_once('/')?;
     Some(ChildRef {
@@ -92,6 +95,7 @@ pub(crate) fn parse_member(m: &str) -> Option<ChildRef> {
 }
 
 /// The wire word of a failure policy.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn on_fail_word(p: OnChildFailure) -> &'static str {
     match p {
         OnChildFailure::FailParent => "fail",
