@@ -735,6 +735,70 @@ fn schedulers_with_their_next_and_last_runs() {
 }
 
 #[test]
+fn job_groups_listed_paused_and_resumed() {
+    let server = server();
+    let url = server.url();
+    runtime().block_on(async {
+        let backend = RedisBackend::connect(&url).await.expect("connect");
+        let q = Queue::new(backend, "mail").expect("queue");
+        q.set_limits(rivulet::Limits::new().group_concurrency(2))
+            .await
+            .expect("limits");
+        for (g, n) in [("acme", 3u32), ("globex", 1)] {
+            for i in 0..n {
+                q.add("send", &i).group(g).await.expect("add");
+            }
+        }
+    });
+    let t = rivulet(&url, &["groups", "mail"]).ok();
+    let lines: Vec<&str> = t.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", t.stdout);
+    assert!(lines[0].starts_with("GROUP"), "{}", t.stdout);
+    let acme: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(acme, ["acme", "3", "0", "2", "no"], "{}", t.stdout);
+
+    let j = rivulet(
+        &url,
+        &["--json", "queue", "pause", "mail", "--group", "globex"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (j["group"].as_str(), j["paused"].as_bool()),
+        (Some("globex"), Some(true))
+    );
+    let j = rivulet(&url, &["--json", "groups", "mail", "--limit", "1"])
+        .ok()
+        .json();
+    assert_eq!(j["group_cap"], 2);
+    assert_eq!(j["groups"][0]["group"], "acme");
+    assert_eq!(j["next"], "acme");
+    let j = rivulet(&url, &["--json", "groups", "mail", "--after", "acme"])
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            j["groups"][0]["group"].as_str(),
+            j["groups"][0]["paused"].as_bool()
+        ),
+        (Some("globex"), Some(true))
+    );
+    assert!(j["next"].is_null(), "{j}");
+    let r = rivulet(&url, &["queue", "resume", "mail", "--group", "globex"]).ok();
+    assert_eq!(r.stdout, "Job group globex of mail is resumed.\n");
+    let none = rivulet(&url, &["groups", "elsewhere"]).ok();
+    assert_eq!(none.stdout, "No job groups in play on queue elsewhere.\n");
+    // A name and a group at once is a usage error.
+    let both = rivulet(
+        &url,
+        &[
+            "queue", "pause", "mail", "--name", "send", "--group", "acme",
+        ],
+    );
+    assert_eq!(both.code, 2, "{}", both.stderr);
+}
+
+#[test]
 fn queues_and_jobs() {
     let server = server();
     let url = server.url();

@@ -78,21 +78,28 @@ pub(crate) enum JobsCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum QueueCommand {
-    /// Pause a queue (or one job name): workers lease nothing of it until resumed.
+    /// Pause a queue (or one job name, or one job group): workers lease nothing of it
+    /// until resumed.
     Pause {
         /// The queue.
         queue: String,
         /// Only jobs of this name.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "group")]
         name: Option<String>,
+        /// Only jobs of this job group (a tenant).
+        #[arg(long)]
+        group: Option<String>,
     },
-    /// Resume a queue (or one job name).
+    /// Resume a queue (or one job name, or one job group).
     Resume {
         /// The queue.
         queue: String,
         /// Only jobs of this name.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "group")]
         name: Option<String>,
+        /// Only jobs of this job group (a tenant).
+        #[arg(long)]
+        group: Option<String>,
     },
 }
 
@@ -415,11 +422,32 @@ pub(crate) async fn run(ctx: &Ctx, c: JobsCommand) -> Result<(), CliError> {
 }
 
 pub(crate) async fn queue(ctx: &Ctx, c: QueueCommand) -> Result<(), CliError> {
-    let (queue, name, pause) = match c {
-        QueueCommand::Pause { queue, name } => (queue, name, true),
-        QueueCommand::Resume { queue, name } => (queue, name, false),
+    let (queue, name, group, pause) = match c {
+        QueueCommand::Pause { queue, name, group } => (queue, name, group, true),
+        QueueCommand::Resume { queue, name, group } => (queue, name, group, false),
     };
     let q = ctx.admin.queue(&queue)?;
+    let word = if pause { "paused" } else { "resumed" };
+    if let Some(g) = group {
+        if pause {
+            q.pause_group(&g).await?;
+        } else {
+            q.resume_group(&g).await?;
+        }
+        let counts = q.group_counts(&g).await?;
+        ctx.print(
+            json!({
+                "queue": queue,
+                "group": g,
+                "action": word,
+                "paused": counts.paused,
+                "waiting": counts.waiting,
+                "active": counts.active,
+            }),
+            || format!("Job group {g} of {queue} is {word}.\n"),
+        );
+        return Ok(());
+    }
     match (&name, pause) {
         (None, true) => q.pause().await?,
         (None, false) => q.resume().await?,
@@ -427,7 +455,6 @@ pub(crate) async fn queue(ctx: &Ctx, c: QueueCommand) -> Result<(), CliError> {
         (Some(n), false) => q.resume_name(n).await?,
     }
     let (paused, names) = q.paused().await?;
-    let word = if pause { "paused" } else { "resumed" };
     ctx.print(
         json!({
             "queue": queue,
@@ -505,6 +532,58 @@ pub(crate) async fn schedulers(ctx: &Ctx, queue: &str) -> Result<(), CliError> {
             format!("No schedulers on queue {queue}.\n")
         } else {
             t.render()
+        }
+    });
+    Ok(())
+}
+
+/// `rivulet groups Q`: a queue's job groups in play, a page at a time.
+pub(crate) async fn groups(
+    ctx: &Ctx,
+    queue: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(), CliError> {
+    let q = ctx.admin.queue(queue)?;
+    let page = q.groups(after, limit).await?;
+    let limits = q.limits().await?;
+    // A full page may have more after it.
+    let next = (page.len() >= limit.clamp(1, 1000))
+        .then(|| page.last().map(|(g, _)| g.to_string()))
+        .flatten();
+    let doc = json!({
+        "queue": queue,
+        "group_cap": limits.group_concurrency,
+        "groups": page.iter().map(|(g, c)| json!({
+            "group": g.as_str(),
+            "waiting": c.waiting,
+            "active": c.active,
+            "paused": c.paused,
+        })).collect::<Vec<_>>(),
+        "next": next,
+    });
+    ctx.print(doc, || {
+        let mut t = Table::new(&["GROUP", "WAITING", "ACTIVE", "CAP", "PAUSED"]);
+        let cap = limits
+            .group_concurrency
+            .map_or_else(|| "-".to_owned(), |c| c.to_string());
+        for (g, c) in &page {
+            t.row(vec![
+                g.to_string(),
+                count(c.waiting),
+                count(c.active),
+                cap.clone(),
+                if c.paused { "yes" } else { "no" }.to_owned(),
+            ]);
+        }
+        if t.is_empty() {
+            format!("No job groups in play on queue {queue}.\n")
+        } else {
+            let mut out = t.render();
+            if let Some(n) = &next {
+                out.push_str(&format!("(next page: --after {n})\n"));
+            }
+            out
         }
     });
     Ok(())

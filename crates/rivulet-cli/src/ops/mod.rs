@@ -114,6 +114,17 @@ pub(crate) enum OpsCommand {
         /// The queue.
         queue: String,
     },
+    /// A queue's job groups (tenants) with waiting or active jobs, or paused.
+    Groups {
+        /// The queue.
+        queue: String,
+        /// Continue after this group (the last of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// Show at most this many (up to 1,000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 /// The context of one command: the admin API and how to print.
@@ -215,5 +226,10 @@ async fn run_on(g: Globals, command: OpsCommand) -> Result<(), CliError> {
         OpsCommand::Jobs(c) => jobs::run(&ctx, c).await,
         OpsCommand::Queue(c) => jobs::queue(&ctx, c).await,
         OpsCommand::Schedulers { queue } => jobs::schedulers(&ctx, &queue).await,
+        OpsCommand::Groups {
+            queue,
+            after,
+            limit,
+        } => jobs::groups(&ctx, &queue, after.as_deref(), limit).await,
     }
 }

@@ -514,4 +514,15 @@ pub(crate) trait JobQueues: Send + Sync {
 
     /// A group's counts, in O(1).
     async fn group_counts(&self, queue: &QueueName, group: &JobGroup) -> Result<GroupCounts>;
+
+    /// The queue's job groups that have waiting or active jobs or are paused, by name,
+    /// after `after` (exclusive), at most `limit`, each with its counts. Costs
+    /// O(groups in play) reads on the server (they are the rotation's structures), plus
+    /// O(limit) for the counts: no group registry is kept beside them.
+    async fn list_groups(
+        &self,
+        queue: &QueueName,
+        after: Option<&JobGroup>,
+        limit: usize,
+    ) -> Result<Vec<(JobGroup, GroupCounts)>>;
 }

@@ -189,6 +189,22 @@ impl Queue {
         self.store().group_counts(self.name(), &group).await
     }
 
+    /// The job groups in play (with waiting or active jobs, or paused), by name, after
+    /// `after`, at most `limit` (up to 1,000), each with its counts: a page; pass the
+    /// last name of a page as `after` for the next. Groups nobody uses any more are not
+    /// kept, so a group shows up again with its next job.
+    pub async fn groups(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(JobGroup, GroupCounts)>> {
+        let after = after.map(JobGroup::new).transpose()?;
+        let limit = limit.clamp(1, 1000);
+        self.store()
+            .list_groups(self.name(), after.as_ref(), limit)
+            .await
+    }
+
     fn store(&self) -> &dyn JobQueues {
         self.shared.store()
     }

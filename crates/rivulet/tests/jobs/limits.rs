@@ -26,6 +26,7 @@ macro_rules! limits_suite {
             a_paused_group_waits_while_others_run,
             a_rate_limited_handler_keeps_its_attempt_and_holds_its_group,
             group_counts_follow_add_cancel_remove_and_runs,
+            groups_in_play_are_listed_by_name_a_page_at_a_time,
             bad_limits_are_refused_and_write_nothing,
         );
     };
@@ -525,6 +526,67 @@ pub async fn group_counts_follow_add_cancel_remove_and_runs(f: &dyn Fixture) {
     assert_eq!((gc.waiting, gc.active, gc.paused), (0, 0, false));
     assert_eq!(q.counts().await.expect("counts").completed, 5);
     worker.shutdown().await;
+}
+
+pub async fn groups_in_play_are_listed_by_name_a_page_at_a_time(f: &dyn Fixture) {
+    let q = queue(f, &queue_name("glist")).await;
+    assert!(q.groups(None, 10).await.expect("groups").is_empty());
+    q.set_limits(Limits::new().group_concurrency(1))
+        .await
+        .expect("limits");
+    // c has 3 waiting, a 1, b 2; e is paused with nothing in it; d gets a job that runs.
+    for (g, n) in [("c", 3u32), ("a", 1), ("b", 2)] {
+        for i in 0..n {
+            q.add("n", &i).group(g).await.expect("add");
+        }
+    }
+    q.pause_group("e").await.expect("pause e");
+    let names = |page: &[(rivulet::JobGroup, rivulet::GroupCounts)]| {
+        page.iter().map(|(g, _)| g.to_string()).collect::<Vec<_>>()
+    };
+    let all = q.groups(None, 10).await.expect("groups");
+    assert_eq!(names(&all), ["a", "b", "c", "e"]);
+    let waiting: Vec<u64> = all.iter().map(|(_, c)| c.waiting).collect();
+    assert_eq!(waiting, [1, 2, 3, 0]);
+    assert!(all[3].1.paused && !all[0].1.paused);
+    // Pages: two, then after the last name.
+    let first = q.groups(None, 2).await.expect("page 1");
+    assert_eq!(names(&first), ["a", "b"]);
+    let next = q.groups(Some("b"), 2).await.expect("page 2");
+    assert_eq!(names(&next), ["c", "e"]);
+    assert!(q.groups(Some("e"), 2).await.expect("page 3").is_empty());
+    // A group with only an active job (at its cap, out of the rotation) is listed; one
+    // drained and not paused is not.
+    let q2 = q.clone();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let worker = fast(q2.worker(move |job: Job<u32>| {
+        let g = g.clone();
+        async move {
+            if job.name().as_str() == "hold" {
+                let _p = g.acquire().await.map_err(HandlerError::retryable)?;
+            }
+            Ok(())
+        }
+    }))
+    .concurrency(4)
+    .await
+    .expect("worker");
+    q.add("hold", &0u32).group("d").await.expect("add d");
+    super::wait_until_async("a, b and c drained, d active", WAIT, || async {
+        let page = q.groups(None, 10).await.expect("groups");
+        names(&page) == ["d", "e"]
+    })
+    .await;
+    let page = q.groups(None, 10).await.expect("groups");
+    assert_eq!((page[0].1.waiting, page[0].1.active), (0, 1));
+    gate.add_permits(1);
+    wait_finished(&q).await;
+    assert_eq!(names(&q.groups(None, 10).await.expect("groups")), ["e"]);
+    worker.shutdown().await;
+    // A bad group name is a typed error.
+    let err = q.groups(Some("bad name"), 10).await.expect_err("bad name");
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
 }
 
 pub async fn bad_limits_are_refused_and_write_nothing(f: &dyn Fixture) {

@@ -53,6 +53,7 @@ pub(crate) struct JobScripts {
     pub(crate) flow_apply: Script,
     pub(crate) flow_ack: Script,
     pub(crate) group: Script,
+    pub(crate) groups: Script,
 }
 
 /// A job script: the shared library and its flow part, then the script's own body.
@@ -109,5 +110,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         flow_apply: job_script!("jobs_flow_apply.lua"),
         flow_ack: job_script!("jobs_flow_ack.lua"),
         group: job_script!("jobs_group.lua"),
+        groups: job_script!("jobs_groups.lua"),
     },
 });

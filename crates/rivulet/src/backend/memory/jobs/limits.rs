@@ -141,6 +141,27 @@ impl Limited {
         }
     }
 
+    /// The groups in play (waiting or active jobs, or paused) after `after`, by name.
+    pub(super) fn list(
+        &self,
+        after: Option<&JobGroup>,
+        limit: usize,
+    ) -> Vec<(JobGroup, GroupCounts)> {
+        let mut names: Vec<&JobGroup> = self
+            .groups
+            .iter()
+            .filter(|(_, m)| m.paused || !m.waiting.is_empty() || m.active > 0)
+            .map(|(g, _)| g)
+            .filter(|g| after.is_none_or(|a| g.as_str() > a.as_str()))
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names
+            .into_iter()
+            .take(limit)
+            .map(|g| (g.clone(), self.counts(g)))
+            .collect()
+    }
+
     pub(super) fn counts(&self, g: &JobGroup) -> GroupCounts {
         self.groups
             .get(g)

@@ -497,6 +497,19 @@ impl JobQueues for MemoryBackend {
             .get(queue)
             .map_or_else(GroupCounts::default, |q| q.lim.counts(group)))
     }
+
+    async fn list_groups(
+        &self,
+        queue: &QueueName,
+        after: Option<&JobGroup>,
+        limit: usize,
+    ) -> Result<Vec<(JobGroup, GroupCounts)>> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .map_or_else(Vec::new, |q| q.lim.list(after, limit)))
+    }
 }
 
 fn parse_cursor(c: &str) -> Result<Key> {

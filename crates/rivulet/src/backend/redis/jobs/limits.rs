@@ -8,6 +8,7 @@ use redis::Value;
 use super::invocation;
 use crate::backend::jobs::QueueSettings;
 use crate::backend::redis::RedisBackend;
+use crate::backend::redis::reply;
 use crate::backend::redis::scripts::SCRIPTS;
 use crate::deadline::millis;
 use crate::error::Result;
@@ -127,5 +128,36 @@ impl RedisBackend {
             active: active.unwrap_or(0),
             paused,
         })
+    }
+
+    pub(super) async fn jobs_list_groups(
+        &self,
+        queue: &QueueName,
+        after: Option<&JobGroup>,
+        limit: usize,
+    ) -> Result<Vec<(JobGroup, GroupCounts)>> {
+        let keys = self.queue_keys(queue);
+        let mut inv = invocation(&SCRIPTS.jobs.groups, &keys, None);
+        inv.arg(after.map_or("", |g| g.as_str())).arg(limit);
+        let mut conn = self.conn()?;
+        let v: Value = inv.invoke_async(&mut conn).await?;
+        let rows = reply::array(&v).ok_or_else(|| reply::unexpected("job groups", &v))?;
+        rows.iter()
+            .map(|row| {
+                let bad = || reply::unexpected("job group", row);
+                let r = reply::array(row).ok_or_else(bad)?;
+                let name = r.first().and_then(reply::string).ok_or_else(bad)?;
+                let n = |i: usize| r.get(i).and_then(reply::uint).ok_or_else(bad);
+                let group = JobGroup::new(name).map_err(|_| bad())?;
+                Ok((
+                    group,
+                    GroupCounts {
+                        waiting: n(1)?,
+                        active: n(2)?,
+                        paused: n(3)? == 1,
+                    },
+                ))
+            })
+            .collect()
     }
 }

@@ -318,4 +318,13 @@ impl JobQueues for RedisBackend {
     async fn group_counts(&self, queue: &QueueName, group: &JobGroup) -> Result<GroupCounts> {
         self.jobs_group_counts(queue, group).await
     }
+
+    async fn list_groups(
+        &self,
+        queue: &QueueName,
+        after: Option<&JobGroup>,
+        limit: usize,
+    ) -> Result<Vec<(JobGroup, GroupCounts)>> {
+        self.jobs_list_groups(queue, after, limit).await
+    }
 }
