@@ -9,14 +9,17 @@
 
 #![cfg(feature = "redis")]
 
+mod common;
+
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rivulet::{Job, JobEventKind, JobState, Queue, RedisBackend};
 use rivulet_testkit::{RedisCluster, key_slot};
+
+use common::child::ChildProcess;
 
 const CHILD_ENV: &str = "RIVULET_FLOW_CHILD";
 const KIDS: [&str; 3] = ["fp.kids.a", "fp.kids.b", "fp.kids.c"];
@@ -60,38 +63,9 @@ fn child_worker() {
     });
 }
 
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn spawn(urls: &str) -> WorkerProcess {
-        let child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_worker",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, "1")
-            .env("RIVULET_URLS", urls)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the worker process");
-        WorkerProcess(child)
-    }
-
-    fn kill(mut self) {
-        let _ = self.0.kill(); // SIGKILL
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A worker process on the cluster's seed `urls` (killed when dropped).
+fn worker_process(urls: &str) -> ChildProcess {
+    ChildProcess::spawn("child_worker", &[(CHILD_ENV, "1"), ("RIVULET_URLS", urls)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +113,7 @@ async fn a_parent_of_100_children_in_3_queues_completes_once_while_workers_are_k
     .expect("parent worker");
 
     let joined = urls.join(",");
-    let mut procs: Vec<WorkerProcess> = (0..2).map(|_| WorkerProcess::spawn(&joined)).collect();
+    let mut procs: Vec<ChildProcess> = (0..2).map(|_| worker_process(&joined)).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut kills = 0;
     let mut next_kill = Instant::now() + Duration::from_millis(400);
@@ -158,7 +132,7 @@ async fn a_parent_of_100_children_in_3_queues_completes_once_while_workers_are_k
         );
         if kills < 6 && Instant::now() >= next_kill {
             procs.remove(0).kill();
-            procs.push(WorkerProcess::spawn(&joined));
+            procs.push(worker_process(&joined));
             kills += 1;
             next_kill = Instant::now() + Duration::from_millis(500);
         }

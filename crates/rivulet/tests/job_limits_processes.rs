@@ -11,13 +11,15 @@
 
 #![cfg(feature = "redis")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rivulet::{Job, JobState, Limits, Queue, Rate, RedisBackend};
 use rivulet_testkit::RedisServer;
+
+use common::child::ChildProcess;
 
 const CHILD_ENV: &str = "RIVULET_LIMITS_CHILD";
 
@@ -57,56 +59,25 @@ fn child_worker() {
     });
 }
 
-struct WorkerProcess {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+/// A worker process on `queue` (killed when dropped).
+fn worker_process(url: &str, queue: &str) -> ChildProcess {
+    ChildProcess::spawn(
+        "child_worker",
+        &[
+            (CHILD_ENV, "1"),
+            ("RIVULET_URL", url),
+            ("RIVULET_QUEUE", queue),
+        ],
+    )
 }
 
-impl WorkerProcess {
-    fn spawn(url: &str, queue: &str) -> WorkerProcess {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_worker",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, "1")
-            .env("RIVULET_URL", url)
-            .env("RIVULET_QUEUE", queue)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the worker process");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                l.lock().expect("lock").push(line);
-            }
-        });
-        WorkerProcess { child, lines }
-    }
-
-    /// The start stamps it reported.
-    fn starts(&self) -> Vec<u64> {
-        self.lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|l| l.find("start ").map(|i| &l[i + 6..]))
-            .filter_map(|s| s.trim().parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The start stamps a worker process reported.
+fn starts(p: &ChildProcess) -> Vec<u64> {
+    p.lines()
+        .iter()
+        .filter_map(|l| l.find("start ").map(|i| &l[i + 6..]))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
 }
 
 async fn start_server() -> RedisServer {
@@ -146,7 +117,7 @@ async fn a_rate_limit_holds_for_four_worker_processes() {
     let jobs: Vec<_> = (0..(N * 14)).map(|i| q.add("r", &i)).collect();
     q.add_bulk(jobs).await.expect("add");
     let children: Vec<_> = (0..4)
-        .map(|_| WorkerProcess::spawn(&server.url(), "rated"))
+        .map(|_| worker_process(&server.url(), "rated"))
         .collect();
     // From the first start, run for RUN, then stop the children.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -158,7 +129,7 @@ async fn a_rate_limit_holds_for_four_worker_processes() {
     while began.elapsed() < RUN + Duration::from_millis(300) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut starts: Vec<u64> = children.iter().flat_map(WorkerProcess::starts).collect();
+    let mut starts: Vec<u64> = children.iter().flat_map(starts).collect();
     drop(children);
     starts.sort_unstable();
     let first = starts[0];

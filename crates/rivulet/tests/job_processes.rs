@@ -13,13 +13,15 @@
 
 #![cfg(feature = "redis")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rivulet::{Job, JobId, JobState, Queue, RedisBackend};
 use rivulet_testkit::RedisServer;
+
+use common::child::ChildProcess;
 
 const CHILD_ENV: &str = "RIVULET_JOB_CHILD";
 const WAIT: Duration = Duration::from_secs(20);
@@ -68,87 +70,16 @@ fn child_worker() {
     });
 }
 
-/// A worker process, killed when dropped.
-struct WorkerProcess {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl WorkerProcess {
-    fn spawn(role: &str, url: &str, queue: &str) -> WorkerProcess {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_worker",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, role)
-            .env("RIVULET_URL", url)
-            .env("RIVULET_QUEUE", queue)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the worker process");
-        let stdout: ChildStdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                l.lock().expect("lock").push(line);
-            }
-        });
-        WorkerProcess { child, lines }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .status()
-            .expect("kill(1)")
-            .success();
-        assert!(ok, "kill -{sig} {}", self.pid());
-    }
-
-    /// The first line the process printed that holds `prefix`, from `prefix` on (the
-    /// test harness may print `test child_worker ... ` before it on the same line).
-    fn said(&self, prefix: &str) -> Option<String> {
-        self.lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .find_map(|l| l.find(prefix).map(|i| l[i..].to_owned()))
-    }
-
-    async fn wait_said(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = self.said(prefix) {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the worker process never said {prefix:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.pid().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A worker process playing `role` on `queue` (killed when dropped).
+fn worker_process(role: &str, url: &str, queue: &str) -> ChildProcess {
+    ChildProcess::spawn(
+        "child_worker",
+        &[
+            (CHILD_ENV, role),
+            ("RIVULET_URL", url),
+            ("RIVULET_QUEUE", queue),
+        ],
+    )
 }
 
 async fn start_server(aof: bool) -> RedisServer {
@@ -185,8 +116,8 @@ async fn a_worker_killed_mid_job_has_its_job_run_again_after_the_lease_expires()
     )
     .expect("queue");
     let id = q.add("work", &1u32).await.expect("add").id;
-    let mut child = WorkerProcess::spawn("hang", &server.url(), "killed");
-    child.wait_said("started").await;
+    let mut child = worker_process("hang", &server.url(), "killed");
+    child.wait_said("started", WAIT).await;
     let active = wait_state(&q, &id, JobState::Active).await;
     assert!(
         active
@@ -196,7 +127,7 @@ async fn a_worker_killed_mid_job_has_its_job_run_again_after_the_lease_expires()
         "the job is active in the child: {active:?}"
     );
     child.signal("KILL");
-    let _ = child.child.wait();
+    child.wait();
     let killed = Instant::now();
     let worker = q
         .worker(|_job: Job<u32>| async { Ok("from-survivor") })
@@ -233,8 +164,8 @@ async fn a_frozen_worker_cannot_complete_the_job_another_worker_now_holds() {
     )
     .expect("queue");
     let id = q.add("work", &1u32).await.expect("add").id;
-    let child = WorkerProcess::spawn("slow", &server.url(), "frozen");
-    child.wait_said("started").await;
+    let child = worker_process("slow", &server.url(), "frozen");
+    child.wait_said("started", WAIT).await;
     wait_state(&q, &id, JobState::Active).await;
     child.signal("STOP");
     let worker = q
@@ -250,7 +181,7 @@ async fn a_frozen_worker_cannot_complete_the_job_another_worker_now_holds() {
     );
     child.signal("CONT");
     // The child's handler finishes (its 3 s are long past) and its completion is refused.
-    let stats = child.wait_said("stats").await;
+    let stats = child.wait_said("stats", WAIT).await;
     assert_eq!(
         stats, "stats lease_lost=1 completed=0",
         "the frozen worker's write was fenced off"

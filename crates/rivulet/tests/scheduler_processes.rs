@@ -8,14 +8,15 @@
 
 #![cfg(feature = "redis")]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rivulet::{JobEventKind, JobState, Queue, RedisBackend};
 use rivulet_testkit::RedisServer;
+
+use common::child::ChildProcess;
 
 const CHILD_ENV: &str = "RIVULET_SCHED_CHILD";
 const WAIT: Duration = Duration::from_secs(30);
@@ -58,67 +59,16 @@ fn child_runner() {
     });
 }
 
-struct RunnerProcess {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl RunnerProcess {
-    fn spawn(url: &str, queue: &str) -> RunnerProcess {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_runner",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, "1")
-            .env("RIVULET_URL", url)
-            .env("RIVULET_QUEUE", queue)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the runner process");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                l.lock().expect("lock").push(line);
-            }
-        });
-        RunnerProcess { child, lines }
-    }
-
-    fn said(&self, prefix: &str) -> Option<String> {
-        self.lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .find_map(|l| l.find(prefix).map(|i| l[i..].to_owned()))
-    }
-
-    async fn wait_said(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = self.said(prefix) {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the runner process never said {prefix:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for RunnerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A scheduler runner process on `queue` (killed when dropped).
+fn runner_process(url: &str, queue: &str) -> ChildProcess {
+    ChildProcess::spawn(
+        "child_runner",
+        &[
+            (CHILD_ENV, "1"),
+            ("RIVULET_URL", url),
+            ("RIVULET_QUEUE", queue),
+        ],
+    )
 }
 
 /// `fired=… lost=… passes=…` → the three numbers.
@@ -152,11 +102,9 @@ async fn three_processes(kill_after: Option<u64>) {
     let url = server.url();
     let q =
         Queue::new(RedisBackend::connect(&url).await.expect("connect"), "beats").expect("queue");
-    let mut children: Vec<RunnerProcess> = (0..3)
-        .map(|_| RunnerProcess::spawn(&url, "beats"))
-        .collect();
+    let mut children: Vec<ChildProcess> = (0..3).map(|_| runner_process(&url, "beats")).collect();
     for c in &children {
-        c.wait_said("running").await;
+        c.wait_said("running", WAIT).await;
     }
     let mut events = q.events(None).await.expect("events");
     let up = q
@@ -176,8 +124,8 @@ async fn three_processes(kill_after: Option<u64>) {
             break;
         }
         if !killed && kill_after.is_some_and(|k| waiting >= k) {
-            children[0].child.kill().expect("SIGKILL a runner");
-            let _ = children[0].child.wait();
+            children[0].signal("KILL");
+            children[0].wait();
             killed = true;
         }
         assert!(
@@ -189,7 +137,7 @@ async fn three_processes(kill_after: Option<u64>) {
     assert!(q.remove_scheduler("beat").await.expect("remove"));
     let mut per_process = Vec::new();
     for c in children.iter().skip(usize::from(killed)) {
-        per_process.push(stats(&c.wait_said("stats").await));
+        per_process.push(stats(&c.wait_said("stats", WAIT).await));
     }
     let elapsed = started.elapsed();
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub(crate) mod child;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
