@@ -212,30 +212,7 @@ async fn the_doctor_runs_on_a_cluster() {
         .get_async_connection()
         .await
         .expect("connect");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
-    let _: () = redis::pipe()
-        .cmd("ZREM")
-        .arg(format!("{tag}/waiting"))
-        .arg(id.as_str())
-        .ignore()
-        .cmd("ZADD")
-        .arg(format!("{tag}/active"))
-        .arg(now_ms - 60_000)
-        .arg(id.as_str())
-        .ignore()
-        .cmd("HSET")
-        .arg(format!("{tag}/job/{id}"))
-        .arg("state")
-        .arg("active")
-        .arg("attempt")
-        .arg(1)
-        .ignore()
-        .query_async(&mut con)
-        .await
-        .expect("fake a crashed worker");
+    make_stalled(&mut con, tag, &id).await;
 
     let doctor = Doctor::new(backend).options(options());
     let report = doctor.examine().await.expect("examine");

@@ -154,11 +154,22 @@ pub(crate) async fn workload(backend: impl Into<rivulet::AnyBackend> + Clone) {
 pub(crate) async fn stalled_job(url: &str, q: &Queue) -> rivulet::JobId {
     let id = q.add("send", &1u32).await.expect("add").id;
     let tag = format!("{{rivulet/queue/{}}}", q.name());
+    let mut con = raw(url).await;
+    make_stalled(&mut con, &tag, &id).await;
+    id
+}
+
+/// Makes waiting job `id` of the queue with tag `tag` look like the job of a worker that
+/// crashed long ago (on any connection: a server's or a cluster's).
+pub(crate) async fn make_stalled(
+    con: &mut impl redis::aio::ConnectionLike,
+    tag: &str,
+    id: &rivulet::JobId,
+) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64;
-    let mut con = raw(url).await;
     let _: () = redis::pipe()
         .cmd("ZREM")
         .arg(format!("{tag}/waiting"))
@@ -180,8 +191,7 @@ pub(crate) async fn stalled_job(url: &str, q: &Queue) -> rivulet::JobId {
         .arg("worker")
         .arg("deadhost:1")
         .ignore()
-        .query_async(&mut con)
+        .query_async(con)
         .await
         .expect("fake a crashed worker");
-    id
 }
