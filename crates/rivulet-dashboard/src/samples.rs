@@ -48,6 +48,9 @@ pub(crate) fn sparkline(values: &[u64]) -> String {
     if values.is_empty() {
         return String::new();
     }
+    if values.len() == 1 {
+        return sparkline(&[values[0], values[0]]);
+    }
     let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
     let step = if values.len() > 1 {
         100.0 / (values.len() - 1) as f64
