@@ -49,7 +49,9 @@ pub(crate) struct ServeArgs {
 pub(crate) async fn run(g: &Globals, args: ServeArgs) -> Result<ExitCode, CliError> {
     let token = match args.token {
         Some(t) if t.trim().len() < 16 => {
-            return Err(CliError::usage("the token must have at least 16 characters"));
+            return Err(CliError::usage(
+                "the token must have at least 16 characters",
+            ));
         }
         Some(t) => t.trim().to_owned(),
         None => {

@@ -57,7 +57,15 @@ fn wait_for_port(port: u16, what: &str) {
 /// line it prints once listening).
 fn serve(redis_url: &str) -> (Killed, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .args(["--redis", redis_url, "serve", "--listen", "127.0.0.1:0", "--poll", "2"])
+        .args([
+            "--redis",
+            redis_url,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll",
+            "2",
+        ])
         .env("RIVULET_DASHBOARD_TOKEN", TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -130,19 +138,29 @@ async fn screenshot(c: &Client, name: &str) {
 /// The payload's script did not run: the title is the page's and no global was set.
 async fn assert_no_script_ran(c: &Client, page: &str) {
     let title = c.title().await.expect("title");
-    assert!(!title.contains("pwned"), "{page}: the payload's script ran (title {title:?})");
+    assert!(
+        !title.contains("pwned"),
+        "{page}: the payload's script ran (title {title:?})"
+    );
     let pwned = c
         .execute("return typeof window.pwned;", vec![])
         .await
         .expect("execute");
-    assert_eq!(pwned, serde_json::json!("undefined"), "{page}: the payload's script ran");
+    assert_eq!(
+        pwned,
+        serde_json::json!("undefined"),
+        "{page}: the payload's script ran"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_headless_chromium() {
     let (_driver, driver_port) = chromedriver();
     let server = RedisServer::start().expect("redis-server");
-    let backend = RedisBackend::builder(&server.url()).build().await.expect("backend");
+    let backend = RedisBackend::builder(server.url())
+        .build()
+        .await
+        .expect("backend");
     let seeded = seed(backend.clone().into()).await;
     let admin = Admin::new(backend.clone());
     let (_serve, base) = serve(&server.url());
@@ -163,9 +181,15 @@ async fn drive(
     c.goto(&format!("{base}/")).await?;
     assert!(c.current_url().await?.path().ends_with("/login"));
     screenshot(c, "login").await;
-    c.find(Locator::Id("token")).await?.send_keys("wrong-token-wrong").await?;
+    c.find(Locator::Id("token"))
+        .await?
+        .send_keys("wrong-token-wrong")
+        .await?;
     c.find(Locator::Id("login-submit")).await?.click().await?;
-    c.wait().at_most(WAIT).for_element(Locator::Id("login-error")).await?;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("login-error"))
+        .await?;
     c.find(Locator::Id("token")).await?.send_keys(TOKEN).await?;
     c.find(Locator::Id("login-submit")).await?.click().await?;
 
@@ -173,32 +197,63 @@ async fn drive(
     let topic = c
         .wait()
         .at_most(WAIT)
-        .for_element(Locator::XPath(&format!("//a[@class='topic-link' and text()='{TOPIC}']")))
+        .for_element(Locator::XPath(&format!(
+            "//a[@class='topic-link' and text()='{TOPIC}']"
+        )))
         .await?;
-    c.find(Locator::XPath(&format!("//a[@class='queue-link' and text()='{QUEUE}']")))
-        .await?;
+    c.find(Locator::XPath(&format!(
+        "//a[@class='queue-link' and text()='{QUEUE}']"
+    )))
+    .await?;
     screenshot(c, "overview").await;
     topic.click().await?;
 
     // The topic, its group, its dead letters.
-    let name = c.wait().at_most(WAIT).for_element(Locator::Id("topic-name")).await?;
+    let name = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("topic-name"))
+        .await?;
     assert_eq!(name.text().await?, TOPIC);
     c.find(Locator::Css("td.group-name")).await?;
     screenshot(c, "topic").await;
-    c.find(Locator::Id("dead-letters-link")).await?.click().await?;
-    let payload = c.wait().at_most(WAIT).for_element(Locator::Css("pre.payload")).await?;
-    c.find(Locator::Css("details summary")).await?.click().await?;
+    c.find(Locator::Id("dead-letters-link"))
+        .await?
+        .click()
+        .await?;
+    let payload = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("pre.payload"))
+        .await?;
+    c.find(Locator::Css("details summary"))
+        .await?
+        .click()
+        .await?;
     let shown = payload.text().await?;
-    assert!(shown.contains("<script>document.title"), "payload shown as text: {shown:?}");
+    assert!(
+        shown.contains("<script>document.title"),
+        "payload shown as text: {shown:?}"
+    );
     assert_no_script_ran(c, "dead letters").await;
     screenshot(c, "dead-letters").await;
 
     // Replay it by clicking; the library sees it replayed.
     let dlq = admin.dead_letters(TOPIC).expect("dlq");
     assert_eq!(dlq.len().await.expect("len"), 1);
-    c.find(Locator::Css("button.replay-one")).await?.click().await?;
-    c.wait().at_most(WAIT).for_element(Locator::Id("no-dead-letters")).await?;
-    assert_eq!(dlq.len().await.expect("len"), 0, "replayed out of the dead-letter queue");
+    c.find(Locator::Css("button.replay-one"))
+        .await?
+        .click()
+        .await?;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("no-dead-letters"))
+        .await?;
+    assert_eq!(
+        dlq.len().await.expect("len"),
+        0,
+        "replayed out of the dead-letter queue"
+    );
     let info = admin.topic(TOPIC).await.expect("topic");
     assert_eq!(
         info.groups.iter().map(|g| g.lag.unwrap_or(0)).sum::<u64>(),
@@ -207,12 +262,25 @@ async fn drive(
     );
 
     // The failed job: open it from the queue page and retry it by clicking.
-    c.goto(&format!("{base}/queues/{QUEUE}?state=failed")).await?;
+    c.goto(&format!("{base}/queues/{QUEUE}?state=failed"))
+        .await?;
     screenshot(c, "queue").await;
-    c.wait().at_most(WAIT).for_element(Locator::Css("a.job-link")).await?.click().await?;
-    let id = c.wait().at_most(WAIT).for_element(Locator::Id("job-id")).await?;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("a.job-link"))
+        .await?
+        .click()
+        .await?;
+    let id = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("job-id"))
+        .await?;
     assert_eq!(id.text().await?, seeded.failed_job.as_str());
-    assert_eq!(c.find(Locator::Id("job-state")).await?.text().await?, "failed");
+    assert_eq!(
+        c.find(Locator::Id("job-state")).await?.text().await?,
+        "failed"
+    );
     let data = c.find(Locator::Id("job-data")).await?.text().await?;
     assert!(data.contains("<script>document.title"), "{data:?}");
     assert_no_script_ran(c, "job").await;
@@ -223,7 +291,12 @@ async fn drive(
         .for_element(Locator::XPath("//dd[@id='job-state' and text()='waiting']"))
         .await?;
     let q = admin.queue(QUEUE).expect("queue");
-    let state = q.job(&seeded.failed_job).await.expect("job").expect("exists").state;
+    let state = q
+        .job(&seeded.failed_job)
+        .await
+        .expect("job")
+        .expect("exists")
+        .state;
     assert_eq!(state, JobState::Waiting, "retried in Redis");
     Ok(())
 }

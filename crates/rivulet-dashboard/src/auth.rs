@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Extension;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
@@ -36,10 +36,13 @@ fn same(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-/// The logged-in sessions: session id → (CSRF token, creation order).
+/// Session id → (CSRF token, creation order).
+type SessionMap = HashMap<String, (String, u64)>;
+
+/// The logged-in sessions, with a counter for their creation order.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    inner: Mutex<(u64, HashMap<String, (String, u64)>)>,
+    inner: Mutex<(u64, SessionMap)>,
 }
 
 impl Sessions {
@@ -48,10 +51,10 @@ impl Sessions {
         let csrf = random_hex();
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (counter, map) = &mut *guard;
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| k.clone()) {
-                map.remove(&oldest);
-            }
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
         }
         *counter += 1;
         map.insert(sid.clone(), (csrf.clone(), *counter));
@@ -187,7 +190,10 @@ pub(crate) async fn login(State(s): State<Shared>, body: axum::body::Bytes) -> R
     resp
 }
 
-pub(crate) async fn logout(State(s): State<Shared>, Extension(caller): Extension<Caller>) -> Response {
+pub(crate) async fn logout(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     if let Some(sid) = &caller.sid {
         s.sessions.remove(sid);
     }

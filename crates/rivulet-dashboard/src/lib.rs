@@ -122,7 +122,10 @@ pub fn router(admin: Admin, config: Config) -> Router {
         .route("/queues/{queue}/pause", post(pages::pause))
         .route("/queues/{queue}/resume", post(pages::resume))
         .route("/queues/{queue}/jobs/{id}", get(pages::job))
-        .route("/queues/{queue}/jobs/{id}/{action}", post(pages::job_action))
+        .route(
+            "/queues/{queue}/jobs/{id}/{action}",
+            post(pages::job_action),
+        )
         .route("/logout", post(auth::logout))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

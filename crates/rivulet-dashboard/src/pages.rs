@@ -14,10 +14,10 @@ use rivulet::jobs::{JobInfo, JobState};
 use rivulet::{DeadLetter, DeadLetterFilter, DeadLetterReason, EntryId, Error, JobId};
 use serde_json::json;
 
+use crate::Shared;
 use crate::auth::Caller;
 use crate::samples::sparkline;
 use crate::view::{error_page, parse_form};
-use crate::Shared;
 
 type Params = Query<HashMap<String, String>>;
 
@@ -88,6 +88,7 @@ fn when(ms: Option<u64>) -> String {
     }
 }
 
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
 async fn overview_data(s: &Shared, params: &HashMap<String, String>) -> Result<Value, Response> {
     let offset = match params.get("offset").map(|o| o.parse::<usize>()) {
         None => 0,
@@ -289,6 +290,8 @@ pub(crate) async fn dead_letters(
     )
 }
 
+/// The pairs of a form body, or the 400 response saying it could not be read.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
 fn form(s: &Shared, body: &[u8]) -> Result<Vec<(String, String)>, Response> {
     parse_form(body).ok_or_else(|| bad(s, "the form could not be read"))
 }
@@ -436,7 +439,10 @@ pub(crate) async fn queue(
         Err(e) => return fail(&s, &e),
     };
     let cursor = params.get("cursor").filter(|c| !c.is_empty());
-    let page = match q.jobs(state, cursor.map(String::as_str), JOBS_PER_PAGE).await {
+    let page = match q
+        .jobs(state, cursor.map(String::as_str), JOBS_PER_PAGE)
+        .await
+    {
         Ok(p) => p,
         Err(e) => return fail(&s, &e),
     };
@@ -477,10 +483,15 @@ async fn queue_toggle(s: Shared, queue: String, pause: bool) -> Response {
         Ok(q) => q,
         Err(e) => return fail(&s, &e),
     };
-    let r = if pause { q.pause().await } else { q.resume().await };
+    let r = if pause {
+        q.pause().await
+    } else {
+        q.resume().await
+    };
     match r {
-        Ok(()) => Redirect::to(&format!("{}/queues/{}", s.config.base_path, enc(&queue)))
-            .into_response(),
+        Ok(()) => {
+            Redirect::to(&format!("{}/queues/{}", s.config.base_path, enc(&queue))).into_response()
+        }
         Err(e) => fail(&s, &e),
     }
 }
@@ -510,16 +521,24 @@ pub(crate) async fn job(
         Ok(c) => c,
         Err(e) => return fail(&s, &e),
     };
-    let child = |c: &rivulet::jobs::ChildRef, status: &str, extra: String| {
-        json!({ "queue": c.queue.as_str(), "id": c.id.as_str(), "status": status, "extra": extra })
-    };
+    let child = |c: &rivulet::jobs::ChildRef, status: &str, extra: String| json!({ "queue": c.queue.as_str(), "id": c.id.as_str(), "status": status, "extra": extra });
     let mut kids: Vec<_> = children
         .results
         .iter()
         .map(|(c, r)| child(c, "completed", pretty(r)))
         .collect();
-    kids.extend(children.failures.iter().map(|(c, e)| child(c, "failed", e.clone())));
-    kids.extend(children.pending.iter().map(|c| child(c, "pending", String::new())));
+    kids.extend(
+        children
+            .failures
+            .iter()
+            .map(|(c, e)| child(c, "failed", e.clone())),
+    );
+    kids.extend(
+        children
+            .pending
+            .iter()
+            .map(|c| child(c, "pending", String::new())),
+    );
     let j = &detail.job;
     render(
         &s,

@@ -22,10 +22,11 @@ impl Samples {
     /// returns the samples, oldest first.
     pub(crate) fn record(&self, key: &str, value: u64, now_ms: u64) -> Vec<u64> {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(key) && map.len() >= MAX_NAMES {
-            if let Some(oldest) = map.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| k.clone()) {
-                map.remove(&oldest);
-            }
+        if !map.contains_key(key)
+            && map.len() >= MAX_NAMES
+            && let Some(oldest) = map.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
         }
         let entry = map
             .entry(key.to_owned())
@@ -60,7 +61,13 @@ pub(crate) fn sparkline(values: &[u64]) -> String {
     values
         .iter()
         .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, 19.0 - (*v as f64 / max) * 18.0))
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                19.0 - (*v as f64 / max) * 18.0
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -28,13 +28,20 @@ async fn timed(app: &axum::Router, path: &str) -> (Duration, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_topics_and_a_hundred_thousand_jobs_render_in_under_a_second() {
     let backend = MemoryBackend::new();
-    let bus = Bus::builder(backend.clone()).app("large").build().expect("bus");
+    let bus = Bus::builder(backend.clone())
+        .app("large")
+        .build()
+        .expect("bus");
     for i in 0..1_000 {
-        bus.publish(&format!("topic-{i:04}"), &i).await.expect("publish");
+        bus.publish(&format!("topic-{i:04}"), &i)
+            .await
+            .expect("publish");
     }
     let q = Queue::new(backend.clone(), "big").expect("queue");
     for chunk in 0..100 {
-        let jobs: Vec<_> = (0..1_000).map(|i| q.add("job", &(chunk * 1_000 + i))).collect();
+        let jobs: Vec<_> = (0..1_000)
+            .map(|i| q.add("job", &(chunk * 1_000 + i)))
+            .collect();
         q.add_bulk(jobs).await.expect("add_bulk");
     }
     assert_eq!(q.counts().await.expect("counts").waiting, 100_000);
@@ -47,7 +54,10 @@ async fn a_thousand_topics_and_a_hundred_thousand_jobs_render_in_under_a_second(
     assert!(!body.contains("topic-0050"), "one page of 50 topics");
 
     let (took, body) = timed(&app, "/?offset=950").await;
-    assert!(took < Duration::from_secs(1), "last overview page took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "last overview page took {took:?}"
+    );
     assert!(body.contains("topic-0999"));
 
     let (took, body) = timed(&app, "/queues/big?state=waiting").await;

@@ -33,7 +33,8 @@ fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
 }
 
 fn post(path: &str, cookie: Option<&str>, form: &str) -> Request<Body> {
-    let mut b = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    let mut b =
+        Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
     }
@@ -49,7 +50,10 @@ async fn login(app: &Router) -> (String, String) {
         .and_then(|v| v.to_str().ok())
         .expect("a session cookie")
         .to_owned();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
     let cookie = set.split(';').next().expect("cookie").to_owned();
     let (status, _, page) = send(app, get("/", Some(&cookie))).await;
     assert_eq!(status, StatusCode::OK);
@@ -81,7 +85,10 @@ async fn suite(backend: AnyBackend) {
     for p in &pages {
         let (status, headers, _) = send(&app, get(p, None)).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{p}");
-        assert_eq!(headers.get(header::LOCATION).map(|v| v.as_bytes()), Some(&b"/login"[..]));
+        assert_eq!(
+            headers.get(header::LOCATION).map(|v| v.as_bytes()),
+            Some(&b"/login"[..])
+        );
     }
     let (status, _, _) = send(&app, post(&format!("/queues/{QUEUE}/pause"), None, "")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -90,9 +97,19 @@ async fn suite(backend: AnyBackend) {
     let (status, headers, login_page) = send(&app, get("/login", None)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(login_page.contains("name=\"token\""));
-    let csp = headers.get(header::CONTENT_SECURITY_POLICY).expect("CSP").to_str().expect("ascii");
-    assert!(csp.starts_with("default-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
-    assert_eq!(headers.get(header::X_FRAME_OPTIONS).map(|v| v.as_bytes()), Some(&b"DENY"[..]));
+    let csp = headers
+        .get(header::CONTENT_SECURITY_POLICY)
+        .expect("CSP")
+        .to_str()
+        .expect("ascii");
+    assert!(
+        csp.starts_with("default-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(
+        headers.get(header::X_FRAME_OPTIONS).map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
     assert!(headers.contains_key(header::REFERRER_POLICY));
 
     // A wrong token: 401 on login and with a bearer.
@@ -100,12 +117,18 @@ async fn suite(backend: AnyBackend) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(!headers.contains_key(header::SET_COOKIE));
     let bearer = |t: &str| {
-        Request::get("/").header(header::AUTHORIZATION, format!("Bearer {t}")).body(Body::empty()).expect("req")
+        Request::get("/")
+            .header(header::AUTHORIZATION, format!("Bearer {t}"))
+            .body(Body::empty())
+            .expect("req")
     };
     assert_eq!(send(&app, bearer("nope")).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(send(&app, bearer(TOKEN)).await.0, StatusCode::OK);
     // A cookie of no session is no login.
-    assert_eq!(send(&app, get("/", Some("rivulet_session=forged"))).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(
+        send(&app, get("/", Some("rivulet_session=forged"))).await.0,
+        StatusCode::SEE_OTHER
+    );
 
     let (cookie, csrf) = login(&app).await;
     let c = Some(cookie.as_str());
@@ -118,18 +141,38 @@ async fn suite(backend: AnyBackend) {
         assert!(!body.contains("<b>order"), "{p} has raw markup");
     }
     let (_, _, dead) = send(&app, get(&format!("/topics/{TOPIC}/dead-letters"), c)).await;
-    assert!(dead.contains("&lt;script&gt;document.title="), "payload shown escaped: {dead}");
-    assert!(dead.contains("bad &lt;b&gt;order&lt;&#x2f;b&gt; &quot;quoted&quot;"), "error escaped: {dead}");
+    assert!(
+        dead.contains("&lt;script&gt;document.title="),
+        "payload shown escaped: {dead}"
+    );
+    assert!(
+        dead.contains("bad &lt;b&gt;order&lt;&#x2f;b&gt; &quot;quoted&quot;"),
+        "error escaped: {dead}"
+    );
     let (_, _, jobpage) = send(&app, get(&format!("/queues/{QUEUE}/jobs/{job}"), c)).await;
-    assert!(jobpage.contains("&lt;img src=x onerror=alert(1)&gt;"), "{jobpage}");
-    assert!(jobpage.contains("&quot;note&quot;"), "pretty JSON data: {jobpage}");
+    assert!(
+        jobpage.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{jobpage}"
+    );
+    assert!(
+        jobpage.contains("&quot;note&quot;"),
+        "pretty JSON data: {jobpage}"
+    );
 
     // Bad input: 400 with a message (escaped), 404 for what does not exist.
-    let (status, _, body) =
-        send(&app, get(&format!("/topics/{TOPIC}/dead-letters?group=%22q%22%3Cx%3E"), c)).await;
+    let (status, _, body) = send(
+        &app,
+        get(
+            &format!("/topics/{TOPIC}/dead-letters?group=%22q%22%3Cx%3E"),
+            c,
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body.contains("\\&quot;q\\&quot;&lt;x&gt;") && !body.contains("<x>") && !body.contains("\\\"q"),
+        body.contains("\\&quot;q\\&quot;&lt;x&gt;")
+            && !body.contains("<x>")
+            && !body.contains("\\\"q"),
         "the quoted group name is escaped: {body}"
     );
     for p in [
@@ -156,18 +199,33 @@ async fn suite(backend: AnyBackend) {
 
     // POSTs need the session's CSRF token.
     let pause = format!("/queues/{QUEUE}/pause");
-    for form in [String::new(), "csrf=wrong".to_owned(), format!("csrf={}x", csrf)] {
+    for form in [
+        String::new(),
+        "csrf=wrong".to_owned(),
+        format!("csrf={}x", csrf),
+    ] {
         let (status, _, _) = send(&app, post(&pause, c, &form)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{form}");
     }
     let q = Queue::new(backend.clone(), QUEUE).expect("queue");
-    assert!(!q.paused().await.expect("paused").0, "refused POSTs changed nothing");
+    assert!(
+        !q.paused().await.expect("paused").0,
+        "refused POSTs changed nothing"
+    );
     let (status, _, _) = send(&app, post(&pause, c, &format!("csrf={csrf}"))).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(q.paused().await.expect("paused").0);
     let (_, _, body) = send(&app, get(&format!("/queues/{QUEUE}"), c)).await;
     assert!(body.contains("Resume"));
-    let (status, _, _) = send(&app, post(&format!("/queues/{QUEUE}/resume"), c, &format!("csrf={csrf}"))).await;
+    let (status, _, _) = send(
+        &app,
+        post(
+            &format!("/queues/{QUEUE}/resume"),
+            c,
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(!q.paused().await.expect("paused").0);
 
@@ -179,7 +237,12 @@ async fn suite(backend: AnyBackend) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = send(&app, post(&act("retry"), c, &format!("csrf={csrf}"))).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let state = q.job(&seeded.failed_job).await.expect("job").expect("exists").state;
+    let state = q
+        .job(&seeded.failed_job)
+        .await
+        .expect("job")
+        .expect("exists")
+        .state;
     assert_eq!(state, JobState::Waiting);
     let (status, _, _) = send(&app, post(&act("cancel"), c, &format!("csrf={csrf}"))).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -198,13 +261,37 @@ async fn suite(backend: AnyBackend) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = send(&app, post(&replay, c, &format!("csrf={csrf}&id={id}"))).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(dlq.len().await.expect("len"), 0, "replayed out of the dead-letter queue");
+    assert_eq!(
+        dlq.len().await.expect("len"),
+        0,
+        "replayed out of the dead-letter queue"
+    );
     let info = admin.topic(TOPIC).await.expect("topic");
-    let g = info.groups.iter().find(|g| g.group == dl_group).expect("group");
+    let g = info
+        .groups
+        .iter()
+        .find(|g| g.group == dl_group)
+        .expect("group");
     assert_eq!(g.lag, Some(1), "the replay waits for its group again");
-    let (status, _, _) = send(&app, post(&format!("/topics/{TOPIC}/dead-letters/purge"), c, &format!("csrf={csrf}&reason=nope"))).await;
+    let (status, _, _) = send(
+        &app,
+        post(
+            &format!("/topics/{TOPIC}/dead-letters/purge"),
+            c,
+            &format!("csrf={csrf}&reason=nope"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _, _) = send(&app, post(&format!("/topics/{TOPIC}/dead-letters/purge"), c, &format!("csrf={csrf}"))).await;
+    let (status, _, _) = send(
+        &app,
+        post(
+            &format!("/topics/{TOPIC}/dead-letters/purge"),
+            c,
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
 
     // Logging out ends the session.
@@ -217,16 +304,30 @@ async fn suite(backend: AnyBackend) {
     let (cookie, _) = {
         let (status, headers, _) = send(&ro, post("/login", None, &format!("token={TOKEN}"))).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
-        let set = headers.get(header::SET_COOKIE).and_then(|v| v.to_str().ok()).expect("cookie");
+        let set = headers
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .expect("cookie");
         (set.split(';').next().expect("cookie").to_owned(), ())
     };
     let c = Some(cookie.as_str());
     let (_, _, page) = send(&ro, get(&format!("/queues/{QUEUE}"), c)).await;
-    assert!(page.contains("read-only") && !page.contains("id=\"pause-toggle\""), "{page}");
-    let csrf_ro = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_owned();
+    assert!(
+        page.contains("read-only") && !page.contains("id=\"pause-toggle\""),
+        "{page}"
+    );
+    let csrf_ro = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("")
+        .to_owned();
     let (status, _, _) = send(&ro, post(&pause, c, &format!("csrf={csrf_ro}"))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let bearer_post = Request::post(&pause).header(header::AUTHORIZATION, format!("Bearer {TOKEN}")).body(Body::empty()).expect("req");
+    let bearer_post = Request::post(&pause)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .expect("req");
     assert_eq!(send(&ro, bearer_post).await.0, StatusCode::FORBIDDEN);
     assert!(!q.paused().await.expect("paused").0);
     drop(seeded);
@@ -240,14 +341,20 @@ async fn every_route_on_the_memory_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_on_redis() {
     let server = RedisServer::start().expect("redis-server");
-    let backend = RedisBackend::builder(&server.url()).build().await.expect("backend");
+    let backend = RedisBackend::builder(server.url())
+        .build()
+        .await
+        .expect("backend");
     suite(backend.into()).await;
 }
 
 #[tokio::test]
 async fn no_secret_is_rendered() {
     let server = RedisServer::start().expect("redis-server");
-    let backend = RedisBackend::builder(&server.url()).build().await.expect("backend");
+    let backend = RedisBackend::builder(server.url())
+        .build()
+        .await
+        .expect("backend");
     let app = router(Admin::new(backend), Config::new(TOKEN));
     let (cookie, _) = login(&app).await;
     for p in ["/", "/login", "/topics/none", "/queues/none"] {

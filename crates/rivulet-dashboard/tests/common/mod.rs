@@ -69,7 +69,14 @@ pub async fn seed(backend: AnyBackend) -> Seeded {
     let admin = Admin::new(backend.clone());
     wait_until("a dead letter", Duration::from_secs(10), || {
         let admin = admin.clone();
-        async move { admin.topic(TOPIC).await.map(|t| t.dead_letters).unwrap_or(0) == 1 }
+        async move {
+            admin
+                .topic(TOPIC)
+                .await
+                .map(|t| t.dead_letters)
+                .unwrap_or(0)
+                == 1
+        }
     })
     .await;
     sub.unsubscribe().await;
@@ -90,7 +97,13 @@ pub async fn seed(backend: AnyBackend) -> Seeded {
         .expect("worker");
     wait_until("a failed job", Duration::from_secs(10), || {
         let q = q.clone();
-        async move { q.counts().await.map(|c| c.of(JobState::Failed)).unwrap_or(0) == 1 }
+        async move {
+            q.counts()
+                .await
+                .map(|c| c.of(JobState::Failed))
+                .unwrap_or(0)
+                == 1
+        }
     })
     .await;
     worker.shutdown().await;
