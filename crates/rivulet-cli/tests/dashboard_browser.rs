@@ -300,3 +300,62 @@ async fn drive(
     assert_eq!(state, JobState::Waiting, "retried in Redis");
     Ok(())
 }
+
+/// One plain HTTP/1.1 GET to the server at `base`; returns the status line and body.
+fn http_get(base: &str, path: &str, bearer: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out.lines().next().unwrap_or("").to_owned();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_requires_the_token_and_serves_metrics() {
+    let server = RedisServer::start().expect("redis-server");
+    let backend = RedisBackend::builder(server.url())
+        .build()
+        .await
+        .expect("backend");
+    let _seeded = seed(backend.into()).await;
+    let (_serve, base) = serve(&server.url());
+    let (status, _) = http_get(&base, "/", None);
+    assert!(status.contains(" 303 "), "{status}");
+    let (status, _) = http_get(&base, "/", Some("not-the-token-at-all"));
+    assert!(status.contains(" 401 "), "{status}");
+    let (status, body) = http_get(&base, "/", Some(TOKEN));
+    assert!(status.contains(" 200 ") && body.contains(TOPIC), "{status}");
+    assert!(
+        !body.contains(&server.url()),
+        "the Redis URL is never shown"
+    );
+    // The collector feeds /metrics (its first tick runs at start).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = http_get(&base, "/metrics", None);
+        assert!(status.contains(" 200 "), "{status}");
+        if body.contains("rivulet_dead_letters") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no collected metrics: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A short token is a usage error (exit 2), before anything listens.
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["--redis", &server.url(), "serve", "--token", "short"])
+        .output()
+        .expect("rivulet serve runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
