@@ -206,6 +206,28 @@ async fn drive(
     )))
     .await?;
     screenshot(c, "overview").await;
+    // The overview refreshes itself (every 2 s here): a new topic shows without a reload.
+    seeded
+        .bus
+        .publish(
+            "fresh-topic",
+            &Order {
+                note: "new".to_owned(),
+            },
+        )
+        .await
+        .expect("publish");
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//a[@class='topic-link' and text()='fresh-topic']",
+        ))
+        .await?;
+    let topic = c
+        .find(Locator::XPath(&format!(
+            "//a[@class='topic-link' and text()='{TOPIC}']"
+        )))
+        .await?;
     topic.click().await?;
 
     // The topic, its group, its dead letters.

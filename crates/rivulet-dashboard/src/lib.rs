@@ -109,6 +109,8 @@ pub fn router(admin: Admin, config: Config) -> Router {
         .route("/", get(pages::overview))
         .route("/live/overview", get(pages::overview_live))
         .route("/topics/{topic}", get(pages::topic))
+        .route("/live/topics/{topic}", get(pages::topic_live))
+        .route("/live/queues/{queue}", get(pages::queue_live))
         .route("/topics/{topic}/dead-letters", get(pages::dead_letters))
         .route(
             "/topics/{topic}/dead-letters/replay",

@@ -172,9 +172,22 @@ pub(crate) async fn topic(
     Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
 ) -> Response {
-    let info = match s.admin.topic(&topic).await {
+    topic_page(&s, &caller, &topic, "topic.html").await
+}
+
+/// The topic page's live part alone (polled by the page).
+pub(crate) async fn topic_live(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(topic): Path<String>,
+) -> Response {
+    topic_page(&s, &caller, &topic, "topic_live.html").await
+}
+
+async fn topic_page(s: &Shared, caller: &Caller, topic: &str, template: &str) -> Response {
+    let info = match s.admin.topic(topic).await {
         Ok(i) => i,
-        Err(e) => return fail(&s, &e),
+        Err(e) => return fail(s, &e),
     };
     let groups: Vec<_> = info
         .groups
@@ -194,9 +207,9 @@ pub(crate) async fn topic(
         })
         .collect();
     render(
-        &s,
-        &caller,
-        "topic.html",
+        s,
+        caller,
+        template,
         minijinja::context! {
             topic => info.topic.as_str(),
             length => info.length,
@@ -413,6 +426,28 @@ pub(crate) async fn queue(
     Path(queue): Path<String>,
     Query(params): Params,
 ) -> Response {
+    queue_page(&s, &caller, &queue, &params, "queue.html").await
+}
+
+/// The queue page's live part alone (counts and the jobs of the state; polled).
+pub(crate) async fn queue_live(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(queue): Path<String>,
+    Query(params): Params,
+) -> Response {
+    queue_page(&s, &caller, &queue, &params, "queue_live.html").await
+}
+
+async fn queue_page(
+    s: &Shared,
+    caller: &Caller,
+    queue: &str,
+    params: &HashMap<String, String>,
+    template: &str,
+) -> Response {
+    let s = s.clone();
+    let queue = queue.to_owned();
     if let Some(id) = params.get("id").map(|i| i.trim()).filter(|i| !i.is_empty()) {
         if let Err(e) = JobId::new(id) {
             return bad(&s, &e.to_string());
@@ -457,8 +492,8 @@ pub(crate) async fn queue(
         .collect();
     render(
         &s,
-        &caller,
-        "queue.html",
+        caller,
+        template,
         minijinja::context! {
             queue => q.name().as_str(),
             paused => info.paused,
@@ -467,6 +502,7 @@ pub(crate) async fn queue(
             state => state.as_str(),
             jobs => page.jobs.iter().map(job_row).collect::<Vec<_>>(),
             next => page.next,
+            cursor => cursor.cloned().unwrap_or_default(),
             schedulers => schedulers.iter().map(|sc| json!({
                 "id": sc.id,
                 "schedule": sc.schedule.to_string(),

@@ -22,6 +22,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("topic.html", include_str!("../templates/topic.html")),
     (
+        "topic_live.html",
+        include_str!("../templates/topic_live.html"),
+    ),
+    (
+        "queue_live.html",
+        include_str!("../templates/queue_live.html"),
+    ),
+    (
         "dead_letters.html",
         include_str!("../templates/dead_letters.html"),
     ),

@@ -75,6 +75,8 @@ async fn suite(backend: AnyBackend) {
         "/".to_owned(),
         "/live/overview".to_owned(),
         format!("/topics/{TOPIC}"),
+        format!("/live/topics/{TOPIC}"),
+        format!("/live/queues/{QUEUE}?state=failed"),
         format!("/topics/{TOPIC}/dead-letters"),
         format!("/queues/{QUEUE}"),
         format!("/queues/{QUEUE}?state=failed"),
@@ -140,6 +142,22 @@ async fn suite(backend: AnyBackend) {
         assert!(!body.contains("<img src=x"), "{p} has a raw <img>");
         assert!(!body.contains("<b>order"), "{p} has raw markup");
     }
+    // The live fragments are the pages' data alone.
+    let (_, _, live) = send(&app, get(&format!("/live/topics/{TOPIC}"), c)).await;
+    assert!(
+        live.contains("id=\"groups\"") && !live.contains("<html"),
+        "{live}"
+    );
+    let (_, _, live) = send(&app, get(&format!("/live/queues/{QUEUE}?state=failed"), c)).await;
+    assert!(
+        live.contains("id=\"jobs\"") && !live.contains("<html"),
+        "{live}"
+    );
+    let (_, _, live) = send(&app, get("/live/overview", c)).await;
+    assert!(
+        live.contains("id=\"topics\"") && !live.contains("<html"),
+        "{live}"
+    );
     let (_, _, dead) = send(&app, get(&format!("/topics/{TOPIC}/dead-letters"), c)).await;
     assert!(
         dead.contains("&lt;script&gt;document.title="),
