@@ -194,8 +194,7 @@ async fn drive(
     c.find(Locator::Id("login-submit")).await?.click().await?;
 
     // The overview lists the topic and the queue.
-    let topic = c
-        .wait()
+    c.wait()
         .at_most(WAIT)
         .for_element(Locator::XPath(&format!(
             "//a[@class='topic-link' and text()='{TOPIC}']"
