@@ -177,6 +177,31 @@ async fn suite(backend: AnyBackend) {
         "pretty JSON data: {jobpage}"
     );
 
+    // A flow: the parent's page shows its children as a tree, linked.
+    let reports = Queue::new(backend.clone(), "reports").expect("queue");
+    let fetches = Queue::new(backend.clone(), "fetches").expect("queue");
+    let flow = reports
+        .add("monthly", &"2026-11")
+        .job_id("monthly-2026-11")
+        .child(fetches.add("fetch", &"eu"))
+        .child(fetches.add("fetch", &"us"))
+        .await
+        .expect("flow");
+    let (status, _, tree) = send(&app, get("/queues/reports/jobs/monthly-2026-11", c)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(tree.contains("id=\"flow\""), "{tree}");
+    let children: Vec<_> = flow
+        .nodes
+        .iter()
+        .filter(|(r, _)| r.queue.as_str() == "fetches")
+        .collect();
+    assert_eq!(children.len(), 2);
+    for (child, _) in children {
+        let link = format!("href=\"/queues/fetches/jobs/{}\"", child.id);
+        assert!(tree.contains(&link), "child {} linked: {tree}", child.id);
+    }
+    assert_eq!(tree.matches("— pending").count(), 2, "{tree}");
+
     // Bad input: 400 with a message (escaped), 404 for what does not exist.
     let (status, _, body) = send(
         &app,
