@@ -2,13 +2,16 @@
 # The whole test suite: formatting, lints, and every test (unit, conformance against the
 # memory backend and against real redis-server processes, the demo, the test kit).
 # Installs redis-server and redis-sentinel first when they are missing (Debian/Ubuntu;
-# Debian's redis-server is built with TLS, which the TLS tests need).
+# Debian's redis-server is built with TLS, which the TLS tests need), and chromium with
+# chromium-driver for the dashboard's browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
 if [ -n "$missing" ]; then
     echo "==> installing$missing"
     sudo=""
@@ -20,6 +23,7 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
 echo "==> $(redis-server --version)"
+echo "==> $(/usr/bin/chromium --version 2>/dev/null || echo 'chromium missing')"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

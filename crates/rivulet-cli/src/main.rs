@@ -15,6 +15,7 @@ mod doctor;
 mod error;
 mod ops;
 mod redact;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,9 @@ enum Command {
     /// retries, unsafe Redis settings), explain them, and with --fix repair what is safe.
     /// Exit code 7 while an error-level finding remains.
     Doctor(doctor::DoctorArgs),
+    /// Serve the web dashboard (topics, dead letters, queues, jobs, schedulers, flows)
+    /// and the Prometheus /metrics endpoint; on 127.0.0.1 with a token by default.
+    Serve(serve::ServeArgs),
     /// Run an order pipeline end to end (retries, dead letters, duplicates, broadcast,
     /// live channel), then an invoice job per order (priorities, delays, dedup, retries,
     /// poison jobs, cancellations), and print what happened.
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Doctor(args) => doctor::run(&cli.globals, args).await,
+            Command::Serve(args) => serve::run(&cli.globals, args).await,
             #[cfg(feature = "dev-tools")]
             Command::Demo(args) => demo::run(args).await,
             #[cfg(feature = "dev-tools")]
