@@ -25,6 +25,8 @@ type Params = Query<HashMap<String, String>>;
 const TOPICS_PER_PAGE: usize = 50;
 /// Jobs per page.
 const JOBS_PER_PAGE: usize = 50;
+/// Tenant groups shown on a queue's page (the first ones by name).
+const GROUPS_PER_PAGE: usize = 50;
 /// Dead letters per page.
 const DEAD_PER_PAGE: usize = 50;
 
@@ -485,6 +487,15 @@ async fn queue_page(
         Ok(v) => v,
         Err(e) => return fail(&s, &e),
     };
+    // Tenant groups in play (J-8): the first page, with the queue's per-group cap.
+    let groups = match q.groups(None, GROUPS_PER_PAGE).await {
+        Ok(v) => v,
+        Err(e) => return fail(&s, &e),
+    };
+    let group_cap = match q.limits().await {
+        Ok(l) => l.group_concurrency,
+        Err(e) => return fail(&s, &e),
+    };
     let c = info.counts;
     let states: Vec<_> = JobState::ALL
         .iter()
@@ -510,6 +521,14 @@ async fn queue_page(
                 "next": when(sc.next_run_ms),
                 "last": when(sc.last_run_ms),
             })).collect::<Vec<_>>(),
+            groups => groups.iter().map(|(g, gc)| json!({
+                "group": g.as_str(),
+                "waiting": gc.waiting,
+                "active": gc.active,
+                "paused": gc.paused,
+            })).collect::<Vec<_>>(),
+            groups_more => groups.len() >= GROUPS_PER_PAGE,
+            group_cap => group_cap.map_or_else(|| "-".to_owned(), |c| c.to_string()),
         },
     )
 }

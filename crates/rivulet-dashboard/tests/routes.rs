@@ -187,6 +187,25 @@ async fn suite(backend: AnyBackend) {
         .child(fetches.add("fetch", &"us"))
         .await
         .expect("flow");
+    // Tenant groups on the queue page: two in play with their counts and the cap.
+    let mail = rivulet::Queue::new(backend.clone(), "mail").expect("queue");
+    mail.set_limits(rivulet::Limits::new().group_concurrency(3))
+        .await
+        .expect("limits");
+    for g in ["acme", "acme", "globex"] {
+        mail.add("send", &1u32).group(g).await.expect("add");
+    }
+    mail.pause_group("globex").await.expect("pause group");
+    let (status, _, groups) = send(&app, get("/queues/mail", c)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        groups.contains("<tr><td>acme</td><td>2</td><td>0</td><td>3</td><td>no</td></tr>")
+            && groups
+                .contains("<tr><td>globex</td><td>1</td><td>0</td><td>3</td><td>yes</td></tr>"),
+        "{groups}"
+    );
+    let (_, _, none) = send(&app, get(&format!("/queues/{QUEUE}"), c)).await;
+    assert!(none.contains("No job groups in play."), "{none}");
     let (status, _, tree) = send(&app, get("/queues/reports/jobs/monthly-2026-11", c)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(tree.contains("id=\"flow\""), "{tree}");
