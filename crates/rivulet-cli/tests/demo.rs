@@ -123,6 +123,7 @@ fn check_orchestration(v: &Value) {
         .find(|t| t["tenant"] == "tenant-big")
         .expect("the big tenant");
     assert_eq!(u(big, "/jobs"), 150);
+    assert_eq!(r["fairness_checked"], true, "{r}");
     for t in tenants {
         assert!(u(t, "/max_running") <= u(r, "/tenant_cap"), "{t}");
         assert!(
