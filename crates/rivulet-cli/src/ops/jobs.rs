@@ -164,6 +164,16 @@ fn state(s: &str) -> Result<JobState, CliError> {
         })
 }
 
+/// The job, or "does not exist" (exit 4).
+async fn existing_job(q: &rivulet::Queue, id: &JobId, queue: &str) -> Result<JobInfo, CliError> {
+    q.job(id).await?.ok_or_else(|| {
+        CliError::not_found(format!(
+            "job {:?} of queue {queue:?} does not exist",
+            id.as_str()
+        ))
+    })
+}
+
 fn job_id(s: &str) -> Result<JobId, CliError> {
     Ok(JobId::new(s)?)
 }
@@ -359,11 +369,7 @@ pub(crate) async fn run(ctx: &Ctx, c: JobsCommand) -> Result<(), CliError> {
             let q = ctx.admin.queue(&queue)?;
             let jid = job_id(&id)?;
             if !yes {
-                let Some(j) = q.job(&jid).await? else {
-                    return Err(CliError::not_found(format!(
-                        "job {id:?} of queue {queue:?} does not exist"
-                    )));
-                };
+                let j = existing_job(&q, &jid, &queue).await?;
                 return ctx.needs_yes(
                     json!({"queue": queue, "id": id, "action": "cancel", "state": j.state.as_str()}),
                     format!("Cancelling job {id} of {queue} ({}) would end it cancelled.", j.state),
@@ -401,11 +407,7 @@ pub(crate) async fn run(ctx: &Ctx, c: JobsCommand) -> Result<(), CliError> {
             let q = ctx.admin.queue(&queue)?;
             let jid = job_id(&id)?;
             if !yes {
-                let Some(j) = q.job(&jid).await? else {
-                    return Err(CliError::not_found(format!(
-                        "job {id:?} of queue {queue:?} does not exist"
-                    )));
-                };
+                let j = existing_job(&q, &jid, &queue).await?;
                 return ctx.needs_yes(
                     json!({"queue": queue, "id": id, "action": "remove", "state": j.state.as_str()}),
                     format!("Removing job {id} of {queue} ({}) would delete it with its logs.", j.state),
