@@ -19,9 +19,14 @@
 //! | [`scenarios`] | the named scenarios and their fault schedules |
 //! | [`checker`] | lost / unexpected / duplicates / dead-letter checks |
 //! | [`report`] | result lines, JSON and the markdown table |
+//! | [`jobs`] | the job scenarios: adder and worker probes, their harness and checker |
+//!
+//! The job scenarios (`jobs_*`) run after the bus scenarios; their JSON objects carry
+//! `"kind": "jobs"`, and `--markdown` prints them as a second table.
 
 mod checker;
 mod harness;
+mod jobs;
 mod probe;
 mod report;
 mod scenarios;
@@ -32,8 +37,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::harness::RunOpts;
+use crate::jobs::JobScenario;
+use crate::jobs::probe::{AdderConfig, WorkerConfig};
+use crate::jobs::report::JobReport;
 use crate::probe::consumer::ConsumerConfig;
 use crate::probe::publisher::PublisherConfig;
+use crate::report::Report;
 use crate::scenarios::{Profile, Scenario};
 
 #[derive(Debug, Parser)]
@@ -93,6 +102,18 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// (probe) Adds jobs as configured; spawned by `run`.
+    #[command(hide = true)]
+    JobAdder {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// (probe) Runs a job worker as configured; spawned by `run`.
+    #[command(hide = true)]
+    JobWorker {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn read_config<T: for<'de> serde::Deserialize<'de>>(path: &PathBuf) -> Result<T, String> {
@@ -114,8 +135,75 @@ fn runtime(current_thread: bool) -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("tokio runtime: {e}"))
 }
 
-fn in_profile(s: &Scenario, profile: Profile) -> bool {
-    profile == Profile::Soak || !s.soak_only
+fn in_profile(soak_only: bool, profile: Profile) -> bool {
+    profile == Profile::Soak || !soak_only
+}
+
+/// A scenario of either kind.
+#[derive(Clone, Copy)]
+enum Picked {
+    Bus(&'static Scenario),
+    Jobs(&'static JobScenario),
+}
+
+/// Every scenario, bus first, then jobs.
+fn everything() -> Vec<(&'static str, &'static str, bool, Picked)> {
+    let bus = scenarios::catalog()
+        .iter()
+        .map(|s| (s.name, s.about, s.soak_only, Picked::Bus(s)));
+    let jobs = jobs::catalog()
+        .iter()
+        .map(|s| (s.name, s.about, s.soak_only, Picked::Jobs(s)));
+    bus.chain(jobs).collect()
+}
+
+/// The result of a scenario of either kind.
+enum AnyReport {
+    Bus(Report),
+    Jobs(JobReport),
+}
+
+impl AnyReport {
+    fn pass(&self) -> bool {
+        match self {
+            AnyReport::Bus(r) => r.pass,
+            AnyReport::Jobs(r) => r.pass,
+        }
+    }
+
+    fn scenario(&self) -> &str {
+        match self {
+            AnyReport::Bus(r) => &r.scenario,
+            AnyReport::Jobs(r) => &r.scenario,
+        }
+    }
+
+    fn json(&self) -> String {
+        match self {
+            AnyReport::Bus(r) => serde_json::to_string(r),
+            AnyReport::Jobs(r) => serde_json::to_string(r),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The result line and, under it, the problems, examples and the run directory.
+    fn text(&self) -> Vec<String> {
+        let (line, problems, examples, dir) = match self {
+            AnyReport::Bus(r) => (r.line(), &r.problems, &r.examples, &r.run_dir),
+            AnyReport::Jobs(r) => (r.line(), &r.problems, &r.outcome.examples, &r.run_dir),
+        };
+        let mut out = vec![line];
+        out.extend(problems.iter().map(|p| format!("#   {p}")));
+        out.extend(
+            examples
+                .iter()
+                .map(|(what, ids)| format!("#   {what}: {}", ids.join(" "))),
+        );
+        if let Some(dir) = dir {
+            out.push(format!("#   run directory: {dir}"));
+        }
+        out
+    }
 }
 
 fn main() -> ExitCode {
@@ -129,11 +217,19 @@ fn main() -> ExitCode {
             probe::init_tracing();
             runtime(cfg.current_thread)?.block_on(probe::consumer::run(cfg))
         }),
+        Command::JobAdder { config } => read_config::<AdderConfig>(&config).and_then(|cfg| {
+            probe::init_tracing();
+            runtime(false)?.block_on(jobs::probe::run_adder(cfg))
+        }),
+        Command::JobWorker { config } => read_config::<WorkerConfig>(&config).and_then(|cfg| {
+            probe::init_tracing();
+            runtime(false)?.block_on(jobs::probe::run_worker(cfg))
+        }),
         Command::List { profile } => {
-            for s in scenarios::catalog() {
-                if profile.is_none_or(|p| in_profile(s, p)) {
-                    let tag = if s.soak_only { " [soak]" } else { "" };
-                    println!("{:<28} {}{tag}", s.name, s.about);
+            for (name, about, soak_only, _) in everything() {
+                if profile.is_none_or(|p| in_profile(soak_only, p)) {
+                    let tag = if soak_only { " [soak]" } else { "" };
+                    println!("{name:<28} {about}{tag}");
                 }
             }
             Ok(())
@@ -170,14 +266,15 @@ fn run(
     markdown: bool,
     opts: &RunOpts,
 ) -> ExitCode {
-    let selected: Vec<&Scenario> = if name == "all" {
-        scenarios::catalog()
-            .iter()
-            .filter(|s| in_profile(s, profile))
+    let all = everything();
+    let selected: Vec<Picked> = if name == "all" {
+        all.iter()
+            .filter(|s| in_profile(s.2, profile))
+            .map(|s| s.3)
             .collect()
     } else {
-        match scenarios::find(name) {
-            Some(s) => vec![s],
+        match all.iter().find(|s| s.0 == name) {
+            Some(s) => vec![s.3],
             None => {
                 eprintln!("rivulet-chaos: no scenario {name:?}; see `rivulet-chaos list`");
                 return ExitCode::from(2);
@@ -199,27 +296,25 @@ fn run(
     let started = std::time::Instant::now();
     let mut reports = Vec::new();
     for s in selected {
-        let report = rt.block_on(harness::run(s, profile, seed, opts));
+        let report = match s {
+            Picked::Bus(s) => AnyReport::Bus(rt.block_on(harness::run(s, profile, seed, opts))),
+            Picked::Jobs(s) => {
+                AnyReport::Jobs(rt.block_on(jobs::harness::run(s, profile, seed, opts)))
+            }
+        };
         if json {
-            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            println!("{}", report.json());
         } else {
-            println!("{}", report.line());
-            for p in &report.problems {
-                println!("#   {p}");
-            }
-            for (what, ids) in &report.examples {
-                println!("#   {what}: {}", ids.join(" "));
-            }
-            if let Some(dir) = &report.run_dir {
-                println!("#   run directory: {dir}");
+            for line in report.text() {
+                println!("{line}");
             }
         }
         reports.push(report);
     }
     let failed: Vec<&str> = reports
         .iter()
-        .filter(|r| !r.pass)
-        .map(|r| r.scenario.as_str())
+        .filter(|r| !r.pass())
+        .map(AnyReport::scenario)
         .collect();
     let summary = format!(
         "rivulet-chaos: {} scenario(s), {} failed{} in {:.1} s (seed={seed} profile={}; replay with `rivulet-chaos run <scenario> --seed {seed} --profile {}`)",
@@ -239,9 +334,32 @@ fn run(
         println!("# {summary}");
     }
     if markdown {
-        println!("{}", report::MARKDOWN_HEADER);
-        for r in &reports {
-            println!("{}", r.markdown_row());
+        let bus: Vec<&Report> = reports
+            .iter()
+            .filter_map(|r| match r {
+                AnyReport::Bus(r) => Some(r),
+                AnyReport::Jobs(_) => None,
+            })
+            .collect();
+        let job: Vec<&JobReport> = reports
+            .iter()
+            .filter_map(|r| match r {
+                AnyReport::Jobs(r) => Some(r),
+                AnyReport::Bus(_) => None,
+            })
+            .collect();
+        if !bus.is_empty() {
+            println!("{}", report::MARKDOWN_HEADER);
+            for r in bus {
+                println!("{}", r.markdown_row());
+            }
+        }
+        if !job.is_empty() {
+            println!();
+            println!("{}", jobs::report::MARKDOWN_HEADER);
+            for r in job {
+                println!("{}", r.markdown_row());
+            }
         }
     }
     if failed.is_empty() {

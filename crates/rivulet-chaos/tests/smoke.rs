@@ -2,8 +2,10 @@
 //!
 //! Runs the real binary (`rivulet-chaos run all --profile smoke --seed <fixed> --json`),
 //! which starts its own `redis-server` processes and probe processes, and asserts that
-//! every scenario kept the promise (lost = unexpected = stuck = dlq_mismatch = 0,
-//! duplicates within their bound) and that the checker's self-test reported a loss.
+//! every bus scenario kept the promise (lost = unexpected = stuck = dlq_mismatch = 0,
+//! duplicates within their bound), that every job scenario did (lost = unexpected =
+//! double_outcome = stale_write_accepted = runs_over_bound = early = stuck =
+//! counts_mismatch = 0), and that each checker's self-test caught its broken probe.
 //!
 //! Replay a failure with the printed command; set `RIVULET_CHAOS_SEED` to try another
 //! seed.
@@ -38,7 +40,51 @@ fn smoke_profile_keeps_the_promise() {
         .collect();
     let mut failures = Vec::new();
     let mut selftests = 0;
-    for r in &reports {
+    let (mut job_reports, mut job_selftests) = (0, 0);
+    for r in reports.iter().filter(|r| r["kind"] == "jobs") {
+        job_reports += 1;
+        let get = |k: &str| r[k].as_u64().unwrap_or(u64::MAX);
+        let name = r["scenario"].as_str().unwrap_or("?");
+        let keys = [
+            "lost",
+            "unexpected",
+            "double_outcome",
+            "stale_write_accepted",
+            "runs_over_bound",
+            "early",
+            "dedup_violations",
+            "wrong_outcome",
+            "stuck",
+            "counts_mismatch",
+            "limit_exceeded",
+            "cap_exceeded",
+            "tick_dup",
+            "tick_missed",
+        ];
+        eprintln!(
+            "scenario={name} {} pass={}",
+            keys.map(|k| format!("{k}={}", get(k))).join(" "),
+            r["pass"]
+        );
+        if r["selftest"].as_bool() == Some(true) {
+            job_selftests += 1;
+            if get("double_outcome") + get("stale_write_accepted") == 0 {
+                failures.push(format!(
+                    "{name}: the self-test's unfenced worker was not caught"
+                ));
+            }
+            continue;
+        }
+        for key in keys {
+            if get(key) != 0 {
+                failures.push(format!("{name}: {key}={}", get(key)));
+            }
+        }
+        if r["pass"].as_bool() != Some(true) {
+            failures.push(format!("{name}: {}", r["problems"]));
+        }
+    }
+    for r in reports.iter().filter(|r| r["kind"] != "jobs") {
         let get = |k: &str| r[k].as_u64().unwrap_or(u64::MAX);
         let name = r["scenario"].as_str().unwrap_or("?");
         eprintln!(
@@ -90,11 +136,16 @@ fn smoke_profile_keeps_the_promise() {
         started.elapsed().as_secs_f64()
     );
     assert!(
-        reports.len() >= 23,
-        "expected every smoke scenario, got {}:\n{stdout}",
-        reports.len()
+        reports.len() - job_reports >= 23,
+        "expected every bus smoke scenario, got {}:\n{stdout}",
+        reports.len() - job_reports
     );
-    assert_eq!(selftests, 1, "the checker self-test did not run");
+    assert!(
+        job_reports >= 8,
+        "expected every job smoke scenario, got {job_reports}:\n{stdout}"
+    );
+    assert_eq!(selftests, 1, "the bus checker's self-test did not run");
+    assert_eq!(job_selftests, 1, "the jobs checker's self-test did not run");
     assert!(
         failures.is_empty(),
         "seed {seed}; replay with `cargo run -p rivulet-chaos -- run <scenario> --seed {seed} --profile smoke -v`:\n{}",

@@ -35,9 +35,9 @@ pub(crate) struct RunOpts {
     pub(crate) out: Option<PathBuf>,
 }
 
-type SharedEnv = Arc<Mutex<Env>>;
+pub(crate) type SharedEnv = Arc<Mutex<Env>>;
 
-fn lock_env(env: &SharedEnv) -> MutexGuard<'_, Env> {
+pub(crate) fn lock_env(env: &SharedEnv) -> MutexGuard<'_, Env> {
     match env.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
@@ -45,7 +45,9 @@ fn lock_env(env: &SharedEnv) -> MutexGuard<'_, Env> {
 }
 
 /// Runs blocking work (the test kit, sync Redis, process waits) off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("blocking task: {e}"))
@@ -754,14 +756,18 @@ fn derived_group(topic: &str, handler: &str) -> String {
 }
 
 /// `slot` if it has a live, running process, else the next slot that does.
-fn live(c: &Consumers, slot: usize) -> Option<usize> {
+pub(crate) fn live<C: procs::SlotConfig>(c: &Consumers<C>, slot: usize) -> Option<usize> {
     let live = c.live_slots();
     (0..c.len())
         .map(|k| (slot + k) % c.len().max(1))
         .find(|s| live.contains(s))
 }
 
-async fn supervise(consumers: SharedConsumers, closing: Arc<AtomicBool>) {
+/// Restarts dead probe processes until `closing` is set.
+pub(crate) async fn supervise<C: procs::SlotConfig + Send + 'static>(
+    consumers: SharedConsumers<C>,
+    closing: Arc<AtomicBool>,
+) {
     while !closing.load(Ordering::SeqCst) {
         procs::lock(&consumers).supervise();
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -9,7 +9,41 @@ use std::time::{Duration, Instant};
 
 use crate::probe::consumer::ConsumerConfig;
 use crate::probe::publisher::PublisherConfig;
-use crate::probe::{ConsumerEvent, Ev, read_lines};
+use crate::probe::read_lines;
+
+/// The configuration of a supervised probe process (a bus consumer or a job worker):
+/// which hidden subcommand runs it and how each process of a slot gets its own name and
+/// log.
+pub(crate) trait SlotConfig: Clone + serde::Serialize {
+    /// The subcommand of this executable that runs it.
+    const SUBCOMMAND: &'static str;
+    /// The configuration of one process: `name` unique per slot and generation.
+    fn for_process(&self, name: String, log: PathBuf) -> Self;
+    /// The base name processes of a slot derive theirs from.
+    fn base_name(&self) -> &str;
+}
+
+impl SlotConfig for ConsumerConfig {
+    const SUBCOMMAND: &'static str = "consumer";
+
+    fn for_process(&self, name: String, log: PathBuf) -> Self {
+        let mut cfg = self.clone();
+        cfg.consumer_name = name;
+        cfg.log = log;
+        cfg
+    }
+
+    fn base_name(&self) -> &str {
+        &self.consumer_name
+    }
+}
+
+/// The event every probe log line carries, to find its `ready` line without knowing
+/// the probe.
+#[derive(serde::Deserialize)]
+struct AnyEvent {
+    ev: String,
+}
 
 /// Sends a signal with `kill(1)` (the workspace forbids `unsafe`, so no `libc::kill`).
 pub(crate) fn signal(pid: u32, sig: &str) -> Result<(), String> {
@@ -66,14 +100,21 @@ impl PublisherProc {
         name: &str,
         cfg: &PublisherConfig,
     ) -> Result<Self, String> {
+        Self::spawn_as(exe, dir, "publisher", name, cfg)
+    }
+
+    /// Spawns the probe `sub` (any probe that runs to its end: the publisher, a job
+    /// adder) with `cfg` written to `<name>.json`.
+    pub(crate) fn spawn_as<T: serde::Serialize>(
+        exe: &Path,
+        dir: &Path,
+        sub: &str,
+        name: &str,
+        cfg: &T,
+    ) -> Result<Self, String> {
         let config = dir.join(format!("{name}.json"));
         write_json(&config, cfg)?;
-        let child = spawn_probe(
-            exe,
-            "publisher",
-            &config,
-            &dir.join(format!("{name}.stderr")),
-        )?;
+        let child = spawn_probe(exe, sub, &config, &dir.join(format!("{name}.stderr")))?;
         Ok(PublisherProc { child })
     }
 
@@ -100,8 +141,8 @@ impl PublisherProc {
 /// One consumer position: it is restarted (a new generation, a new consumer name and
 /// log) whenever its process dies, unless the run is shutting down.
 #[derive(Debug)]
-struct Slot {
-    base: ConsumerConfig,
+struct Slot<C> {
+    base: C,
     generation: u32,
     child: Option<Child>,
     pid: Option<u32>,
@@ -113,34 +154,29 @@ struct Slot {
     logs: Vec<PathBuf>,
 }
 
-/// Every consumer process of a run.
+/// Every consumer (or job worker) process of a run.
 #[derive(Debug)]
-pub(crate) struct Consumers {
+pub(crate) struct Consumers<C: SlotConfig = ConsumerConfig> {
     exe: PathBuf,
     dir: PathBuf,
     respawn: Duration,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<C>>,
     /// Set at the end of the run: no more restarts.
     closing: bool,
 }
 
 /// A shared handle on the run's consumers.
-pub(crate) type SharedConsumers = Arc<Mutex<Consumers>>;
+pub(crate) type SharedConsumers<C = ConsumerConfig> = Arc<Mutex<Consumers<C>>>;
 
-pub(crate) fn lock(c: &SharedConsumers) -> MutexGuard<'_, Consumers> {
+pub(crate) fn lock<C: SlotConfig>(c: &SharedConsumers<C>) -> MutexGuard<'_, Consumers<C>> {
     match c.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     }
 }
 
-impl Consumers {
-    pub(crate) fn new(
-        exe: PathBuf,
-        dir: PathBuf,
-        respawn: Duration,
-        configs: Vec<ConsumerConfig>,
-    ) -> Self {
+impl<C: SlotConfig> Consumers<C> {
+    pub(crate) fn new(exe: PathBuf, dir: PathBuf, respawn: Duration, configs: Vec<C>) -> Self {
         Consumers {
             exe,
             dir,
@@ -170,14 +206,14 @@ impl Consumers {
         let (exe, dir) = (self.exe.clone(), self.dir.clone());
         let slot = &mut self.slots[i];
         slot.generation += 1;
-        let stem = format!("consumer-{i}-{}", slot.generation);
-        let mut cfg = slot.base.clone();
-        cfg.consumer_name = format!("{}-s{i}-g{}", slot.base.consumer_name, slot.generation);
-        cfg.log = dir.join(format!("{stem}.jsonl"));
+        let stem = format!("{}-{i}-{}", C::SUBCOMMAND, slot.generation);
+        let log = dir.join(format!("{stem}.jsonl"));
+        let name = format!("{}-s{i}-g{}", slot.base.base_name(), slot.generation);
+        let cfg = slot.base.for_process(name, log.clone());
         write_json(&dir.join(format!("{stem}.json")), &cfg)?;
         let child = spawn_probe(
             &exe,
-            "consumer",
+            C::SUBCOMMAND,
             &dir.join(format!("{stem}.json")),
             &dir.join(format!("{stem}.stderr")),
         )?;
@@ -185,7 +221,7 @@ impl Consumers {
         slot.child = Some(child);
         slot.died = None;
         slot.stopped = false;
-        slot.logs.push(cfg.log);
+        slot.logs.push(log);
         Ok(())
     }
 
@@ -201,8 +237,8 @@ impl Consumers {
     pub(crate) fn all_ready(&self) -> bool {
         self.slots.iter().all(|s| {
             s.logs.last().is_some_and(|log| {
-                read_lines::<ConsumerEvent>(log)
-                    .map(|evs| evs.iter().any(|e| e.ev == Ev::Ready))
+                read_lines::<AnyEvent>(log)
+                    .map(|evs| evs.iter().any(|e| e.ev == "ready"))
                     .unwrap_or(false)
             })
         })
@@ -368,7 +404,7 @@ impl Consumers {
     }
 }
 
-impl Drop for Consumers {
+impl<C: SlotConfig> Drop for Consumers<C> {
     fn drop(&mut self) {
         for s in &mut self.slots {
             if let Some(mut child) = s.child.take() {

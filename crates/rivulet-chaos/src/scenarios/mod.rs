@@ -34,7 +34,7 @@ pub(crate) enum Profile {
 }
 
 impl Profile {
-    fn pick<T>(self, smoke: T, soak: T) -> T {
+    pub(crate) fn pick<T>(self, smoke: T, soak: T) -> T {
         match self {
             Profile::Smoke => smoke,
             Profile::Soak => soak,
@@ -241,7 +241,8 @@ pub(crate) fn catalog() -> &'static [Scenario] {
     &CATALOG
 }
 
-/// Finds a scenario by name.
+/// Finds a scenario by name (`main` looks through both catalogs itself).
+#[cfg(test)]
 pub(crate) fn find(name: &str) -> Option<&'static Scenario> {
     CATALOG.iter().find(|s| s.name == name)
 }
