@@ -255,7 +255,8 @@ impl Run {
                 .iter()
                 .map(|e| {
                     format!(
-                        "{} {} {} {:?}\n",
+                        "{} {} {} {} {:?}\n",
+                        e.t,
                         e.job,
                         e.kind.as_str(),
                         e.attempt,
