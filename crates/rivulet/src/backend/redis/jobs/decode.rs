@@ -76,8 +76,23 @@ impl Fields {
 }
 
 /// A job from its hash; `None` for an empty hash (no such job).
+/// A job from its record and its data kept beside it (`None`: a record written before
+/// the data moved out of it, which holds its own).
+pub(super) fn job_info_with_data(v: &Value, data: Option<Vec<u8>>) -> Result<Option<JobInfo>> {
+    let mut f = Fields::new(v);
+    if let Some(d) = data
+        && !f.is_empty()
+    {
+        f.0.insert("data".to_owned(), Bytes::from(d));
+    }
+    job_from(&f)
+}
+
 pub(super) fn job_info(v: &Value) -> Result<Option<JobInfo>> {
-    let f = Fields::new(v);
+    job_from(&Fields::new(v))
+}
+
+fn job_from(f: &Fields) -> Result<Option<JobInfo>> {
     if f.is_empty() {
         return Ok(None);
     }

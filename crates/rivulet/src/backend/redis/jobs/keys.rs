@@ -80,6 +80,11 @@ impl QueueKeys {
         format!("{}/job/{id}", self.tag)
     }
 
+    /// A job's data, beside its record (see `data_key` in `jobs_lib.lua`).
+    pub(crate) fn data(&self, id: &JobId) -> String {
+        format!("{}/data/{id}", self.tag)
+    }
+
     pub(crate) fn logs(&self, id: &JobId) -> String {
         format!("{}/logs/{id}", self.tag)
     }

@@ -2,7 +2,7 @@
 
 use redis::Value;
 
-use super::decode::{array_of, job_info, text};
+use super::decode::{array_of, job_info, job_info_with_data, text};
 use super::invocation;
 use crate::backend::jobs::JobPage;
 use crate::backend::redis::RedisBackend;
@@ -76,11 +76,14 @@ impl RedisBackend {
     pub(super) async fn jobs_job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
         let keys = self.queue_keys(queue);
         let mut conn = self.conn()?;
-        let v: Value = redis::cmd("HGETALL")
+        let (v, data): (Value, Option<Vec<u8>>) = redis::pipe()
+            .cmd("HGETALL")
             .arg(keys.job(id))
+            .cmd("GET")
+            .arg(keys.data(id))
             .query_async(&mut conn)
             .await?;
-        job_info(&v)
+        job_info_with_data(&v, data)
     }
 
     pub(super) async fn jobs_logs(

@@ -58,7 +58,8 @@ local function add_one(a)
   local run_at = NOW + (tonumber(ARGV[a + 5]) or 0)
   if ARGV[a + 6] ~= '' then run_at = tonumber(ARGV[a + 6]) end
   local name = ARGV[a + 1]
-  redis.call('HSET', jk, 'id', id, 'name', name, 'data', ARGV[a + 2],
+  redis.call('SET', data_key(id), ARGV[a + 2])
+  redis.call('HSET', jk, 'id', id, 'name', name,
     'priority', num(priority), 'lifo', ARGV[a + 4], 'score', score,
     'max_attempts', ARGV[a + 7], 'attempts_made', 0, 'attempt', 0, 'stalls', 0, 'token', 0,
     'backoff_base', ARGV[a + 8], 'backoff_mult', ARGV[a + 9], 'backoff_max', ARGV[a + 10],

@@ -73,7 +73,9 @@ local function lease_from(set, want, g)
           if L.group_rate_max > 0 then G.stamp(group_rate_key(g), id, token) end
         end
       end
-      jobs[#jobs + 1] = { id, name, f[2] or '', num(attempt), f[3] or '', f[4] or '',
+      -- The data beside the record (a record written before it moved holds it).
+      local data = redis.call('GET', data_key(id)) or f[2] or ''
+      jobs[#jobs + 1] = { id, name, data, num(attempt), f[3] or '', f[4] or '',
         f[5] or '', f[6] or '', f[7] or '', num(token), f[8] or '', f[10] or '',
         f[11] or '', f[12] or '' }
       event('active', id, attempt)

@@ -48,6 +48,12 @@ else
 end
 local out = {}
 for i = 1, #items, 2 do
-  out[#out + 1] = { items[i], items[i + 1], redis.call('HGETALL', job_key(items[i])) }
+  local h = redis.call('HGETALL', job_key(items[i]))
+  local data = redis.call('GET', data_key(items[i]))
+  if data and #h > 0 then
+    h[#h + 1] = 'data'
+    h[#h + 1] = data
+  end
+  out[#out + 1] = { items[i], items[i + 1], h }
 end
 return out
