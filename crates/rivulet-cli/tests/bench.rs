@@ -37,12 +37,28 @@ fn bench_quick_reports_every_scenario_with_a_ratio() {
         "memory_per_msg",
         "jobs_add",
         "jobs_process",
-        "jobs_redis_cpu_per_job",
-        "jobs_memory_per_job",
+        "jobs_e2e",
+        "jobs_latency_p50",
+        "jobs_latency_p99",
+        "jobs_delayed",
+        "jobs_backlog_1m",
+        "jobs_groups",
+        "jobs_redis_cpu",
+        "jobs_memory",
+        "jobs_retention",
         "jobs_idle",
-        "jobs_delay_lateness_p99",
     ] {
         assert!(names.contains(&expected), "missing scenario {expected}");
+    }
+    // Every jobs scenario but the idle one has a target and a verdict on it.
+    for s in scenarios.iter().filter(|s| {
+        s["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("jobs_") && n != "jobs_idle")
+    }) {
+        let name = s["name"].as_str().unwrap_or("?");
+        assert!(s["target"].as_f64().is_some(), "{name}: no target");
+        assert!(s["met"].as_bool().is_some(), "{name}: no verdict");
     }
     for s in scenarios {
         let name = s["name"].as_str().unwrap_or("?");

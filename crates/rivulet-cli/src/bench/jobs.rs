@@ -1,42 +1,43 @@
-//! The jobs scenarios, each against a raw baseline of the same run:
+//! The jobs scenarios. Each runs the rivulet side through the public API and a baseline
+//! in the same run; the order of the sides alternates with the round.
 //!
-//! * `jobs_add`: jobs added with `add_bulk` in batches of [`BATCH`], against one pipeline
-//!   per batch of `HSET <job> …` + `ZADD <waiting> …` per job;
-//! * `jobs_process`: a pre-added backlog of no-op jobs drained by a worker at concurrency
-//!   [`CONCURRENCY`], against a loop of `ZPOPMIN <waiting> 100`, then a pipeline of
-//!   `HSET state active` + `HGET data` per job, whose completions (`HSET state completed` +
-//!   `ZADD <completed>`) travel in the pipeline of the next `ZPOPMIN`: two round trips per
-//!   batch;
-//! * `jobs_redis_cpu_per_job` and `jobs_memory_per_job`: Redis CPU (`INFO cpu`) per job
-//!   over that drain, and Redis memory (`INFO memory`) per job of that backlog, from the
-//!   same runs as `jobs_process`;
-//! * `jobs_idle`: Redis commands per second (`INFO commandstats`) while an idle worker
-//!   waits on an empty queue, against one `BLPOP` loop with the same timeout;
-//! * `jobs_delay_lateness_p99`: how late delayed jobs start (99th percentile, from each
-//!   job's run-at time to its handler's start, on one clock), for jobs due over 2 s,
-//!   against a raw client that sleeps until the first due member of a sorted set and pops
-//!   what is due. A job that starts early fails the scenario.
+//! | scenario | rivulet | baseline |
+//! |---|---|---|
+//! | `jobs_add` | `add_bulk` of batches of [`BATCH`] from [`PRODUCERS`] tasks | pipelined `XADD`, batches of [`BATCH`] on [`PRODUCERS`] connections |
+//! | `jobs_process` | a worker at [`CONCURRENCY`] draining a pre-added backlog of no-op jobs | the raw stream drain (`XREADGROUP` + `XACK`, as the bus's `drain`) |
+//! | `jobs_e2e` | adding and processing at once until every job completed | the raw stream e2e |
+//! | `jobs_latency_p50` / `_p99` | one add every millisecond, add → handler start | the raw stream's publish → receipt |
+//! | `jobs_delayed` | jobs due over a few seconds: how late they start (p99) | a raw client timer on a sorted set; the target is on rivulet's value |
+//! | `jobs_backlog_1m` | `jobs_process`'s count taken off the head of a 1,000,000 backlog | `jobs_process` (same round) |
+//! | `jobs_groups` | `jobs_process` with every job in one of 10,000 job groups | the same with 10 groups |
+//! | `jobs_redis_cpu` | Redis CPU per job over `jobs_process`'s drain | per message over the raw drain |
+//! | `jobs_memory` | Redis memory per waiting job of `jobs_process`'s backlog | per entry of the raw drain's stream |
+//! | `jobs_retention` | Redis memory after 300,000 jobs through a queue with the default retention | after its first 50,000 |
+//! | `jobs_idle` | Redis commands per second while an idle worker waits | one `BLPOP` loop, same timeout |
 //!
-//! The rivulet side goes through the public API only.
+//! `jobs_process`, `jobs_redis_cpu` and `jobs_memory` come from one drain per round per
+//! side. A delayed job that starts early fails `jobs_delayed`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::Value;
+use hdrhistogram::Histogram;
 use rivulet::{HandlerError, Job, Keep, Queue, RedisBackend, Worker};
 use serde::{Deserialize, Serialize};
 
 use super::report::Measure;
-use super::{BATCH, Run, side, throughput};
+use super::{BATCH, PRODUCERS, Payloads, Run, histogram, p, record, side, throughput};
 use crate::error::CliError;
 
-/// Jobs running at once in `jobs_process`.
+/// Jobs running at once in every draining scenario.
 const CONCURRENCY: usize = 100;
 /// The idle worker's blocking timeout, and the raw `BLPOP`'s.
 const IDLE_BLOCK: Duration = Duration::from_secs(1);
 /// Time given to an idle side to start before its commands are counted.
 const IDLE_SETTLE: Duration = Duration::from_millis(300);
+/// Adds per second in `jobs_latency`.
+const LATENCY_RATE: u32 = 1000;
 
 /// The data of every bench job: about 100 bytes of JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,16 +55,16 @@ impl BenchJob {
     }
 }
 
-/// What one `jobs_process` run measured on one side.
+/// What one drain measured on one side.
 #[derive(Debug, Clone, Copy)]
 struct Drained {
-    jobs_per_second: f64,
-    cpu_us_per_job: f64,
-    memory_bytes_per_job: f64,
+    per_second: f64,
+    cpu_us_each: f64,
+    memory_bytes_each: f64,
 }
 
-/// The `jobs_process` figures of the latest round, shared by the three scenarios that
-/// report them, so the drain runs once per round.
+/// The `jobs_process` figures of the latest round, shared by the scenarios that report
+/// them, so the drain runs once per round.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
     process: Mutex<Option<ProcessRound>>,
@@ -82,69 +83,119 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 fn err(what: &str) -> impl Fn(redis::RedisError) -> CliError + '_ {
     move |e| CliError::runtime(format!("raw jobs baseline: {what}: {e}"))
 }
 
-fn encode(n: u64) -> Result<Vec<u8>, CliError> {
-    serde_json::to_vec(&BenchJob::new(n))
-        .map_err(|e| CliError::runtime(format!("encoding a bench job: {e}")))
+/// Both sides of a scenario, the order alternating with the round; returns
+/// `(rivulet, baseline)`.
+macro_rules! sides {
+    ($raw_first:expr, $raw:expr, $riv:expr) => {{
+        if $raw_first {
+            let r = $raw;
+            let v = $riv;
+            (v, r)
+        } else {
+            let v = $riv;
+            let r = $raw;
+            (v, r)
+        }
+    }};
 }
 
-/// One round of a jobs scenario; the order of the sides alternates with the round.
+/// One round of a jobs scenario.
 pub(crate) async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliError> {
     let n = run.sizes.jobs;
+    let small = Payloads::new(100, false);
     let raw_first = round.is_multiple_of(2);
     match name {
         "jobs_add" => {
-            let key = run.key("jobs-add");
-            let queue = run.topic("jobs-add");
-            let (riv, raw) = if raw_first {
-                let r = raw_add(run, &key, n).await?;
-                (rivulet_add(run, &queue, n).await, r)
-            } else {
-                let v = rivulet_add(run, &queue, n).await;
-                (v, raw_add(run, &key, n).await?)
-            };
-            pair(riv.map(|d| throughput(n, d)), throughput(n, raw))
+            let (riv, raw) = sides!(
+                raw_first,
+                raw_add(run, &run.key("jobs-add"), n, &small).await?,
+                rivulet_add(run, &run.topic("jobs-add"), n).await?
+            );
+            Ok(Measure::pair(throughput(n, riv), throughput(n, raw)))
         }
-        "jobs_process" | "jobs_redis_cpu_per_job" | "jobs_memory_per_job" => {
-            let figures = process_round(run, round, raw_first).await?;
+        "jobs_process" | "jobs_redis_cpu" | "jobs_memory" => {
+            let f = process_round(run, round, raw_first).await?;
             let pick = |d: &Drained| match name {
-                "jobs_process" => d.jobs_per_second,
-                "jobs_redis_cpu_per_job" => d.cpu_us_per_job,
-                _ => d.memory_bytes_per_job,
+                "jobs_process" => d.per_second,
+                "jobs_redis_cpu" => d.cpu_us_each,
+                _ => d.memory_bytes_each,
             };
-            Ok(Measure::pair(pick(&figures.rivulet), pick(&figures.raw)))
+            Ok(Measure::pair(pick(&f.rivulet), pick(&f.raw)))
         }
-        "jobs_delay_lateness_p99" => {
-            let n = run.sizes.delayed_jobs;
-            let (riv, raw) = if raw_first {
-                let r = raw_lateness(run, &run.key("jobs-delay"), n).await?;
-                (rivulet_lateness(run, &run.topic("jobs-delay"), n).await, r)
-            } else {
-                let v = rivulet_lateness(run, &run.topic("jobs-delay"), n).await;
-                (v, raw_lateness(run, &run.key("jobs-delay"), n).await?)
-            };
-            pair(riv, raw)
+        "jobs_e2e" => {
+            let (riv, raw) = sides!(
+                raw_first,
+                run.raw_e2e(n, &small).await?,
+                rivulet_e2e(run, &run.topic("jobs-e2e"), n).await?
+            );
+            Ok(Measure::pair(throughput(n, riv), throughput(n, raw)))
+        }
+        "jobs_latency_p50" | "jobs_latency_p99" => {
+            let q = if name.ends_with("p50") { 0.5 } else { 0.99 };
+            let lat = run.sizes.latency_samples;
+            let stamped = Payloads::new(100, true);
+            let (riv, raw) = sides!(
+                raw_first,
+                run.raw_handle_latency(lat, LATENCY_RATE, &stamped).await?,
+                rivulet_latency(run, &run.topic("jobs-lat"), lat).await?
+            );
+            Ok(Measure::pair(p(&riv, q), p(&raw, q)))
+        }
+        "jobs_delayed" => {
+            let (n, span) = (run.sizes.delayed_jobs, run.sizes.delayed_span);
+            let (riv, raw) = sides!(
+                raw_first,
+                raw_lateness(run, &run.key("jobs-delay"), n, span).await?,
+                rivulet_lateness(run, &run.topic("jobs-delay"), n, span).await?
+            );
+            Ok(Measure::pair(riv, raw))
+        }
+        "jobs_backlog_1m" => {
+            let base = process_round(run, round, raw_first)
+                .await?
+                .rivulet
+                .per_second;
+            run.cleanup().await?;
+            let backlog = run.sizes.backlog.max(n);
+            let deep = rivulet_backlog(run, &run.topic("jobs-backlog"), backlog, n).await?;
+            Ok(Measure::pair(deep, base))
+        }
+        "jobs_groups" => {
+            let (many, few) = (run.sizes.many_groups, 10);
+            let (riv, base) = sides!(
+                raw_first,
+                rivulet_grouped(run, &run.topic("jobs-g10"), n, few).await?,
+                rivulet_grouped(run, &run.topic("jobs-gmany"), n, many).await?
+            );
+            Ok(Measure::pair(riv, base))
+        }
+        "jobs_retention" => {
+            let (total, first) = run.sizes.retention;
+            let (after_first, after_all) =
+                rivulet_retention(run, &run.topic("jobs-keep"), first, total).await?;
+            Ok(Measure::pair(after_all, after_first))
         }
         "jobs_idle" => {
             let window = run.sizes.idle_window;
-            let (riv, raw) = if raw_first {
-                let r = raw_idle(run, window).await?;
-                (rivulet_idle(run, window).await, r)
-            } else {
-                let v = rivulet_idle(run, window).await;
-                (v, raw_idle(run, window).await?)
-            };
-            pair(riv, raw)
+            let (riv, raw) = sides!(
+                raw_first,
+                raw_idle(run, window).await?,
+                rivulet_idle(run, window).await?
+            );
+            Ok(Measure::pair(riv, raw))
         }
         other => Err(CliError::usage(format!("unknown scenario {other}"))),
     }
-}
-
-fn pair(rivulet: Result<f64, CliError>, raw: f64) -> Result<Measure, CliError> {
-    Ok(Measure::pair(rivulet?, raw))
 }
 
 /// The `jobs_process` figures of `round`, measured now unless another scenario of the
@@ -156,18 +207,18 @@ async fn process_round(run: &Run, round: usize, raw_first: bool) -> Result<Proce
         return Ok(r.clone());
     }
     let n = run.sizes.jobs;
-    let key = run.key("jobs-process");
-    let queue = run.topic("jobs-process");
-    let (riv, raw) = if raw_first {
-        let r = raw_process(run, &key, n).await?;
+    let (rivulet, raw) = if raw_first {
+        let r = raw_process(run, &run.key("jobs-process"), n).await?;
         run.cleanup().await?;
-        (rivulet_process(run, &queue, n).await, r)
+        (
+            rivulet_process(run, &run.topic("jobs-process"), n).await?,
+            r,
+        )
     } else {
-        let v = rivulet_process(run, &queue, n).await;
+        let v = rivulet_process(run, &run.topic("jobs-process"), n).await?;
         run.cleanup().await?;
-        (v, raw_process(run, &key, n).await?)
+        (v, raw_process(run, &run.key("jobs-process"), n).await?)
     };
-    let rivulet = riv?;
     let figures = ProcessRound {
         round,
         raw,
@@ -181,25 +232,35 @@ async fn process_round(run: &Run, round: usize, raw_first: bool) -> Result<Proce
 
 // --- the rivulet side ------------------------------------------------------------------
 
-/// A queue on the bench's Redis, under the bench's key prefix, keeping every finished job
-/// (the raw baseline keeps them all too).
-async fn open_queue(run: &Run, name: &str, n: usize) -> Result<Queue, CliError> {
+/// A queue on the bench's Redis, under the bench's key prefix, keeping `keep` finished
+/// jobs (`None`: the defaults).
+async fn open_queue(run: &Run, name: &str, keep: Option<usize>) -> Result<Queue, CliError> {
     let backend = RedisBackend::builder(run.url.clone())
         .prefix(side::PREFIX)
         .build()
         .await?;
-    let keep = Keep::new(n.max(1) as u64, Duration::from_secs(24 * 3600));
-    Ok(Queue::builder(backend, name)
-        .keep_completed(keep)
-        .keep_failed(keep)
-        .build()?)
+    let mut builder = Queue::builder(backend, name);
+    if let Some(n) = keep {
+        let keep = Keep::new(n.max(1) as u64, Duration::from_secs(24 * 3600));
+        builder = builder.keep_completed(keep).keep_failed(keep);
+    }
+    Ok(builder.build()?)
 }
 
-async fn add_all(queue: &Queue, n: usize) -> Result<(), CliError> {
-    let jobs: Vec<BenchJob> = (0..n as u64).map(BenchJob::new).collect();
+/// Adds jobs `from..to` in batches of [`BATCH`]; job `i` is in group `i % groups` when
+/// `groups > 0`.
+async fn add_range(queue: &Queue, from: usize, to: usize, groups: usize) -> Result<(), CliError> {
+    let jobs: Vec<BenchJob> = (from as u64..to as u64).map(BenchJob::new).collect();
+    let names: Vec<String> = (0..groups).map(|g| format!("t{g}")).collect();
     for chunk in jobs.chunks(BATCH) {
         let added = queue
-            .add_bulk(chunk.iter().map(|j| queue.add("noop", j)))
+            .add_bulk(chunk.iter().map(|j| {
+                let add = queue.add("noop", j);
+                match names.get((j.n as usize) % groups.max(1)) {
+                    Some(g) if groups > 0 => add.group(g),
+                    _ => add,
+                }
+            }))
             .await?;
         if added.len() != chunk.len() || added.iter().any(|e| e.duplicate) {
             return Err(CliError::runtime(
@@ -210,10 +271,32 @@ async fn add_all(queue: &Queue, n: usize) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn rivulet_add(run: &Run, name: &str, n: usize) -> Result<Duration, CliError> {
-    let queue = open_queue(run, name, n).await?;
+/// Adds jobs `from..to` from [`PRODUCERS`] tasks at once (groups as in [`add_range`]).
+async fn add_parallel(
+    queue: &Queue,
+    from: usize,
+    to: usize,
+    groups: usize,
+) -> Result<(), CliError> {
+    let per = to.saturating_sub(from).div_ceil(PRODUCERS);
+    let mut tasks = Vec::new();
+    for p in 0..PRODUCERS {
+        let (a, b) = ((from + p * per).min(to), (from + (p + 1) * per).min(to));
+        let q = queue.clone();
+        tasks.push(tokio::spawn(
+            async move { add_range(&q, a, b, groups).await },
+        ));
+    }
+    for t in tasks {
+        super::join(t).await?;
+    }
+    Ok(())
+}
+
+async fn rivulet_add(run: &Run, name: &str, n: usize) -> Result<std::time::Duration, CliError> {
+    let queue = open_queue(run, name, Some(n)).await?;
     let start = Instant::now();
-    add_all(&queue, n).await?;
+    add_parallel(&queue, 0, n, 0).await?;
     Ok(start.elapsed())
 }
 
@@ -223,18 +306,18 @@ async fn noop(job: Job<BenchJob>) -> Result<(), HandlerError> {
 }
 
 async fn rivulet_process(run: &Run, name: &str, n: usize) -> Result<Drained, CliError> {
-    let queue = open_queue(run, name, n).await?;
+    let queue = open_queue(run, name, Some(n)).await?;
     let m0 = run.used_memory().await?;
-    add_all(&queue, n).await?;
+    add_parallel(&queue, 0, n, 0).await?;
     let m1 = run.used_memory().await?;
     let c0 = run.redis_cpu().await?;
     let (elapsed, worker) = drain(&queue, n).await?;
     let c1 = run.redis_cpu().await?;
     worker.shutdown().await;
     Ok(Drained {
-        jobs_per_second: throughput(n, elapsed),
-        cpu_us_per_job: (c1 - c0) * 1e6 / n as f64,
-        memory_bytes_per_job: (m1 - m0) / n as f64,
+        per_second: throughput(n, elapsed),
+        cpu_us_each: (c1 - c0) * 1e6 / n as f64,
+        memory_bytes_each: (m1 - m0) / n as f64,
     })
 }
 
@@ -269,8 +352,130 @@ async fn wait_completed(worker: &Worker, n: usize, deadline: Instant) -> Result<
     }
 }
 
+/// Adding and processing at once: the worker starts, then the producers add.
+async fn rivulet_e2e(run: &Run, name: &str, n: usize) -> Result<Duration, CliError> {
+    let queue = open_queue(run, name, Some(n)).await?;
+    let start = Instant::now();
+    let worker = queue.worker(noop).concurrency(CONCURRENCY).await?;
+    let added = add_parallel(&queue, 0, n, 0).await;
+    let done = match added {
+        Ok(()) => wait_completed(&worker, n, super::raw::deadline_for(n)).await,
+        Err(e) => Err(e),
+    };
+    let elapsed = start.elapsed();
+    worker.shutdown().await;
+    done.map(|()| elapsed)
+}
+
+/// The job of `jobs_latency`: when it was added (µs since the epoch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stamped {
+    added_us: u64,
+    pad: String,
+}
+
+/// One add per tick at [`LATENCY_RATE`]; the handler records add → start.
+async fn rivulet_latency(run: &Run, name: &str, n: usize) -> Result<Histogram<u64>, CliError> {
+    let queue = open_queue(run, name, Some(n)).await?;
+    let h = Arc::new(Mutex::new(histogram()?));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (hh, s) = (h.clone(), seen.clone());
+    let worker = queue
+        .worker(move |job: Job<Stamped>| {
+            let age = Duration::from_micros(now_us().saturating_sub(job.data().added_us));
+            if let Ok(mut h) = hh.lock() {
+                record(&mut h, age);
+            }
+            s.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, HandlerError>(()) }
+        })
+        .concurrency(CONCURRENCY)
+        .await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / LATENCY_RATE);
+    let pad = "x".repeat(70);
+    let mut outcome = Ok(());
+    for _ in 0..n {
+        tick.tick().await;
+        let job = Stamped {
+            added_us: now_us(),
+            pad: pad.clone(),
+        };
+        if let Err(e) = queue.add("lat", &job).await {
+            outcome = Err(CliError::from(e));
+            break;
+        }
+    }
+    if outcome.is_ok() {
+        outcome = wait_completed(&worker, n, Instant::now() + Duration::from_secs(30)).await;
+    }
+    worker.shutdown().await;
+    outcome?;
+    let h = h
+        .lock()
+        .map(|h| h.clone())
+        .map_err(|_| CliError::runtime("jobs_latency: a handler panicked while recording"))?;
+    Ok(h)
+}
+
+/// `take` jobs processed off the head of a backlog of `backlog`: jobs per second.
+async fn rivulet_backlog(
+    run: &Run,
+    name: &str,
+    backlog: usize,
+    take: usize,
+) -> Result<f64, CliError> {
+    let queue = open_queue(run, name, Some(take)).await?;
+    add_parallel(&queue, 0, backlog, 0).await?;
+    let (elapsed, worker) = drain(&queue, take).await?;
+    worker.shutdown().await;
+    Ok(throughput(take, elapsed))
+}
+
+/// `n` jobs spread over `groups` job groups, drained: jobs per second.
+async fn rivulet_grouped(run: &Run, name: &str, n: usize, groups: usize) -> Result<f64, CliError> {
+    let queue = open_queue(run, name, Some(n)).await?;
+    add_parallel(&queue, 0, n, groups).await?;
+    let (elapsed, worker) = drain(&queue, n).await?;
+    worker.shutdown().await;
+    run.cleanup().await?;
+    Ok(throughput(n, elapsed))
+}
+
+/// Redis memory (over the empty start) after the first `first` jobs and after all
+/// `total` went through a queue with the default retention, added and processed at once.
+async fn rivulet_retention(
+    run: &Run,
+    name: &str,
+    first: usize,
+    total: usize,
+) -> Result<(f64, f64), CliError> {
+    let queue = open_queue(run, name, None).await?;
+    let m0 = run.used_memory().await?;
+    let worker = queue.worker(noop).concurrency(CONCURRENCY).await?;
+    let mut outcome = Ok((0.0, 0.0));
+    let mut after_first = 0.0;
+    for (from, to) in [(0, first.min(total)), (first.min(total), total)] {
+        let step = match add_parallel(&queue, from, to, 0).await {
+            Ok(()) => wait_completed(&worker, to, super::raw::deadline_for(to)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = step {
+            outcome = Err(e);
+            break;
+        }
+        let m = run.used_memory().await? - m0;
+        if to == first.min(total) {
+            after_first = m;
+        } else {
+            outcome = Ok((after_first, m));
+        }
+    }
+    worker.shutdown().await;
+    outcome
+}
+
 async fn rivulet_idle(run: &Run, window: Duration) -> Result<f64, CliError> {
-    let queue = open_queue(run, &run.topic("jobs-idle"), 1).await?;
+    let queue = open_queue(run, &run.topic("jobs-idle"), Some(1)).await?;
     let worker = queue
         .worker(noop)
         .concurrency(CONCURRENCY)
@@ -282,165 +487,56 @@ async fn rivulet_idle(run: &Run, window: Duration) -> Result<f64, CliError> {
     counted
 }
 
-// --- the raw side ------------------------------------------------------------------------
+// --- the baselines -----------------------------------------------------------------------
 
-async fn raw_add(run: &Run, key: &str, n: usize) -> Result<Duration, CliError> {
-    let mut con = run.raw.shared().await?;
+/// Pipelined `XADD`s of 100-byte entries, batches of [`BATCH`], from [`PRODUCERS`]
+/// connections at once.
+async fn raw_add(
+    run: &Run,
+    key: &str,
+    n: usize,
+    payloads: &Payloads,
+) -> Result<Duration, CliError> {
     let start = Instant::now();
-    raw_add_all(&mut con, key, n).await?;
+    let per = n.div_ceil(PRODUCERS);
+    let mut tasks = Vec::new();
+    for p in 0..PRODUCERS {
+        let count = per.min(n.saturating_sub(p * per));
+        let (raw, key, payloads) = (run.raw.clone(), key.to_owned(), payloads.clone());
+        tasks.push(tokio::spawn(async move {
+            raw.publish(&key, count, &payloads).await
+        }));
+    }
+    for t in tasks {
+        super::join(t).await?;
+    }
     Ok(start.elapsed())
 }
 
-/// One pipeline per batch: the job's hash and its place in the waiting set.
-async fn raw_add_all(
-    con: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    n: usize,
-) -> Result<(), CliError> {
-    let waiting = format!("{key}:waiting");
-    let mut i = 0;
-    while i < n {
-        let k = (n - i).min(BATCH);
-        let mut pipe = redis::pipe();
-        let added_at = now_ms();
-        for j in i..i + k {
-            let id = format!("{:032x}", rand::random::<u128>());
-            pipe.cmd("HSET")
-                .arg(format!("{key}:job:{id}"))
-                .arg("name")
-                .arg("noop")
-                .arg("data")
-                .arg(encode(j as u64)?)
-                .arg("state")
-                .arg("waiting")
-                .arg("attempt")
-                .arg(0)
-                .arg("max_attempts")
-                .arg(5)
-                .arg("added_at")
-                .arg(added_at)
-                .ignore();
-            pipe.cmd("ZADD").arg(&waiting).arg(j).arg(&id).ignore();
-        }
-        pipe.query_async::<()>(con).await.map_err(err("add"))?;
-        i += k;
-    }
-    Ok(())
-}
-
-/// Members of a `ZPOPMIN … WITHSCORES`-style reply (flat or nested pairs).
-fn popped_members(reply: Value) -> Vec<String> {
-    let text = |v: Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    };
-    let Value::Array(items) = reply else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut flat = items.into_iter();
-    while let Some(item) = flat.next() {
-        match item {
-            Value::Array(pair) => out.extend(pair.into_iter().next().and_then(text)),
-            member => {
-                out.extend(text(member));
-                // The score follows the member in the flat form.
-                flat.next();
-            }
-        }
-    }
-    out
-}
-
-async fn raw_drain(
-    con: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    n: usize,
-    deadline: Instant,
-) -> Result<(), CliError> {
-    let waiting = format!("{key}:waiting");
-    let completed = format!("{key}:completed");
-    let mut done = 0usize;
-    let mut settle: Vec<String> = Vec::new();
-    loop {
-        if Instant::now() > deadline {
-            return Err(CliError::runtime(format!(
-                "raw jobs drain: {done} of {n} by the deadline"
-            )));
-        }
-        // Round trip 1: the previous batch's completions, then the next batch.
-        let mut pipe = redis::pipe();
-        let finished_at = now_ms();
-        let settling = !settle.is_empty();
-        for id in settle.drain(..) {
-            pipe.cmd("HSET")
-                .arg(format!("{key}:job:{id}"))
-                .arg("state")
-                .arg("completed")
-                .arg("finished_at")
-                .arg(finished_at)
-                .ignore();
-            pipe.cmd("ZADD")
-                .arg(&completed)
-                .arg(finished_at)
-                .arg(&id)
-                .ignore();
-        }
-        if done >= n {
-            if settling {
-                pipe.query_async::<()>(con).await.map_err(err("settle"))?;
-            }
-            return Ok(());
-        }
-        pipe.cmd("ZPOPMIN").arg(&waiting).arg(BATCH);
-        let (reply,): (Value,) = pipe.query_async(con).await.map_err(err("ZPOPMIN"))?;
-        let ids = popped_members(reply);
-        if ids.is_empty() {
-            return Err(CliError::runtime(format!(
-                "raw jobs drain: the waiting set ran dry at {done} of {n}"
-            )));
-        }
-        // Round trip 2: mark them active and read their data.
-        let mut pipe = redis::pipe();
-        let started_at = now_ms();
-        for id in &ids {
-            let job = format!("{key}:job:{id}");
-            pipe.cmd("HSET")
-                .arg(&job)
-                .arg("state")
-                .arg("active")
-                .arg("started_at")
-                .arg(started_at)
-                .ignore();
-            pipe.cmd("HGET").arg(&job).arg("data");
-        }
-        let data: Vec<Option<Vec<u8>>> = pipe.query_async(con).await.map_err(err("lease"))?;
-        for d in data.iter().flatten() {
-            // The no-op handler: decode the data, as the rivulet worker does.
-            if let Ok(job) = serde_json::from_slice::<BenchJob>(d) {
-                std::hint::black_box(job.n);
-            }
-        }
-        done += ids.len();
-        settle = ids;
-    }
-}
-
+/// The raw stream drain with the memory of its backlog and the Redis CPU of its drain.
 async fn raw_process(run: &Run, key: &str, n: usize) -> Result<Drained, CliError> {
-    let mut con = run.raw.shared().await?;
+    let small = Payloads::new(100, false);
+    run.raw.create_group(key).await?;
     let m0 = run.used_memory().await?;
-    raw_add_all(&mut con, key, n).await?;
+    run.raw.publish(key, n, &small).await?;
     let m1 = run.used_memory().await?;
     let c0 = run.redis_cpu().await?;
     let start = Instant::now();
-    raw_drain(&mut con, key, n, super::raw::deadline_for(n)).await?;
+    run.raw
+        .consume(
+            key,
+            n,
+            Arc::new(AtomicUsize::new(0)),
+            None,
+            super::raw::deadline_for(n),
+        )
+        .await?;
     let elapsed = start.elapsed();
     let c1 = run.redis_cpu().await?;
     Ok(Drained {
-        jobs_per_second: throughput(n, elapsed),
-        cpu_us_per_job: (c1 - c0) * 1e6 / n as f64,
-        memory_bytes_per_job: (m1 - m0) / n as f64,
+        per_second: throughput(n, elapsed),
+        cpu_us_each: (c1 - c0) * 1e6 / n as f64,
+        memory_bytes_each: (m1 - m0) / n as f64,
     })
 }
 
@@ -478,60 +574,15 @@ async fn commands_during(run: &Run, window: Duration) -> Result<f64, CliError> {
     Ok(calls / window.as_secs_f64().max(1e-9))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn popped_members_reads_both_reply_shapes() {
-        let flat = Value::Array(vec![bulk("a"), bulk("1"), bulk("b"), bulk("2")]);
-        assert_eq!(popped_members(flat), vec!["a", "b"]);
-        let nested = Value::Array(vec![
-            Value::Array(vec![bulk("a"), Value::Double(1.0)]),
-            Value::Array(vec![bulk("b"), Value::Double(2.0)]),
-        ]);
-        assert_eq!(popped_members(nested), vec!["a", "b"]);
-        assert!(popped_members(Value::Nil).is_empty());
-        assert!(popped_members(Value::Array(Vec::new())).is_empty());
-    }
-
-    /// The rivulet side's add and drain, on the memory backend (the bench itself runs
-    /// them on Redis only).
-    #[tokio::test]
-    async fn the_rivulet_side_adds_and_drains_every_job() {
-        let queue = Queue::new(rivulet::MemoryBackend::new(), "bench.jobs.test").expect("queue");
-        if add_all(&queue, 250).await.is_err() {
-            panic!("add_all failed");
-        }
-        assert_eq!(queue.counts().await.expect("counts").waiting, 250);
-        let Ok((elapsed, worker)) = drain(&queue, 250).await else {
-            panic!("drain failed");
-        };
-        assert!(elapsed > Duration::ZERO);
-        assert_eq!(worker.stats().completed, 250);
-        worker.shutdown().await;
-        assert_eq!(queue.counts().await.expect("counts").completed, 250);
-    }
-
-    #[test]
-    fn a_bench_job_is_about_100_bytes_of_json() {
-        let len = encode(12345).map(|v| v.len()).unwrap_or(0);
-        assert!((90..=110).contains(&len), "{len}");
-    }
-}
-
 // --- lateness of delayed jobs ----------------------------------------------------------
 
-/// When the `n` delayed jobs of a lateness run are due: spread evenly over 2 s, starting
-/// 300 ms from now (ms since the epoch).
-fn due_times(n: usize) -> Vec<u64> {
+/// When the `n` delayed jobs of a lateness run are due: spread evenly over `span`,
+/// starting 300 ms from now (ms since the epoch).
+fn due_times(n: usize, span: Duration) -> Vec<u64> {
     let start = now_ms() + 300;
+    let span = u64::try_from(span.as_millis()).unwrap_or(u64::MAX);
     (0..n as u64)
-        .map(|i| start + i * 2_000 / n.max(1) as u64)
+        .map(|i| start + i * span / n.max(1) as u64)
         .collect()
 }
 
@@ -560,8 +611,13 @@ struct DueJob {
     due_ms: u64,
 }
 
-async fn rivulet_lateness(run: &Run, name: &str, n: usize) -> Result<f64, CliError> {
-    let queue = open_queue(run, name, n).await?;
+async fn rivulet_lateness(
+    run: &Run,
+    name: &str,
+    n: usize,
+    span: Duration,
+) -> Result<f64, CliError> {
+    let queue = open_queue(run, name, Some(n)).await?;
     let late: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let l = late.clone();
     // A worker as an application runs it: default blocking timeout.
@@ -578,7 +634,7 @@ async fn rivulet_lateness(run: &Run, name: &str, n: usize) -> Result<f64, CliErr
         })
         .concurrency(CONCURRENCY)
         .await?;
-    let due = due_times(n);
+    let due = due_times(n, span);
     for chunk in due.chunks(BATCH) {
         queue
             .add_bulk(chunk.iter().map(|d| {
@@ -588,7 +644,7 @@ async fn rivulet_lateness(run: &Run, name: &str, n: usize) -> Result<f64, CliErr
             }))
             .await?;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + span + Duration::from_secs(30);
     let outcome = wait_completed(&worker, n, deadline).await;
     worker.shutdown().await;
     outcome?;
@@ -596,10 +652,10 @@ async fn rivulet_lateness(run: &Run, name: &str, n: usize) -> Result<f64, CliErr
     p99_ms(late, "rivulet")
 }
 
-async fn raw_lateness(run: &Run, key: &str, n: usize) -> Result<f64, CliError> {
+async fn raw_lateness(run: &Run, key: &str, n: usize, span: Duration) -> Result<f64, CliError> {
     let mut con = run.raw.shared().await?;
     let delayed = format!("{key}:delayed");
-    let due = due_times(n);
+    let due = due_times(n, span);
     for (i, chunk) in due.chunks(BATCH).enumerate() {
         let mut pipe = redis::pipe();
         for (j, d) in chunk.iter().enumerate() {
@@ -614,7 +670,7 @@ async fn raw_lateness(run: &Run, key: &str, n: usize) -> Result<f64, CliError> {
             .map_err(err("add delayed"))?;
     }
     let mut late = Vec::with_capacity(n);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + span + Duration::from_secs(30);
     while late.len() < n {
         if Instant::now() > deadline {
             return Err(CliError::runtime("raw lateness: not done by the deadline"));
@@ -659,4 +715,46 @@ async fn raw_lateness(run: &Run, key: &str, n: usize) -> Result<f64, CliError> {
         late.extend(due.iter().map(|(_, d)| started - *d));
     }
     p99_ms(late, "raw")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rivulet side's add and drain, on the memory backend (the bench itself runs
+    /// them on Redis only), with and without job groups.
+    #[tokio::test]
+    async fn the_rivulet_side_adds_and_drains_every_job() {
+        for groups in [0, 7] {
+            let queue =
+                Queue::new(rivulet::MemoryBackend::new(), "bench.jobs.test").expect("queue");
+            if add_parallel(&queue, 0, 250, groups).await.is_err() {
+                panic!("add_parallel failed");
+            }
+            let c = queue.counts().await.expect("counts");
+            assert_eq!(c.waiting, 250, "groups {groups}");
+            let Ok((elapsed, worker)) = drain(&queue, 250).await else {
+                panic!("drain failed");
+            };
+            assert!(elapsed > Duration::ZERO);
+            assert_eq!(worker.stats().completed, 250);
+            worker.shutdown().await;
+            assert_eq!(queue.counts().await.expect("counts").completed, 250);
+        }
+    }
+
+    #[test]
+    fn a_bench_job_is_about_100_bytes_of_json() {
+        let len = serde_json::to_vec(&BenchJob::new(12345)).map_or(0, |v| v.len());
+        assert!((90..=110).contains(&len), "{len}");
+    }
+
+    #[test]
+    fn due_times_spread_over_the_span() {
+        let d = due_times(10, Duration::from_secs(5));
+        assert_eq!(d.len(), 10);
+        assert_eq!(d[9] - d[0], 4500);
+        assert!(p99_ms(vec![1.0, -0.5], "x").is_err());
+        assert_eq!(p99_ms(vec![3.0, 1.0, 2.0], "x").ok(), Some(3.0));
+    }
 }

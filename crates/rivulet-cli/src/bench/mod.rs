@@ -50,9 +50,13 @@ pub(crate) struct BenchArgs {
     /// Messages per throughput run (default 100,000, or 10,000 with --quick).
     #[arg(long)]
     messages: Option<usize>,
-    /// Jobs per `jobs_add` / `jobs_process` run (default 50,000, or 5,000 with --quick).
+    /// Jobs per `jobs_add` / `jobs_process` / `jobs_e2e` run (default 100,000, or 5,000
+    /// with --quick).
     #[arg(long)]
     jobs: Option<usize>,
+    /// The backlog of `jobs_backlog_1m` (default 1,000,000, or 50,000 with --quick).
+    #[arg(long)]
+    backlog: Option<usize>,
     /// Run only scenarios whose name contains one of these (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -119,8 +123,15 @@ struct Sizes {
     jobs: usize,
     /// How long `jobs_idle` counts commands, per side.
     idle_window: Duration,
-    /// Delayed jobs per `jobs_delay_lateness_p99` run.
+    /// Delayed jobs per `jobs_delayed` run, and the time they are due over.
     delayed_jobs: usize,
+    delayed_span: Duration,
+    /// The backlog `jobs_backlog_1m` takes `jobs` off.
+    backlog: usize,
+    /// The job groups of `jobs_groups` (against 10).
+    many_groups: usize,
+    /// `jobs_retention`: (all jobs, the first ones).
+    retention: (usize, usize),
 }
 
 struct Run {
@@ -326,10 +337,20 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         memory_messages: if args.quick { 10_000 } else { 50_000 },
         jobs: args
             .jobs
-            .unwrap_or(if args.quick { 5_000 } else { 50_000 })
+            .unwrap_or(if args.quick { 5_000 } else { 100_000 })
             .max(1),
         idle_window: Duration::from_secs(if args.quick { 3 } else { 10 }),
-        delayed_jobs: if args.quick { 300 } else { 2_000 },
+        delayed_jobs: if args.quick { 1_000 } else { 10_000 },
+        delayed_span: Duration::from_secs(if args.quick { 2 } else { 5 }),
+        backlog: args
+            .backlog
+            .unwrap_or(if args.quick { 50_000 } else { 1_000_000 }),
+        many_groups: if args.quick { 1_000 } else { 10_000 },
+        retention: if args.quick {
+            (30_000, 5_000)
+        } else {
+            (300_000, 50_000)
+        },
     };
     let (_server, url) = if args.redis == "auto" {
         let aof = args.aof;

@@ -20,10 +20,16 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "memory_per_msg",
     "jobs_add",
     "jobs_process",
-    "jobs_redis_cpu_per_job",
-    "jobs_memory_per_job",
+    "jobs_e2e",
+    "jobs_latency_p50",
+    "jobs_latency_p99",
+    "jobs_delayed",
+    "jobs_backlog_1m",
+    "jobs_groups",
+    "jobs_redis_cpu",
+    "jobs_memory",
+    "jobs_retention",
     "jobs_idle",
-    "jobs_delay_lateness_p99",
 ];
 
 /// What a scenario measures and what it is compared with.
@@ -33,8 +39,10 @@ struct Meta {
     baseline: &'static str,
     /// Higher values are better (throughput) or lower (latency, cost).
     higher_is_better: bool,
-    /// The target on the ratio rivulet / baseline, if any.
+    /// The target on the ratio rivulet / baseline, if any (on rivulet's own value when
+    /// `on_value`).
     target: Option<f64>,
+    on_value: bool,
 }
 
 fn meta(name: &str) -> Meta {
@@ -43,6 +51,7 @@ fn meta(name: &str) -> Meta {
         baseline,
         higher_is_better,
         target,
+        on_value: false,
     };
     match name {
         "e2e" | "e2e_1k" => m("msg/s", "raw", true, Some(0.50)),
@@ -60,12 +69,41 @@ fn meta(name: &str) -> Meta {
         "retry" => m("msg/s", "rivulet e2e (same round)", true, Some(0.8)),
         "redis_cpu_per_msg" => m("µs/msg", "raw", false, None),
         "memory_per_msg" => m("bytes/msg", "raw", false, Some(1.5)),
-        "jobs_add" => m("jobs/s", "raw pipelined HSET + ZADD", true, None),
-        "jobs_process" => m("jobs/s", "raw ZPOPMIN 100 + HSET/HGET", true, None),
-        "jobs_redis_cpu_per_job" => m("µs/job", "raw, over the same drain", false, None),
-        "jobs_memory_per_job" => m("bytes/job", "raw job hash + waiting set", false, None),
+        "jobs_add" => m(
+            "jobs/s",
+            "raw pipelined XADD, 100 per batch, 2 connections",
+            true,
+            Some(0.30),
+        ),
+        "jobs_process" => m("jobs/s", "raw stream drain (msg/s)", true, Some(0.30)),
+        "jobs_e2e" => m("jobs/s", "raw stream e2e (msg/s)", true, Some(0.30)),
+        "jobs_latency_p50" => m("µs", "raw stream handle latency", false, Some(2.0)),
+        "jobs_latency_p99" => m("µs", "raw stream handle latency", false, Some(3.0)),
+        "jobs_delayed" => Meta {
+            on_value: true,
+            ..m("ms", "raw client timer on a ZSET", false, Some(20.0))
+        },
+        "jobs_backlog_1m" => m(
+            "jobs/s",
+            "rivulet jobs_process (same round)",
+            true,
+            Some(0.9),
+        ),
+        "jobs_groups" => m(
+            "jobs/s",
+            "rivulet with 10 job groups (same round)",
+            true,
+            Some(0.8),
+        ),
+        "jobs_redis_cpu" => m("µs/job", "raw stream drain (µs/msg)", false, Some(6.0)),
+        "jobs_memory" => m("bytes/job", "raw stream entry (bytes)", false, Some(2.5)),
+        "jobs_retention" => m(
+            "bytes",
+            "rivulet after the first 50,000 (same run)",
+            false,
+            Some(1.1),
+        ),
         "jobs_idle" => m("cmd/s", "raw BLPOP loop, same timeout", false, None),
-        "jobs_delay_lateness_p99" => m("ms", "raw client timer on a ZSET", false, None),
         _ => m("", "raw", true, None),
     }
 }
@@ -143,16 +181,33 @@ impl Scenario {
         self.rivulet().median / self.raw().median
     }
 
-    fn verdict(&self) -> &'static str {
+    /// Whether the target is met: `None` when there is none or nothing to judge.
+    fn met(&self) -> Option<bool> {
         let meta = meta(self.name);
-        if !self.ratio().is_finite() {
+        let judged = if meta.on_value {
+            self.rivulet().median
+        } else {
+            self.ratio()
+        };
+        let t = meta.target?;
+        if !judged.is_finite() {
+            return None;
+        }
+        Some(if meta.higher_is_better {
+            judged >= t
+        } else {
+            judged <= t
+        })
+    }
+
+    fn verdict(&self) -> &'static str {
+        if !self.ratio().is_finite() && !meta(self.name).on_value {
             return "n/a";
         }
-        match meta.target {
+        match self.met() {
             None => "-",
-            Some(t) if meta.higher_is_better && self.ratio() >= t => "met",
-            Some(t) if !meta.higher_is_better && self.ratio() <= t => "met",
-            Some(_) => "MISSED",
+            Some(true) => "met",
+            Some(false) => "MISSED",
         }
     }
 }
@@ -231,9 +286,10 @@ impl Report {
                     fmt_num(st.max)
                 )
             };
+            let unit = if meta.on_value { meta.unit } else { "" };
             let target = match meta.target {
-                Some(t) if meta.higher_is_better => format!("≥ {t}"),
-                Some(t) => format!("≤ {t}"),
+                Some(t) if meta.higher_is_better => format!("≥ {t}{unit}"),
+                Some(t) => format!("≤ {t}{unit}"),
                 None => "-".into(),
             };
             let _ = writeln!(
@@ -254,7 +310,7 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "baseline = raw redis-crate code, except retry (rivulet e2e) and publish_latency_p50_50subs (rivulet without subscriptions), both from the same round"
+            "baseline = raw redis-crate code, except retry (rivulet e2e), publish_latency_p50_50subs (rivulet without subscriptions), jobs_backlog_1m (jobs_process), jobs_groups (10 groups) and jobs_retention (after the first jobs), all from the same round; the jobs_delayed target is on rivulet's value"
         );
         out
     }
@@ -278,7 +334,9 @@ impl Report {
                     "raw_min": r.min,
                     "raw_max": r.max,
                     "target": meta.target,
+                    "target_on": if meta.on_value { "rivulet" } else { "ratio" },
                     "higher_is_better": meta.higher_is_better,
+                    "met": s.met(),
                     "result": s.verdict(),
                 })
             })
