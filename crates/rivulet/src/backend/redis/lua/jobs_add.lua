@@ -10,11 +10,16 @@
 -- Returns one item per job: {'existing', id} or {'new', id, state}.
 local PER_JOB = 19
 local woke = false
+-- Whether any job name of the queue is paused, read once per script (per queue).
+local any_paused, paused_read = false, nil
 
 -- A new job's place among waiting jobs: waiting, or parked when its name is paused.
 local function place_waiting(id, name, score, group)
   local jk = job_key(id)
-  if redis.call('SISMEMBER', K.paused_names, name) == 1 then
+  if paused_read ~= K.paused_names then
+    any_paused, paused_read = redis.call('SCARD', K.paused_names) > 0, K.paused_names
+  end
+  if any_paused and redis.call('SISMEMBER', K.paused_names, name) == 1 then
     redis.call('ZADD', parked_key(name), score, id)
     redis.call('HSET', jk, 'state', 'waiting', 'parked', '1')
     redis.call('HINCRBY', K.meta, 'parked', 1)

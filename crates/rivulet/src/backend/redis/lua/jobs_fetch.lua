@@ -50,7 +50,7 @@ local function lease_from(set, want, g)
     local jk = job_key(id)
     local f = redis.call('HMGET', jk, 'name', 'data', 'max_attempts', 'backoff_base',
       'backoff_mult', 'backoff_max', 'timeout', 'added_at', 'attempts_made', 'ready_at',
-      'traceparent', 'tracestate')
+      'traceparent', 'tracestate', 'token')
     local name = f[1]
     if g then redis.call('HINCRBY', K.meta, 'gwaiting', -1) end
     if not name then
@@ -60,10 +60,11 @@ local function lease_from(set, want, g)
       redis.call('HSET', jk, 'parked', '1')
       redis.call('HINCRBY', K.meta, 'parked', 1)
     else
-      local token = redis.call('HINCRBY', jk, 'token', 1)
+      -- The lease's fencing token: the record's, plus one (written with the lease).
+      local token = (tonumber(f[13]) or 0) + 1
       local attempt = (tonumber(f[9]) or 0) + 1
       redis.call('HSET', jk, 'state', 'active', 'attempt', attempt, 'started_at', num(NOW),
-        'worker', worker)
+        'worker', worker, 'token', token)
       redis.call('ZADD', K.active, num(NOW + lease_ms), id)
       if LIMITED then
         local L = G.limits()

@@ -191,9 +191,15 @@ end
 -- Finishes job `id`, already out of the set of its state, in `state` (completed, failed
 -- or cancelled), with what the caller read of it: its attempt, error, removal flag for
 -- this state, and dedup key and mode. Retention runs once per script (retain_touched).
-local function finish_out(id, state, attempt, err, remove, dedup, dedup_ttl)
+-- `result`: a completed job's return value, written with the state; `leaf`: the caller
+-- read the record and it has no flow parent to tell.
+local function finish_out(id, state, attempt, err, remove, dedup, dedup_ttl, result, leaf)
   local jk = job_key(id)
-  redis.call('HSET', jk, 'state', state, 'finished_at', num(NOW))
+  if result then
+    redis.call('HSET', jk, 'state', state, 'finished_at', num(NOW), 'result', result)
+  else
+    redis.call('HSET', jk, 'state', state, 'finished_at', num(NOW))
+  end
   redis.call('ZADD', K[state], num(NOW), id)
   -- A key without a TTL is held until its job finishes.
   if dedup and dedup_ttl ~= '1' then
@@ -207,7 +213,7 @@ local function finish_out(id, state, attempt, err, remove, dedup, dedup_ttl)
   else
     event('failed', id, attempt, err or nil)
   end
-  flow_finished(id, state)
+  if not leaf then flow_finished(id, state) end
   if remove == '1' then delete_job(id) end
   TOUCHED[state] = (TOUCHED[state] or 0) + 1
 end
@@ -268,7 +274,7 @@ end
 local function settle_one(id, token, how, payload, delay)
   local jk = job_key(id)
   local h = redis.call('HMGET', jk, 'state', 'token', 'cancel_requested', 'attempt', 'error',
-    'remove_on_complete', 'dedup', 'dedup_ttl', 'group')
+    'remove_on_complete', 'dedup', 'dedup_ttl', 'group', 'parent_tag')
   if h[1] ~= 'active' or h[2] ~= token then return 'lost' end
   if h[3] == '1' then
     if not h[5] then redis.call('HSET', jk, 'error', 'cancelled while active') end
@@ -279,9 +285,8 @@ local function settle_one(id, token, how, payload, delay)
     -- The common case, with what was read above: no second look at the record.
     redis.call('ZREM', K.active, id)
     G.left_active(h[9] or false)
-    redis.call('HSET', jk, 'result', payload)
     if h[5] then redis.call('HDEL', jk, 'error') end
-    finish_out(id, 'completed', h[4], nil, h[6], h[7], h[8])
+    finish_out(id, 'completed', h[4], nil, h[6], h[7], h[8], payload, not h[10])
     return 'completed'
   elseif how == 'fail' then
     redis.call('HSET', jk, 'attempts_made', h[4] or 0, 'error', payload)
