@@ -441,8 +441,10 @@ async fn rivulet_grouped(run: &Run, name: &str, n: usize, groups: usize) -> Resu
     Ok(throughput(n, elapsed))
 }
 
-/// Redis memory (over the empty start) after the first `first` jobs and after all
-/// `total` went through a queue with the default retention, added and processed at once.
+/// Redis memory (`used_memory`, the whole server's) after the first `first` jobs and
+/// after all `total` went through a queue with the default retention, added and
+/// processed at once. The whole server's figure, not a delta over the start: the start
+/// can still hold buffers of the scenario before, which a delta would subtract.
 async fn rivulet_retention(
     run: &Run,
     name: &str,
@@ -450,7 +452,6 @@ async fn rivulet_retention(
     total: usize,
 ) -> Result<(f64, f64), CliError> {
     let queue = open_queue(run, name, None).await?;
-    let m0 = run.used_memory().await?;
     let worker = queue.worker(noop).concurrency(CONCURRENCY).await?;
     let mut outcome = Ok((0.0, 0.0));
     let mut after_first = 0.0;
@@ -463,7 +464,7 @@ async fn rivulet_retention(
             outcome = Err(e);
             break;
         }
-        let m = run.used_memory().await? - m0;
+        let m = run.used_memory().await?;
         if to == first.min(total) {
             after_first = m;
         } else {

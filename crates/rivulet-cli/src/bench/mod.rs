@@ -157,24 +157,39 @@ impl Run {
 
     /// Deletes every key the bench wrote (its own prefixes only).
     async fn cleanup(&self) -> Result<(), CliError> {
-        let mut con = self.raw.shared().await?;
+        // SCAN + DEL a page at a time on a connection without a response timeout: after
+        // `jobs_backlog_1m` there are millions of keys, too many for one `KEYS`. DEL, not
+        // UNLINK, so the memory is free before the next scenario reads `used_memory`.
+        let mut con = self.raw.blocking().await?;
+        let fail = |e: redis::RedisError| CliError::runtime(format!("cleanup: {e}"));
         // Registries are `<prefix>/…`, per-topic (and per-queue) keys `{<prefix>/…}…`.
         for pattern in [
             "bench:raw:*".to_owned(),
             format!("{}/*", side::PREFIX),
             format!("{{{}/*", side::PREFIX),
         ] {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut con)
-                .await
-                .map_err(|e| CliError::runtime(format!("cleanup: {e}")))?;
-            for chunk in keys.chunks(500) {
-                redis::cmd("DEL")
-                    .arg(chunk)
-                    .query_async::<()>(&mut con)
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(5000)
+                    .query_async(&mut con)
                     .await
-                    .map_err(|e| CliError::runtime(format!("cleanup: {e}")))?;
+                    .map_err(fail)?;
+                if !keys.is_empty() {
+                    redis::cmd("DEL")
+                        .arg(&keys)
+                        .query_async::<()>(&mut con)
+                        .await
+                        .map_err(fail)?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
         Ok(())
