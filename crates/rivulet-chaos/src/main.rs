@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! rivulet-chaos list [--profile smoke|soak]
-//! rivulet-chaos run <scenario|all> [--seed N] [--profile smoke|soak] [--json] [--keep] [-v]
+//! rivulet-chaos run <scenario|all|bus|jobs> [--seed N] [--profile smoke|soak] [--json] [--keep] [-v]
 //! ```
 //!
 //! Each scenario starts its own `redis-server` (AOF on) or Redis Cluster, spawns probe
@@ -60,7 +60,7 @@ struct Cli {
 enum Command {
     /// Runs one scenario, or `all` of the profile's, printing one result line each.
     Run {
-        /// A scenario name (see `list`) or `all`.
+        /// A scenario name (see `list`), `all`, or `bus` / `jobs` (all of one kind).
         scenario: String,
         /// The seed every fault schedule derives from (default: from the clock; printed).
         #[arg(long)]
@@ -267,9 +267,14 @@ fn run(
     opts: &RunOpts,
 ) -> ExitCode {
     let all = everything();
-    let selected: Vec<Picked> = if name == "all" {
+    let of_kind = |s: &Picked| match name {
+        "bus" => matches!(s, Picked::Bus(_)),
+        "jobs" => matches!(s, Picked::Jobs(_)),
+        _ => true,
+    };
+    let selected: Vec<Picked> = if matches!(name, "all" | "bus" | "jobs") {
         all.iter()
-            .filter(|s| in_profile(s.2, profile))
+            .filter(|s| in_profile(s.2, profile) && of_kind(&s.3))
             .map(|s| s.3)
             .collect()
     } else {

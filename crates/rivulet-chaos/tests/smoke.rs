@@ -141,7 +141,7 @@ fn smoke_profile_keeps_the_promise() {
         reports.len() - job_reports
     );
     assert!(
-        job_reports >= 8,
+        job_reports >= 10,
         "expected every job smoke scenario, got {job_reports}:\n{stdout}"
     );
     assert_eq!(selftests, 1, "the bus checker's self-test did not run");
