@@ -53,6 +53,7 @@ fn smoke_profile_keeps_the_promise() {
             "runs_over_bound",
             "early",
             "dedup_violations",
+            "parent_early",
             "wrong_outcome",
             "stuck",
             "counts_mismatch",
@@ -141,7 +142,7 @@ fn smoke_profile_keeps_the_promise() {
         reports.len() - job_reports
     );
     assert!(
-        job_reports >= 10,
+        job_reports >= 11,
         "expected every job smoke scenario, got {job_reports}:\n{stdout}"
     );
     assert_eq!(selftests, 1, "the bus checker's self-test did not run");

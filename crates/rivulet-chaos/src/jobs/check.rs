@@ -49,7 +49,8 @@ pub(crate) struct JobHistory {
     pub(crate) work: Vec<WorkRecord>,
     /// Each job's record after the drain, for every id any adder logged.
     pub(crate) finals: HashMap<String, Option<JobInfo>>,
-    pub(crate) counts: JobCounts,
+    /// The O(1) counts of each queue of the run.
+    pub(crate) counts: Vec<JobCounts>,
     pub(crate) events: Vec<Ev>,
     pub(crate) faults: Vec<FaultRecord>,
     /// How long a lease lasts (reruns after a fault are allowed within it).
@@ -92,6 +93,8 @@ pub(crate) struct JobOutcome {
     pub(crate) early: u64,
     /// Dedup keys held by more than one added job.
     pub(crate) dedup_violations: u64,
+    /// Flow parents leased before their last child finished.
+    pub(crate) parent_early: u64,
     /// Jobs not finished after the drain.
     pub(crate) stuck: u64,
     /// |O(1) count − jobs actually in the state|, summed over the states.
@@ -285,6 +288,7 @@ pub(crate) fn check(h: &JobHistory) -> JobOutcome {
     }
     ticks(h, &mut o);
     limits(h, &mut o);
+    parents(h, &mut o);
 
     // Counts: the O(1) figures against the records.
     let mut actual: HashMap<JobState, u64> = HashMap::new();
@@ -293,7 +297,8 @@ pub(crate) fn check(h: &JobHistory) -> JobOutcome {
     }
     for s in JobState::ALL {
         let a = actual.get(&s).copied().unwrap_or(0);
-        o.counts_mismatch += h.counts.of(s).abs_diff(a);
+        let counted: u64 = h.counts.iter().map(|c| c.of(s)).sum();
+        o.counts_mismatch += counted.abs_diff(a);
     }
 
     // Events: outcomes per job, in stream order. An attempt's outcome (completed,
@@ -402,6 +407,55 @@ pub(crate) fn check(h: &JobHistory) -> JobOutcome {
         }
     }
     o
+}
+
+/// How far the stream's clock may run ahead of `finished_at` (both the store's time,
+/// taken at slightly different moments of a script).
+const CLOCK_SLACK_MS: u64 = 5;
+
+/// A flow's parent is leased only after each of its children finished: its first
+/// `active` event is no earlier than the latest child's finish time.
+fn parents(h: &JobHistory, o: &mut JobOutcome) {
+    let mut first_lease: HashMap<&str, u64> = HashMap::new();
+    for e in h.events.iter().filter(|e| e.kind == JobEventKind::Active) {
+        first_lease.entry(e.job.as_str()).or_insert(e.t);
+    }
+    let finished: HashMap<&str, u64> = h
+        .finals
+        .iter()
+        .filter_map(|(id, i)| {
+            let i = i.as_ref().filter(|i| i.state.is_terminal())?;
+            Some((id.as_str(), i.finished_at_ms?))
+        })
+        .collect();
+    for id in early_parents(&h.planned, &first_lease, &finished) {
+        o.parent_early += 1;
+        o.example("parent_early", id);
+    }
+}
+
+/// The flow parents first leased (`first_lease`) before the latest finish time of their
+/// children (`finished`: the finished jobs), or while a child had not finished.
+fn early_parents<'a>(
+    planned: &'a HashMap<String, AddSpec>,
+    first_lease: &HashMap<&str, u64>,
+    finished: &HashMap<&str, u64>,
+) -> Vec<&'a str> {
+    let mut early = Vec::new();
+    for (id, plan) in planned.iter().filter(|(_, p)| !p.children.is_empty()) {
+        let Some(leased) = first_lease.get(id.as_str()) else {
+            continue;
+        };
+        let last_child = plan
+            .children
+            .iter()
+            .map(|c| finished.get(c.id.as_str()).copied())
+            .try_fold(0, |a, t| t.map(|t| a.max(t)));
+        if last_child.is_none_or(|t| leased + CLOCK_SLACK_MS < t) {
+            early.push(id.as_str());
+        }
+    }
+    early
 }
 
 /// Each tick of the scheduler fired once, and none skipped between the first and last.
@@ -708,6 +762,28 @@ mod tests {
         let o = check(&h);
         assert_eq!(o.limit_exceeded, 1, "three starts within one second");
         assert_eq!(o.cap_exceeded, 1, "a and b of group g active at once");
+    }
+
+    #[test]
+    fn a_parent_leased_before_its_last_child_finished_is_early() {
+        let mut parent = plan("p");
+        parent.spec.id = "p".into();
+        parent.children = ["p-c1", "p-c2"]
+            .map(|id| Spec {
+                id: id.into(),
+                ..Spec::default()
+            })
+            .to_vec();
+        let planned: HashMap<String, AddSpec> = [("p".to_owned(), parent)].into_iter().collect();
+        let lease = |t: u64| [("p", t)].into_iter().collect::<HashMap<&str, u64>>();
+        let done: HashMap<&str, u64> = [("p-c1", 100), ("p-c2", 200)].into_iter().collect();
+        assert!(early_parents(&planned, &lease(200), &done).is_empty());
+        assert_eq!(early_parents(&planned, &lease(150), &done), vec!["p"]);
+        // A child not finished at all: any lease of the parent is early.
+        let half: HashMap<&str, u64> = [("p-c1", 100)].into_iter().collect();
+        assert_eq!(early_parents(&planned, &lease(500), &half), vec!["p"]);
+        // A parent never leased (a child failed it) is not judged here.
+        assert!(early_parents(&planned, &HashMap::new(), &half).is_empty());
     }
 
     #[test]

@@ -114,7 +114,11 @@ impl Run {
             .iter()
             .map(|w| WorkerConfig {
                 connect: connect.clone(),
-                queue: self.queue.clone(),
+                queue: if w.kids {
+                    self.kids()
+                } else {
+                    self.queue.clone()
+                },
                 name: if w.broken { "broken" } else { "w" }.into(),
                 concurrency: w.concurrency,
                 lease_ms: t.lease_ms,
@@ -127,6 +131,14 @@ impl Run {
                 log: PathBuf::new(),
             })
             .collect()
+    }
+
+    /// The run's second queue: the flows' children.
+    fn kids(&self) -> QueueOpts {
+        QueueOpts {
+            name: probe::kids_queue(&self.queue.name),
+            ..self.queue.clone()
+        }
     }
 
     /// The ids whose plan is to be cancelled while they run.
@@ -158,6 +170,7 @@ impl Run {
             ..connect.clone()
         };
         let queue = self.queue.open(&harness_connect).await?;
+        let kids = self.kids().open(&harness_connect).await?;
         self.configure(&queue).await?;
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let workers: Workers = Arc::new(Mutex::new(Consumers::new(
@@ -170,7 +183,7 @@ impl Run {
         let closing = Arc::new(AtomicBool::new(false));
         let supervisor = tokio::spawn(supervise(workers.clone(), closing.clone()));
         let result = self
-            .with_workers(&exe, &connect, &queue, &env, &workers)
+            .with_workers(&exe, &connect, [&queue, &kids], &env, &workers)
             .await;
         closing.store(true, Ordering::SeqCst);
         let _ = supervisor.await;
@@ -190,12 +203,24 @@ impl Run {
         for a in &self.plan.adders {
             for j in &a.jobs {
                 history.planned.insert(j.spec.id.clone(), j.clone());
+                for c in &j.children {
+                    let child = probe::AddSpec {
+                        spec: c.clone(),
+                        attempts: j.attempts,
+                        ..probe::AddSpec::default()
+                    };
+                    history.planned.insert(c.id.clone(), child);
+                }
             }
         }
         for i in 0..self.plan.adders.len() {
             let log = adder_log(&self.dir, i);
             let adds: Vec<AddRecord> = read_lines(&log).map_err(|e| format!("adder log: {e}"))?;
-            let planned = self.plan.adders[i].jobs.len();
+            let planned: usize = self.plan.adders[i]
+                .jobs
+                .iter()
+                .map(|j| 1 + j.children.len())
+                .sum();
             if adds.len() != planned {
                 self.problems.push(format!(
                     "adder {i} logged {} of its {planned} jobs",
@@ -209,17 +234,21 @@ impl Run {
                 .work
                 .extend(read_lines::<WorkRecord>(&log).map_err(|e| format!("worker log: {e}"))?);
         }
-        history.counts = queue.counts().await.map_err(|e| format!("counts: {e}"))?;
-        history.events = queue
-            .events(None)
-            .await
-            .map_err(|e| format!("events: {e}"))?
-            .drain_now()
-            .await
-            .map_err(|e| format!("events: {e}"))?
-            .iter()
-            .map(check::Ev::from)
-            .collect();
+        for q in [&queue, &kids] {
+            history
+                .counts
+                .push(q.counts().await.map_err(|e| format!("counts: {e}"))?);
+            history.events.extend(
+                q.events(None)
+                    .await
+                    .map_err(|e| format!("events: {e}"))?
+                    .drain_now()
+                    .await
+                    .map_err(|e| format!("events: {e}"))?
+                    .iter()
+                    .map(check::Ev::from),
+            );
+        }
         // Every job any adder logged, and every job a scheduler tick added.
         let ids: BTreeSet<String> = history
             .adds
@@ -235,14 +264,16 @@ impl Run {
             .collect();
         for id in ids {
             let job = probe::job_id(&id)?;
-            let info = queue
-                .job(&job)
-                .await
-                .map_err(|e| format!("job {id}: {e}"))?;
+            let mut info = None;
+            for q in [&queue, &kids] {
+                if info.is_none() {
+                    info = q.job(&job).await.map_err(|e| format!("job {id}: {e}"))?;
+                }
+            }
             history.finals.insert(id, info);
         }
         history.faults = self.faults.clone();
-        drop(queue);
+        drop((queue, kids));
         drop(blocking(move || drop(env)).await);
         let _ = std::fs::write(
             self.dir.join("faults.json"),
@@ -273,7 +304,7 @@ impl Run {
         &mut self,
         exe: &Path,
         connect: &Connect,
-        queue: &Queue,
+        [queue, kids]: [&Queue; 2],
         env: &SharedEnv,
         workers: &Workers,
     ) -> Result<(), String> {
@@ -354,7 +385,7 @@ impl Run {
                 self.problems.push(format!("cancel {id}: {e}"));
             }
         }
-        self.drain(queue).await;
+        self.drain([queue, kids]).await;
         Ok(())
     }
 
@@ -390,21 +421,29 @@ impl Run {
 
     /// Polls the O(1) counts until nothing is unfinished three polls in a row, or the
     /// deadline passes.
-    async fn drain(&mut self, queue: &Queue) {
+    async fn drain(&mut self, queues: [&Queue; 2]) {
         let deadline = Instant::now() + Duration::from_millis(self.plan.drain_deadline_ms);
         let mut zeros = 0;
         let mut last = None;
         while Instant::now() < deadline {
-            match queue.counts().await {
-                Ok(c) if c.unfinished() == 0 => zeros += 1,
-                Ok(c) => {
-                    zeros = 0;
-                    last = Some(format!("{c:?}"));
+            let mut idle = true;
+            for q in queues {
+                match q.counts().await {
+                    Ok(c) if c.unfinished() == 0 => {}
+                    Ok(c) => {
+                        idle = false;
+                        last = Some(format!("{c:?}"));
+                    }
+                    Err(e) => {
+                        idle = false;
+                        last = Some(e.to_string());
+                    }
                 }
-                Err(e) => {
-                    zeros = 0;
-                    last = Some(e.to_string());
-                }
+            }
+            if idle {
+                zeros += 1;
+            } else {
+                zeros = 0;
             }
             if zeros >= 3 {
                 return;

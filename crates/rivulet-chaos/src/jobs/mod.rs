@@ -1,12 +1,13 @@
-//! The job scenarios: adders and workers in their own processes on a job queue, faults
-//! on the pids the harness started, and a checker of the fencing, retry, delay and dedup
-//! promises (J-1, J-3, J-6, J-11, J-12).
+//! The job scenarios: adders and workers in their own processes on a job queue (and a
+//! second queue for flows' children), faults on the pids the harness started, and a
+//! checker of the fencing, retry, delay, dedup, limit, scheduler and flow promises (J-1, J-3, J-4, J-6, J-7, J-8, J-9, J-11, J-12).
 //!
 //! | module | concept |
 //! |---|---|
 //! | [`probe`] | the adder and worker processes and their logs |
 //! | [`harness`] | one run: Redis, processes, faults, cancellations, the drain |
-//! | [`check`] | lost / unexpected / double outcomes / stale writes / reruns / early starts |
+//! | [`check`] | lost / unexpected / double outcomes / stale writes / reruns / early starts / limits / ticks / flow order |
+//! | [`report`] | the result line, JSON and the markdown row |
 //!
 //! Each plan is built from the seed; the same seed replays the same jobs and faults.
 
@@ -29,6 +30,8 @@ use crate::scenarios::{Fault, Profile, Scheduled};
 pub(crate) struct WorkerPlan {
     pub(crate) concurrency: usize,
     pub(crate) broken: bool,
+    /// Works the run's second queue (the flows' children) instead of the first.
+    pub(crate) kids: bool,
 }
 
 /// The worker timings every slot gets.
@@ -90,7 +93,7 @@ impl JobScenario {
     }
 }
 
-static CATALOG: [JobScenario; 11] = [
+static CATALOG: [JobScenario; 13] = [
     JobScenario {
         name: "jobs_baseline",
         about: "no faults: retries, poison, permanent failures, panics, timeouts, cancellations, delays, priorities",
@@ -155,11 +158,25 @@ static CATALOG: [JobScenario; 11] = [
         build: limits_kill,
     },
     JobScenario {
+        name: "jobs_flows_kill",
+        about: "flows (a parent, three children in a second queue) while the workers of both queues are SIGKILLed",
+        soak_only: false,
+        selftest: false,
+        build: flows_kill,
+    },
+    JobScenario {
         name: "jobs_selftest_unfenced",
         about: "self-test: a worker that completes without honouring its lease must be caught",
         soak_only: false,
         selftest: true,
         build: selftest_unfenced,
+    },
+    JobScenario {
+        name: "jobs_flows_cluster",
+        about: "flows across two queues in different Cluster slots (the flow mover) with failovers, master and worker kills",
+        soak_only: true,
+        selftest: false,
+        build: flows_cluster,
     },
     JobScenario {
         name: "jobs_cluster_failover",
@@ -186,6 +203,7 @@ fn base(p: Profile) -> JobPlan {
             WorkerPlan {
                 concurrency: 8,
                 broken: false,
+                kids: false,
             };
             2
         ],
@@ -336,6 +354,7 @@ fn worker_kill(p: Profile, rng: &mut StdRng) -> JobPlan {
         WorkerPlan {
             concurrency: 8,
             broken: false,
+            kids: false,
         };
         3
     ];
@@ -500,6 +519,7 @@ fn limits_kill(p: Profile, rng: &mut StdRng) -> JobPlan {
         WorkerPlan {
             concurrency: 8,
             broken: false,
+            kids: false,
         };
         3
     ];
@@ -514,6 +534,81 @@ fn limits_kill(p: Profile, rng: &mut StdRng) -> JobPlan {
     };
     plan.adders = one_adder(jobs("l", p.pick(400, 4000), mix, rng), 10, 5);
     worker_faults(&mut plan, 1500, rng, |slot| Fault::Kill { slot });
+    plan
+}
+
+/// `n` flows `<prefix>000001…`: a parent and three children each (10 % of the children
+/// fail once), one `add` call per flow.
+fn flows(prefix: &str, n: usize, rng: &mut StdRng) -> Vec<AddSpec> {
+    (1..=n)
+        .map(|i| {
+            let id = format!("{prefix}{i:06}");
+            let children = (1..=3)
+                .map(|c| Spec {
+                    id: format!("{id}-c{c}"),
+                    ms: rng.random_range(20..=300),
+                    fail: u32::from(rng.random_bool(0.1)),
+                    pad: "x".repeat(rng.random_range(10..=100)),
+                    ..Spec::default()
+                })
+                .collect();
+            AddSpec {
+                spec: Spec {
+                    id,
+                    ms: rng.random_range(5..=50),
+                    ..Spec::default()
+                },
+                attempts: ATTEMPTS,
+                children,
+                ..AddSpec::default()
+            }
+        })
+        .collect()
+}
+
+/// Two workers on the parents' queue and two on the children's.
+fn flow_workers() -> Vec<WorkerPlan> {
+    [false, false, true, true]
+        .into_iter()
+        .map(|kids| WorkerPlan {
+            concurrency: 8,
+            broken: false,
+            kids,
+        })
+        .collect()
+}
+
+fn flows_kill(p: Profile, rng: &mut StdRng) -> JobPlan {
+    let mut plan = base(p);
+    plan.workers = flow_workers();
+    plan.adders = one_adder(flows("f", p.pick(150, 1500), rng), 1, 20);
+    worker_faults(&mut plan, 1200, rng, |slot| Fault::Kill { slot });
+    plan
+}
+
+fn flows_cluster(p: Profile, rng: &mut StdRng) -> JobPlan {
+    let mut plan = base(p);
+    plan.topology = Topology::Cluster;
+    plan.window_ms = 1500;
+    plan.workers = flow_workers();
+    plan.adders = one_adder(flows("g", p.pick(150, 1500), rng), 1, 20);
+    let end = adding_ms(&plan);
+    let mut at = 2000;
+    let mut k = 0;
+    while at < end {
+        let fault = match k % 3 {
+            0 => Fault::ClusterFailover,
+            1 => Fault::Kill {
+                slot: rng.random_range(0..plan.workers.len()),
+            },
+            _ => Fault::ClusterKillMaster {
+                down_ms: rng.random_range(1000..=3000),
+            },
+        };
+        plan.faults.push(Scheduled { at_ms: at, fault });
+        at += rng.random_range(4000..=7000);
+        k += 1;
+    }
     plan
 }
 
@@ -536,6 +631,7 @@ fn cluster_failover(p: Profile, rng: &mut StdRng) -> JobPlan {
         WorkerPlan {
             concurrency: 8,
             broken: false,
+            kids: false,
         };
         3
     ];

@@ -67,6 +67,15 @@ pub(crate) struct AddSpec {
     pub(crate) attempts: u32,
     #[serde(default)]
     pub(crate) group: Option<String>,
+    /// A flow: these children, in the run's second queue, come first (added with the
+    /// job, one `add` call; `batch` must be 1).
+    #[serde(default)]
+    pub(crate) children: Vec<Spec>,
+}
+
+/// The second queue of a run (the flows' children), `<queue>.kids`.
+pub(crate) fn kids_queue(name: &str) -> String {
+    format!("{name}.kids")
 }
 
 /// The queue options every process of a run uses.
@@ -148,6 +157,9 @@ pub(crate) struct AddRecord {
     pub(crate) error: Option<String>,
 }
 
+/// What one add returned, or how it failed.
+type Added = Result<rivulet::Enqueued, (PublishResult, String)>;
+
 fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
@@ -156,6 +168,12 @@ fn at(ms: u64) -> SystemTime {
 pub(crate) async fn run_adder(cfg: AdderConfig) -> Result<(), String> {
     let log = JsonLines::open(&cfg.log).map_err(|e| format!("open log: {e}"))?;
     let queue = cfg.queue.open_until(&cfg.connect).await?;
+    let kids = QueueOpts {
+        name: kids_queue(&cfg.queue.name),
+        ..cfg.queue.clone()
+    }
+    .open_until(&cfg.connect)
+    .await?;
     let mut tick = tokio::time::interval(
         Duration::from_secs(1) / cfg.calls_per_sec.clamp(1, 1_000_000) as u32,
     );
@@ -187,7 +205,28 @@ pub(crate) async fn run_adder(cfg: AdderConfig) -> Result<(), String> {
             add
         };
         let failed = |e: rivulet::Error| (classify(&e), e.to_string());
-        let outcome: Vec<Result<rivulet::Enqueued, (PublishResult, String)>> = if chunk.len() == 1 {
+        let mut children: Vec<(&Spec, Added)> = Vec::new();
+        let outcome: Vec<Added> = if chunk.len() == 1 && !chunk[0].children.is_empty() {
+            let a = &chunk[0];
+            let child = |c: &Spec| kids.add("probe", c).job_id(&c.id).attempts(a.attempts);
+            let mut flow = build(a).child(child(&a.children[0]));
+            for c in &a.children[1..] {
+                flow = flow.child(child(c));
+            }
+            match flow.await {
+                Ok(f) => {
+                    for (c, node) in a.children.iter().zip(f.nodes.iter().skip(1)) {
+                        children.push((c, Ok(node.1.clone())));
+                    }
+                    vec![Ok(f.root)]
+                }
+                Err(e) => {
+                    let f = failed(e);
+                    children.extend(a.children.iter().map(|c| (c, Err(f.clone()))));
+                    vec![Err(f)]
+                }
+            }
+        } else if chunk.len() == 1 {
             vec![build(&chunk[0]).await.map_err(failed)]
         } else {
             match queue.add_bulk(chunk.iter().map(build)).await {
@@ -199,16 +238,21 @@ pub(crate) async fn run_adder(cfg: AdderConfig) -> Result<(), String> {
             }
         };
         let t_done = now_ms();
-        for (a, r) in chunk.iter().zip(outcome) {
+        let jobs = chunk
+            .iter()
+            .zip(outcome)
+            .map(|(a, r)| (&a.spec.id, run_at(a), a.dedup.clone(), r))
+            .chain(children.into_iter().map(|(c, r)| (&c.id, None, None, r)));
+        for (id, run_at_ms, dedup, r) in jobs {
             let mut rec = AddRecord {
-                id: a.spec.id.clone(),
+                id: id.clone(),
                 t_invoke,
                 t_done,
                 result: PublishResult::Ok,
                 duplicate: false,
                 holder: None,
-                run_at_ms: run_at(a),
-                dedup: a.dedup.clone(),
+                run_at_ms,
+                dedup,
                 error: None,
             };
             match r {

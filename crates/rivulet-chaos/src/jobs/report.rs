@@ -47,6 +47,7 @@ impl JobReport {
             ("runs_over_bound", o.runs_over_bound),
             ("early", o.early),
             ("dedup_violations", o.dedup_violations),
+            ("parent_early", o.parent_early),
             ("stuck", o.stuck),
             ("counts_mismatch", o.counts_mismatch),
             ("limit_exceeded", o.limit_exceeded),
@@ -113,7 +114,7 @@ impl JobReport {
     pub(crate) fn line(&self) -> String {
         let o = &self.outcome;
         format!(
-            "scenario={} lost={} unexpected={} double_outcome={} stale_write_accepted={} runs_over_bound={} early={} dedup_violations={} wrong_outcome={} stuck={} counts_mismatch={} limit_exceeded={} cap_exceeded={} tick_dup={} tick_missed={} ticks={} lost_in_fsync_window={} ok={} unknown={} fail={} duplicates={} completed={} failed={} cancelled={} starts={} stalls={} faults={} elapsed_ms={} verdict={}",
+            "scenario={} lost={} unexpected={} double_outcome={} stale_write_accepted={} runs_over_bound={} early={} dedup_violations={} parent_early={} wrong_outcome={} stuck={} counts_mismatch={} limit_exceeded={} cap_exceeded={} tick_dup={} tick_missed={} ticks={} lost_in_fsync_window={} ok={} unknown={} fail={} duplicates={} completed={} failed={} cancelled={} starts={} stalls={} faults={} elapsed_ms={} verdict={}",
             self.scenario,
             o.lost,
             o.unexpected,
@@ -122,6 +123,7 @@ impl JobReport {
             o.runs_over_bound,
             o.early,
             o.dedup_violations,
+            o.parent_early,
             o.wrong_outcome,
             o.stuck,
             o.counts_mismatch,
@@ -150,7 +152,7 @@ impl JobReport {
     pub(crate) fn markdown_row(&self) -> String {
         let o = &self.outcome;
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} / {} / {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} / {} | {} | {} | {} / {} / {} | {} | {} | {} |",
             self.scenario,
             o.added_ok,
             o.lost,
@@ -159,6 +161,7 @@ impl JobReport {
             o.stale_write_accepted,
             o.runs_over_bound,
             o.early,
+            o.parent_early,
             o.dedup_violations,
             o.limit_exceeded,
             o.cap_exceeded,
@@ -185,4 +188,4 @@ impl JobReport {
 }
 
 /// The header of the jobs results table.
-pub(crate) const MARKDOWN_HEADER: &str = "| scenario | added | lost | lost in fsync window | double outcome | stale write accepted | runs over bound | early | dedup violations | limit / cap exceeded | tick dup / missed | stuck | counts mismatch | completed / failed / cancelled | handler starts | faults | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub(crate) const MARKDOWN_HEADER: &str = "| scenario | added | lost | lost in fsync window | double outcome | stale write accepted | runs over bound | early / parent early | dedup violations | limit / cap exceeded | tick dup / missed | stuck | counts mismatch | completed / failed / cancelled | handler starts | faults | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
