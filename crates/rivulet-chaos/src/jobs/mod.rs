@@ -218,7 +218,7 @@ fn base(p: Profile) -> JobPlan {
         adders: Vec::new(),
         faults: Vec::new(),
         respawn_ms: 300,
-        drain_deadline_ms: p.pick(30_000, 90_000),
+        drain_deadline_ms: p.pick(30_000, 180_000),
         response_timeout_ms: 2000,
         window_ms: 0,
         scheduler_ms: None,
@@ -379,7 +379,8 @@ fn worker_pause(p: Profile, rng: &mut StdRng) -> JobPlan {
         ms: (200, 2500),
         ..Mix::default()
     };
-    plan.adders = one_adder(jobs("s", p.pick(400, 4000), mix, rng), 10, 4);
+    // Soak: 2,000 jobs of 1.35 s on average are 85 s of work for the 32 slots.
+    plan.adders = one_adder(jobs("s", p.pick(400, 2000), mix, rng), 10, 4);
     let lease = plan.timing.lease_ms;
     let end = adding_ms(&plan);
     let mut at = 1500;
