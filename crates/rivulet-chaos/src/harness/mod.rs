@@ -678,36 +678,15 @@ impl Run {
                     format!("SIGSTOP consumer slot {slot} pid {pid}, then SIGCONT"),
                 );
             }
-            Fault::KillRedis { down_ms } => {
-                let e = env.clone();
-                let pid = blocking(move || lock_env(&e).kill_redis()).await??;
-                tokio::time::sleep(Duration::from_millis(down_ms)).await;
-                let e = env.clone();
-                blocking(move || lock_env(&e).restart_redis()).await??;
-                self.record(
-                    FaultKind::RedisKill,
-                    t,
-                    Some(pid),
-                    format!("SIGKILL redis-server pid {pid}, restarted"),
-                );
-            }
-            Fault::Proxy { mode, for_ms } => {
-                let e = env.clone();
-                blocking(move || lock_env(&e).set_proxy(mode)).await??;
-                tokio::time::sleep(Duration::from_millis(for_ms)).await;
-                if mode != ProxyMode::Pass {
-                    self.record(FaultKind::Proxy, t, None, format!("proxy {mode:?}"));
+            f @ (Fault::KillRedis { .. }
+            | Fault::Proxy { .. }
+            | Fault::ClusterFailover
+            | Fault::ClusterKillMaster { .. }) => {
+                let key = inspect::stream_key(&self.topic);
+                if let Some(r) = redis_fault(env, f, &key).await? {
+                    self.say(format!("fault {:?} {}", r.kind, r.detail));
+                    self.faults.push(r);
                 }
-            }
-            Fault::ClusterFailover => {
-                let (e, key) = (env.clone(), inspect::stream_key(&self.topic));
-                let detail = blocking(move || lock_env(&e).cluster_failover(&key)).await??;
-                self.record(
-                    FaultKind::ClusterFailover,
-                    t,
-                    None,
-                    format!("CLUSTER FAILOVER: {detail}"),
-                );
             }
             Fault::SentinelKillMaster => {
                 let e = env.clone();
@@ -724,24 +703,75 @@ impl Run {
                 });
                 self.say("fault SentinelKillMaster");
             }
-            Fault::ClusterKillMaster { down_ms } => {
-                let (e, key) = (env.clone(), inspect::stream_key(&self.topic));
-                let (node, pid) = blocking(move || lock_env(&e).cluster_kill_owner(&key)).await??;
-                let t_killed = now_ms();
-                tokio::time::sleep(Duration::from_millis(down_ms)).await;
-                let e = env.clone();
-                blocking(move || lock_env(&e).cluster_restart_down()).await??;
-                self.faults.push(FaultRecord {
-                    t: t_killed,
-                    t_end: now_ms(),
-                    kind: FaultKind::ClusterKillMaster,
-                    pid: Some(pid),
-                    detail: format!("SIGKILL master node {node} pid {pid}, restarted as replica"),
-                });
-                self.say(format!("fault ClusterKillMaster node {node}"));
-            }
         }
         Ok(())
+    }
+}
+
+/// Injects a fault on the run's Redis rather than on a probe: a SIGKILL and restart, a
+/// proxy mode for a while, a `CLUSTER FAILOVER` or a SIGKILL of the master owning `key`
+/// (restarted as a replica after `down_ms`). Returns the fault's record (`None` for the
+/// proxy going back to pass); any other fault is an error.
+pub(crate) async fn redis_fault(
+    env: &SharedEnv,
+    fault: Fault,
+    key: &str,
+) -> Result<Option<FaultRecord>, String> {
+    let t = now_ms();
+    let done = |kind, t, pid, detail| {
+        Ok(Some(FaultRecord {
+            t,
+            t_end: now_ms(),
+            kind,
+            pid,
+            detail,
+        }))
+    };
+    match fault {
+        Fault::KillRedis { down_ms } => {
+            let e = env.clone();
+            let pid = blocking(move || lock_env(&e).kill_redis()).await??;
+            tokio::time::sleep(Duration::from_millis(down_ms)).await;
+            let e = env.clone();
+            blocking(move || lock_env(&e).restart_redis()).await??;
+            let detail = format!("SIGKILL redis-server pid {pid}, restarted after {down_ms} ms");
+            done(FaultKind::RedisKill, t, Some(pid), detail)
+        }
+        Fault::Proxy { mode, for_ms } => {
+            let e = env.clone();
+            blocking(move || lock_env(&e).set_proxy(mode)).await??;
+            tokio::time::sleep(Duration::from_millis(for_ms)).await;
+            if mode == ProxyMode::Pass {
+                return Ok(None);
+            }
+            done(
+                FaultKind::Proxy,
+                t,
+                None,
+                format!("proxy {mode:?} {for_ms} ms"),
+            )
+        }
+        Fault::ClusterFailover => {
+            let (e, key) = (env.clone(), key.to_owned());
+            let detail = blocking(move || lock_env(&e).cluster_failover(&key)).await??;
+            done(
+                FaultKind::ClusterFailover,
+                t,
+                None,
+                format!("CLUSTER FAILOVER: {detail}"),
+            )
+        }
+        Fault::ClusterKillMaster { down_ms } => {
+            let (e, key) = (env.clone(), key.to_owned());
+            let (node, pid) = blocking(move || lock_env(&e).cluster_kill_owner(&key)).await??;
+            let t_killed = now_ms();
+            tokio::time::sleep(Duration::from_millis(down_ms)).await;
+            let e = env.clone();
+            blocking(move || lock_env(&e).cluster_restart_down()).await??;
+            let detail = format!("SIGKILL master node {node} pid {pid}, restarted as replica");
+            done(FaultKind::ClusterKillMaster, t_killed, Some(pid), detail)
+        }
+        other => Err(format!("not a fault of Redis: {other:?}")),
     }
 }
 

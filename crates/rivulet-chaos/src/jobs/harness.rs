@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rivulet::{JobState, Limits, Queue, Rate};
-use rivulet_testkit::ProxyMode;
 
 use super::check::{self, JobHistory};
 use super::probe::{self, AddRecord, AdderConfig, QueueOpts, WorkRecord, WorkerConfig};
@@ -18,7 +17,7 @@ use super::{JobPlan, JobScenario};
 use crate::checker::{FaultKind, FaultRecord};
 use crate::harness::env::Env;
 use crate::harness::procs::{self, Consumers, PublisherProc, SharedConsumers};
-use crate::harness::{RunOpts, SharedEnv, blocking, live, lock_env, supervise};
+use crate::harness::{RunOpts, SharedEnv, blocking, live, lock_env, redis_fault, supervise};
 use crate::probe::{Connect, now_ms, read_lines};
 use crate::scenarios::{Fault, Profile};
 
@@ -522,57 +521,14 @@ impl Run {
                     format!("SIGSTOP worker slot {slot} pid {pid} for {for_ms} ms, then SIGCONT"),
                 );
             }
-            Fault::KillRedis { down_ms } => {
-                let e = env.clone();
-                let pid = blocking(move || lock_env(&e).kill_redis()).await??;
-                tokio::time::sleep(Duration::from_millis(down_ms)).await;
-                let e = env.clone();
-                blocking(move || lock_env(&e).restart_redis()).await??;
-                self.record(
-                    FaultKind::RedisKill,
-                    t,
-                    Some(pid),
-                    format!("SIGKILL redis-server pid {pid}, restarted after {down_ms} ms"),
-                );
-            }
-            Fault::Proxy { mode, for_ms } => {
-                let e = env.clone();
-                blocking(move || lock_env(&e).set_proxy(mode)).await??;
-                tokio::time::sleep(Duration::from_millis(for_ms)).await;
-                if mode != ProxyMode::Pass {
-                    self.record(
-                        FaultKind::Proxy,
-                        t,
-                        None,
-                        format!("proxy {mode:?} {for_ms} ms"),
-                    );
+            f @ (Fault::KillRedis { .. }
+            | Fault::Proxy { .. }
+            | Fault::ClusterFailover
+            | Fault::ClusterKillMaster { .. }) => {
+                if let Some(r) = redis_fault(env, f, &key).await? {
+                    self.say(format!("fault {:?} {}", r.kind, r.detail));
+                    self.faults.push(r);
                 }
-            }
-            Fault::ClusterFailover => {
-                let e = env.clone();
-                let detail = blocking(move || lock_env(&e).cluster_failover(&key)).await??;
-                self.record(
-                    FaultKind::ClusterFailover,
-                    t,
-                    None,
-                    format!("CLUSTER FAILOVER: {detail}"),
-                );
-            }
-            Fault::ClusterKillMaster { down_ms } => {
-                let e = env.clone();
-                let (node, pid) = blocking(move || lock_env(&e).cluster_kill_owner(&key)).await??;
-                let t_killed = now_ms();
-                tokio::time::sleep(Duration::from_millis(down_ms)).await;
-                let e = env.clone();
-                blocking(move || lock_env(&e).cluster_restart_down()).await??;
-                self.faults.push(FaultRecord {
-                    t: t_killed,
-                    t_end: now_ms(),
-                    kind: FaultKind::ClusterKillMaster,
-                    pid: Some(pid),
-                    detail: format!("SIGKILL master node {node} pid {pid}, restarted as replica"),
-                });
-                self.say(format!("fault ClusterKillMaster node {node}"));
             }
             other => return Err(format!("not a job fault: {other:?}")),
         }

@@ -593,7 +593,14 @@ fn flows_cluster(p: Profile, rng: &mut StdRng) -> JobPlan {
     plan.window_ms = 1500;
     plan.workers = flow_workers();
     plan.adders = one_adder(flows("g", p.pick(150, 1500), rng), 1, 20);
-    let end = adding_ms(&plan);
+    cluster_faults(&mut plan, rng);
+    plan
+}
+
+/// Every 4–7 s while the adders run, in turn: a failover of the queue's master, a worker
+/// SIGKILL, a SIGKILL of the queue's master for 1–3 s.
+fn cluster_faults(plan: &mut JobPlan, rng: &mut StdRng) {
+    let end = adding_ms(plan);
     let mut at = 2000;
     let mut k = 0;
     while at < end {
@@ -610,7 +617,6 @@ fn flows_cluster(p: Profile, rng: &mut StdRng) -> JobPlan {
         at += rng.random_range(4000..=7000);
         k += 1;
     }
-    plan
 }
 
 fn selftest_unfenced(p: Profile, rng: &mut StdRng) -> JobPlan {
@@ -637,22 +643,6 @@ fn cluster_failover(p: Profile, rng: &mut StdRng) -> JobPlan {
         3
     ];
     plan.adders = one_adder(jobs("c", p.pick(600, 6000), full_mix(), rng), 20, 8);
-    let end = adding_ms(&plan);
-    let mut at = 2000;
-    let mut k = 0;
-    while at < end {
-        let fault = match k % 3 {
-            0 => Fault::ClusterFailover,
-            1 => Fault::Kill {
-                slot: rng.random_range(0..3),
-            },
-            _ => Fault::ClusterKillMaster {
-                down_ms: rng.random_range(1000..=3000),
-            },
-        };
-        plan.faults.push(Scheduled { at_ms: at, fault });
-        at += rng.random_range(4000..=7000);
-        k += 1;
-    }
+    cluster_faults(&mut plan, rng);
     plan
 }

@@ -499,18 +499,7 @@ async fn raw_add(
     payloads: &Payloads,
 ) -> Result<Duration, CliError> {
     let start = Instant::now();
-    let per = n.div_ceil(PRODUCERS);
-    let mut tasks = Vec::new();
-    for p in 0..PRODUCERS {
-        let count = per.min(n.saturating_sub(p * per));
-        let (raw, key, payloads) = (run.raw.clone(), key.to_owned(), payloads.clone());
-        tasks.push(tokio::spawn(async move {
-            raw.publish(&key, count, &payloads).await
-        }));
-    }
-    for t in tasks {
-        super::join(t).await?;
-    }
+    run.raw_publish_parallel(key, n, payloads).await?;
     Ok(start.elapsed())
 }
 

@@ -243,6 +243,29 @@ impl Run {
             .sum())
     }
 
+    /// `n` raw entries appended by [`PRODUCERS`] tasks at once, each on its own
+    /// connection, in pipelines of [`BATCH`].
+    async fn raw_publish_parallel(
+        &self,
+        key: &str,
+        n: usize,
+        payloads: &Payloads,
+    ) -> Result<(), CliError> {
+        let per = n.div_ceil(PRODUCERS);
+        let mut producers = Vec::new();
+        for p in 0..PRODUCERS {
+            let count = per.min(n.saturating_sub(p * per));
+            let (raw, key, payloads) = (self.raw.clone(), key.to_owned(), payloads.clone());
+            producers.push(tokio::spawn(async move {
+                raw.publish(&key, count, &payloads).await
+            }));
+        }
+        for p in producers {
+            join(p).await?;
+        }
+        Ok(())
+    }
+
     /// Raw e2e: producers and one consumer together.
     async fn raw_e2e(&self, n: usize, payloads: &Payloads) -> Result<Duration, CliError> {
         let key = self.key("e2e");
@@ -255,18 +278,7 @@ impl Run {
                 async move { raw.consume(&key, n, done, None, raw::deadline_for(n)).await },
             )
         };
-        let per = n.div_ceil(PRODUCERS);
-        let mut producers = Vec::new();
-        for p in 0..PRODUCERS {
-            let count = per.min(n.saturating_sub(p * per));
-            let (raw, key, payloads) = (self.raw.clone(), key.clone(), payloads.clone());
-            producers.push(tokio::spawn(async move {
-                raw.publish(&key, count, &payloads).await
-            }));
-        }
-        for p in producers {
-            join(p).await?;
-        }
+        self.raw_publish_parallel(&key, n, payloads).await?;
         join(consumer).await?;
         Ok(start.elapsed())
     }
