@@ -408,7 +408,8 @@ fn worker_term(p: Profile, rng: &mut StdRng) -> JobPlan {
         fail_once: 5,
         ..Mix::default()
     };
-    plan.adders = one_adder(jobs("t", p.pick(300, 3000), mix, rng), 10, 5);
+    // Soak: 2,000 jobs of 1.55 s on average are 100 s of work for the 32 slots.
+    plan.adders = one_adder(jobs("t", p.pick(300, 2000), mix, rng), 10, 5);
     worker_faults(&mut plan, 2000, rng, |slot| Fault::Term { slot });
     plan
 }
