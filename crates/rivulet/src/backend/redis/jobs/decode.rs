@@ -75,9 +75,9 @@ impl Fields {
     }
 }
 
-/// A job from its hash; `None` for an empty hash (no such job).
-/// A job from its record and its data kept beside it (`None`: a record written before
-/// the data moved out of it, which holds its own).
+/// A job from its record and its data kept beside it (`data` is `None` for a record
+/// written before the data moved out of it, which holds its own); `None` for an empty
+/// record (no such job).
 pub(super) fn job_info_with_data(v: &Value, data: Option<Vec<u8>>) -> Result<Option<JobInfo>> {
     let mut f = Fields::new(v);
     if let Some(d) = data
@@ -88,6 +88,8 @@ pub(super) fn job_info_with_data(v: &Value, data: Option<Vec<u8>>) -> Result<Opt
     job_from(&f)
 }
 
+/// A job from its hash alone (the listing script adds the data to it); `None` for an
+/// empty hash (no such job).
 pub(super) fn job_info(v: &Value) -> Result<Option<JobInfo>> {
     job_from(&Fields::new(v))
 }
