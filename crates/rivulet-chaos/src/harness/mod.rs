@@ -662,15 +662,9 @@ impl Run {
                 );
             }
             Fault::Stop { slot, for_ms } => {
-                let (slot, pid) = {
-                    let mut c = procs::lock(consumers);
-                    let Some(slot) = live(&c, slot) else {
-                        return Ok(());
-                    };
-                    (slot, c.stop(slot)?)
+                let Some((slot, pid)) = pause_slot(consumers, slot, for_ms).await? else {
+                    return Ok(());
                 };
-                tokio::time::sleep(Duration::from_millis(for_ms)).await;
-                procs::lock(consumers).resume(slot)?;
                 self.record(
                     FaultKind::ConsumerStop,
                     t,
@@ -783,6 +777,25 @@ fn derived_group(topic: &str, handler: &str) -> String {
         .build()
         .and_then(|bus| bus.derived_group(topic, handler))
         .map_or_else(|_| format!("chaos:{topic}__{handler}"), |g| g.to_string())
+}
+
+/// SIGSTOPs slot `slot`'s process (or the next live slot's) for `for_ms`, then SIGCONTs
+/// it; returns the slot and the pid, `None` when no slot has a live process.
+pub(crate) async fn pause_slot<C: procs::SlotConfig>(
+    c: &SharedConsumers<C>,
+    slot: usize,
+    for_ms: u64,
+) -> Result<Option<(usize, u32)>, String> {
+    let (slot, pid) = {
+        let mut g = procs::lock(c);
+        let Some(slot) = live(&g, slot) else {
+            return Ok(None);
+        };
+        (slot, g.stop(slot)?)
+    };
+    tokio::time::sleep(Duration::from_millis(for_ms)).await;
+    procs::lock(c).resume(slot)?;
+    Ok(Some((slot, pid)))
 }
 
 /// `slot` if it has a live, running process, else the next slot that does.

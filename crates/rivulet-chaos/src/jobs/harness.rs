@@ -17,7 +17,9 @@ use super::{JobPlan, JobScenario};
 use crate::checker::{FaultKind, FaultRecord};
 use crate::harness::env::Env;
 use crate::harness::procs::{self, Consumers, PublisherProc, SharedConsumers};
-use crate::harness::{RunOpts, SharedEnv, blocking, live, lock_env, redis_fault, supervise};
+use crate::harness::{
+    RunOpts, SharedEnv, blocking, live, lock_env, pause_slot, redis_fault, supervise,
+};
 use crate::probe::{Connect, now_ms, read_lines};
 use crate::scenarios::{Fault, Profile};
 
@@ -505,15 +507,9 @@ impl Run {
                 );
             }
             Fault::Stop { slot, for_ms } => {
-                let (slot, pid) = {
-                    let mut w = procs::lock(workers);
-                    let Some(slot) = live(&w, slot) else {
-                        return Ok(());
-                    };
-                    (slot, w.stop(slot)?)
+                let Some((slot, pid)) = pause_slot(workers, slot, for_ms).await? else {
+                    return Ok(());
                 };
-                tokio::time::sleep(Duration::from_millis(for_ms)).await;
-                procs::lock(workers).resume(slot)?;
                 self.record(
                     FaultKind::ConsumerStop,
                     t,

@@ -93,22 +93,6 @@ fn err(what: &str) -> impl Fn(redis::RedisError) -> CliError + '_ {
     move |e| CliError::runtime(format!("raw jobs baseline: {what}: {e}"))
 }
 
-/// Both sides of a scenario, the order alternating with the round; returns
-/// `(rivulet, baseline)`.
-macro_rules! sides {
-    ($raw_first:expr, $raw:expr, $riv:expr) => {{
-        if $raw_first {
-            let r = $raw;
-            let v = $riv;
-            (v, r)
-        } else {
-            let v = $riv;
-            let r = $raw;
-            (v, r)
-        }
-    }};
-}
-
 /// One round of a jobs scenario.
 pub(crate) async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliError> {
     let n = run.sizes.jobs;

@@ -5,6 +5,22 @@
 //! gives medians with min–max and the ratio rivulet / raw. Absolute numbers depend on the
 //! machine; the ratios are what to compare.
 
+/// Runs both sides of a scenario, the raw baseline first when `raw_first` (the order
+/// alternates with the round); returns `(rivulet, baseline)`.
+macro_rules! sides {
+    ($raw_first:expr, $raw:expr, $riv:expr) => {{
+        if $raw_first {
+            let r = $raw;
+            let v = $riv;
+            (v, r)
+        } else {
+            let v = $riv;
+            let r = $raw;
+            (v, r)
+        }
+    }};
+}
+
 mod jobs;
 mod raw;
 mod report;
@@ -468,24 +484,12 @@ async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliErro
     let big = Payloads::new(1024, false);
     let stamped = Payloads::new(100, true);
     let raw_first = round.is_multiple_of(2);
-    macro_rules! both {
-        ($raw:expr, $riv:expr) => {{
-            if raw_first {
-                let r = $raw;
-                let v = $riv;
-                (v, r)
-            } else {
-                let v = $riv;
-                let r = $raw;
-                (v, r)
-            }
-        }};
-    }
     let lat = run.sizes.latency_samples;
     Ok(match name {
         "e2e" | "e2e_1k" => {
             let p = if name == "e2e" { &small } else { &big };
-            let (v, r) = both!(
+            let (v, r) = sides!(
+                raw_first,
                 run.raw_e2e(n, p).await?,
                 run.side.e2e(&run.topic("e2e"), n, p, None).await?
             );
@@ -493,7 +497,8 @@ async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliErro
         }
         "drain" | "drain_1k" => {
             let p = if name == "drain" { &small } else { &big };
-            let (v, r) = both!(
+            let (v, r) = sides!(
+                raw_first,
                 run.raw_drain(n, p).await?,
                 run.side.drain(&run.topic("drain"), n, p).await?
             );
@@ -502,7 +507,8 @@ async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliErro
         "publish_latency_p50" | "publish_latency_p99" => {
             let q = if name.ends_with("p50") { 0.5 } else { 0.99 };
             let key = run.key("pub");
-            let (v, r) = both!(
+            let (v, r) = sides!(
+                raw_first,
                 run.raw.publish_latency(&key, lat, &small).await?,
                 run.side
                     .publish_latency(&run.topic("pub"), lat, &small, 0)
@@ -538,7 +544,8 @@ async fn measure(run: &Run, name: &str, round: usize) -> Result<Measure, CliErro
         }
         "handle_latency_p50" | "handle_latency_p99" => {
             let q = if name.ends_with("p50") { 0.5 } else { 0.99 };
-            let (v, r) = both!(
+            let (v, r) = sides!(
+                raw_first,
                 run.raw_handle_latency(lat, 1000, &stamped).await?,
                 run.side
                     .handle_latency(&run.topic("lat"), lat, 1000, &stamped)
